@@ -1,0 +1,51 @@
+# seq2seq — every user-facing command. `make train` and `make test` set everything up themselves.
+#
+# TORCH_SPEC chooses the PyTorch build deliberately. The default takes the CPU wheel
+# (on the project's machines a local file); on a GPU machine use e.g.
+#   make train TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# An unpinned `torch` would pull the multi-GB CUDA build from PyPI.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+ARGS       ?=
+SWEEP      ?=
+
+BIN   := $(VENV)/bin
+PY    := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+export WANDB_SILENT ?= true
+export HYDRA_FULL_ERROR ?= 0
+
+.PHONY: setup train test lint format clean
+
+## setup: create .venv and install the project (idempotent: a second call does nothing)
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(firstword $(TORCH_SPEC))" $(wordlist 2,99,$(TORCH_SPEC))
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+## train: train the default model (toy_translation, bi-GRU + Bahdanau); ARGS="..." passes Hydra overrides
+train: $(STAMP)
+	$(PY) -m seq2seq.train $(ARGS)
+
+## test: the whole test suite (CI runs this)
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+## lint: ruff check and format check
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

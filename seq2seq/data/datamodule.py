@@ -1,0 +1,115 @@
+"""The LightningDataModule: raw pairs → validation → SentencePiece → ids → length-bucketed batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from seq2seq.data.batching import Example, PairDataset, TokenBudgetBatchSampler, collate
+from seq2seq.data.errors import DataError
+from seq2seq.data.parallel import filter_by_length, read_parallel
+from seq2seq.data.synthetic import make_splits
+from seq2seq.data.tokenizer import Tokenizer, load_or_train
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+Pairs = list[tuple[str, str]]
+
+
+def load_raw_pairs(data_cfg: Any) -> dict[str, Pairs]:
+    """Read or generate the three splits named by the ``data`` config (``conf/data/*.yaml``)."""
+    if data_cfg.source == "synthetic":
+        return make_splits(
+            data_cfg.task,
+            {split: int(data_cfg.sizes[split]) for split in SPLITS},
+            min_len=data_cfg.min_len,
+            max_len=data_cfg.max_len,
+            seed=data_cfg.seed,
+            vocab_size=data_cfg.get("symbols", 50),
+        )
+    if data_cfg.source == "files":
+        return {
+            split: read_parallel(data_cfg.files[split].src, data_cfg.files[split].tgt) for split in SPLITS
+        }
+    raise DataError(f"data.source={data_cfg.source!r}: choose 'synthetic' or 'files'")
+
+
+class Seq2SeqDataModule(pl.LightningDataModule):
+    """Builds tokenizers and encoded splits once (``setup``) and serves token-budget batches.
+
+    Args:
+        data_cfg: the ``data`` config node.
+        cache_dir: where trained tokenizers are cached.
+        seed: shuffling seed for training batches.
+    """
+
+    def __init__(self, data_cfg: Any, cache_dir: str | Path, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        self.cfg = data_cfg
+        self.cache_dir = Path(cache_dir)
+        self.seed = seed
+        self.num_workers = num_workers
+        self.raw: dict[str, Pairs] = {}
+        self.datasets: dict[str, PairDataset] = {}
+        self.src_tokenizer: Tokenizer | None = None
+        self.tgt_tokenizer: Tokenizer | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        raw = load_raw_pairs(self.cfg)
+        for split in SPLITS:
+            if not raw[split]:
+                raise DataError(f"the {split} split of data={self.cfg.name} is empty")
+        raw["train"], dropped = filter_by_length(raw["train"], int(self.cfg.max_words))
+        if dropped:
+            log.warning(
+                "dropped %d training pairs longer than data.max_words=%d words (never truncated)",
+                dropped,
+                self.cfg.max_words,
+            )
+        if not raw["train"]:
+            raise DataError(
+                f"no training pairs left after dropping those over data.max_words={self.cfg.max_words}"
+            )
+        self.raw = raw
+        settings = dict(self.cfg.tokenizer)
+        self.src_tokenizer = load_or_train([s for s, _ in raw["train"]], settings, self.cache_dir, "src")
+        self.tgt_tokenizer = load_or_train([t for _, t in raw["train"]], settings, self.cache_dir, "tgt")
+        for split in SPLITS:
+            self.datasets[split] = self.encode(raw[split])
+        log.info(
+            "data %s: %s pairs; vocab src %d, tgt %d",
+            self.cfg.name,
+            {s: len(d) for s, d in self.datasets.items()},
+            self.src_tokenizer.vocab_size,
+            self.tgt_tokenizer.vocab_size,
+        )
+
+    def encode(self, pairs: Pairs) -> PairDataset:
+        """Tokenize pairs; with ``data.reverse_source`` the source ids are reversed (Sutskever et al. 2014)."""
+        src_ids = self.src_tokenizer.encode_batch([s for s, _ in pairs])
+        tgt_ids = self.tgt_tokenizer.encode_batch([t for _, t in pairs])
+        if self.cfg.get("reverse_source", False):
+            src_ids = [ids[::-1] for ids in src_ids]
+        return PairDataset([Example(i, s, t) for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True))])
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        budget = self.cfg.batch.max_tokens if shuffle else self.cfg.batch.eval_max_tokens
+        sampler = TokenBudgetBatchSampler(dataset.lengths(), budget, shuffle=shuffle, seed=self.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,110 @@
+"""SentencePiece tokenizers, trained on the training split and cached by a hash of data and settings.
+
+Special ids are fixed for every model: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` (BOS) 2, ``</s>`` (EOS) 3.
+The serialized model travels inside checkpoints, so a checkpoint moved elsewhere still decodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+log = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MODEL_TYPES = ("unigram", "bpe", "word", "char")
+
+
+class Tokenizer:
+    """A thin wrapper around ``SentencePieceProcessor`` with the project's special ids."""
+
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    def __init__(self, model_proto: bytes) -> None:
+        self.model_proto = model_proto
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.processor.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.processor.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.processor.encode(list(texts), out_type=int)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.processor.decode([int(i) for i in ids])
+
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        return [self.processor.id_to_piece(int(i)) for i in ids]
+
+
+def _cache_key(sentences: Sequence[str], settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for sentence in sentences:
+        digest.update(sentence.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:20]
+
+
+def train_tokenizer(
+    sentences: Sequence[str], model_type: str = "unigram", vocab_size: int = 8000, **options
+) -> bytes:
+    """Train a SentencePiece model in memory; returns the serialized model.
+
+    ``vocab_size`` is an upper bound (``hard_vocab_limit=false``), so a small corpus or a word-level model
+    with fewer distinct words still trains.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"data.tokenizer.model_type={model_type!r}: choose one of {MODEL_TYPES}")
+    if not sentences:
+        raise ValueError("cannot train a tokenizer on an empty training split")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        model_type=model_type,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        character_coverage=options.pop("character_coverage", 1.0),
+        input_sentence_size=options.pop("input_sentence_size", 2_000_000),
+        shuffle_input_sentence=True,
+        num_threads=options.pop("num_threads", os.cpu_count() or 1),
+        minloglevel=2,
+        **options,
+    )
+    return model.getvalue()
+
+
+def load_or_train(sentences: Iterable[str], settings: dict, cache_dir: str | Path, name: str) -> Tokenizer:
+    """Return the cached tokenizer for these sentences and settings, training and caching it if new.
+
+    The cache file is ``<cache_dir>/tokenizers/<name>-<hash>.model``; it is written atomically so parallel
+    jobs (sweeps, DDP ranks) never read a half-written file.
+    """
+    sentences = list(sentences)
+    path = Path(cache_dir) / "tokenizers" / f"{name}-{_cache_key(sentences, settings)}.model"
+    if path.exists():
+        log.info("tokenizer %s: cached %s", name, path)
+        return Tokenizer(path.read_bytes())
+    log.info("tokenizer %s: training SentencePiece (%s) on %d sentences", name, settings, len(sentences))
+    proto = train_tokenizer(sentences, **settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(proto)
+    os.replace(tmp.name, path)
+    return Tokenizer(proto)

@@ -1,0 +1,129 @@
+"""Attention mechanisms: Bahdanau (additive) and Luong (dot, general, concat).
+
+Every mechanism scores a decoder query ``q`` (B, H) against the encoder outputs ``h̄_j`` (B, S, H),
+normalises the scores with a softmax over the *real* source positions (padding gets exactly zero
+weight) and returns the context ``c = Σ_j α_j h̄_j``:
+
+=================  ======================================  ==========================================
+variant            score(q, h̄_j)                           paper
+=================  ======================================  ==========================================
+``bahdanau``       vᵀ tanh(W q + U h̄_j)                     Bahdanau, Cho & Bengio 2015, eq. (6), App. A
+``luong_dot``      qᵀ h̄_j                                   Luong, Pham & Manning 2015, eq. (8)
+``luong_general``  qᵀ W h̄_j                                 Luong et al. 2015, eq. (8)
+``luong_concat``   vᵀ tanh(W [q; h̄_j])                      Luong et al. 2015, eq. (8)
+=================  ======================================  ==========================================
+
+The part of each score that depends only on the source (``U h̄`` and ``W h̄``) is computed once per
+batch by :meth:`Attention.project_keys`, not at every decoder step.
+
+Where the query comes from differs: Bahdanau attends with the *previous* decoder state ``s_{i-1}``
+before the RNN step; Luong attends with the *current* state ``h_t`` after it. Each class says which in
+``query_is_previous_state`` and the decoder (``decoder.py``) places the call accordingly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    """Base class: ``project_keys`` once per batch, then ``forward`` once per decoder step."""
+
+    query_is_previous_state: bool = False
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        """Precompute the source-only part of the score. ``(B, S, H)`` → ``(B, S, K)``."""
+        return memory
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        """Unnormalised scores ``(B, S)`` for a query ``(B, H)`` and projected keys ``(B, S, K)``."""
+        raise NotImplementedError
+
+    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """One attention read.
+
+        Args:
+            query: ``(B, H)`` decoder state.
+            keys: ``(B, S, K)`` from :meth:`project_keys`.
+            memory: ``(B, S, H)`` encoder outputs (the values).
+            mask: ``(B, S)`` bool, True at real source tokens.
+
+        Returns:
+            context ``(B, H)`` and weights ``(B, S)`` (rows sum to 1, zero at padding).
+        """
+        scores = self.score(query, keys)  # (B, S)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, S)
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)
+        return context, weights
+
+
+class AdditiveScore(Attention):
+    """vᵀ tanh(W q + U h̄): shared by Bahdanau (query = s_{i-1}) and Luong concat (query = h_t).
+
+    Luong's ``vᵀ tanh(W_a [h_t; h̄_s])`` is the same function with ``W_a = [W, U]`` split by columns.
+    """
+
+    def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.query_layer = nn.Linear(query_size, attention_size, bias=False)  # W
+        self.key_layer = nn.Linear(memory_size, attention_size, bias=False)  # U
+        self.energy_layer = nn.Linear(attention_size, 1, bias=False)  # v
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        return self.key_layer(memory)  # (B, S, A)
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        energy = torch.tanh(self.query_layer(query).unsqueeze(1) + keys)  # (B, S, A)
+        return self.energy_layer(energy).squeeze(-1)  # (B, S)
+
+
+class BahdanauAttention(AdditiveScore):
+    """Additive attention of Bahdanau et al. (2015), queried with the previous decoder state s_{i-1}."""
+
+    query_is_previous_state = True
+
+
+class LuongConcatAttention(AdditiveScore):
+    """Luong et al. (2015) ``concat`` score vᵀ tanh(W [h_t; h̄_s]), queried with the current state h_t."""
+
+
+class LuongDotAttention(Attention):
+    """Luong et al. (2015) ``dot`` score h_tᵀ h̄_s; needs query and memory of equal size."""
+
+    def __init__(self, query_size: int, memory_size: int, attention_size: int | None = None) -> None:
+        super().__init__()
+        if query_size != memory_size:
+            raise ValueError(f"luong_dot needs equal query ({query_size}) and memory ({memory_size}) sizes")
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
+
+
+class LuongGeneralAttention(LuongDotAttention):
+    """Luong et al. (2015) ``general`` score h_tᵀ W_a h̄_s; ``W_a h̄_s`` is precomputed per batch."""
+
+    def __init__(self, query_size: int, memory_size: int, attention_size: int | None = None) -> None:
+        nn.Module.__init__(self)
+        self.key_layer = nn.Linear(memory_size, query_size, bias=False)  # W_a
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        return self.key_layer(memory)  # (B, S, H)
+
+
+ATTENTIONS: dict[str, type[Attention]] = {
+    "bahdanau": BahdanauAttention,
+    "luong_dot": LuongDotAttention,
+    "luong_general": LuongGeneralAttention,
+    "luong_concat": LuongConcatAttention,
+}
+
+
+def build_attention(name: str, query_size: int, memory_size: int, attention_size: int) -> Attention | None:
+    """``none`` → ``None`` (the fixed-context model); otherwise the named mechanism."""
+    if name == "none":
+        return None
+    if name not in ATTENTIONS:
+        raise ValueError(f"unknown attention {name!r}: choose none or one of {sorted(ATTENTIONS)}")
+    return ATTENTIONS[name](query_size, memory_size, attention_size)

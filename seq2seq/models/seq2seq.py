@@ -1,0 +1,115 @@
+"""The encoder–decoder: source embeddings → :class:`RecurrentEncoder` → :class:`RecurrentDecoder`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from seq2seq.models.attention import build_attention
+from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder
+from seq2seq.models.encoders import RecurrentEncoder
+
+
+class EncoderDecoder(nn.Module):
+    """An RNN encoder–decoder with or without attention.
+
+    Args:
+        src_vocab_size, tgt_vocab_size: vocabulary sizes.
+        embedding_size, hidden_size: shared by encoder and decoder (``model.embedding_size``, ``model.hidden_size``).
+        rnn_type: ``rnn`` | ``gru`` | ``lstm`` for both encoder and decoder.
+        attention: ``none`` | ``bahdanau`` | ``luong_dot`` | ``luong_general`` | ``luong_concat``.
+        context: for ``attention=none``: ``init`` (Sutskever 2014) or ``every_step`` (Cho 2014).
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        embedding_size: int = 128,
+        hidden_size: int = 256,
+        rnn_type: str = "gru",
+        encoder_layers: int = 1,
+        bidirectional: bool = True,
+        encoder_dropout: float = 0.0,
+        decoder_layers: int = 1,
+        decoder_dropout: float = 0.0,
+        attention: str = "bahdanau",
+        attention_size: int | None = None,
+        input_feeding: bool = True,
+        context: str = "init",
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if decoder_layers != encoder_layers:
+            raise ValueError(
+                f"decoder layers ({decoder_layers}) must equal encoder layers ({encoder_layers}): "
+                "the decoder starts from the encoder's final state of each layer"
+            )
+        self.pad_id = pad_id
+        self.src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
+        self.encoder = RecurrentEncoder(
+            rnn_type, embedding_size, hidden_size, encoder_layers, bidirectional, encoder_dropout
+        )
+        self.decoder = RecurrentDecoder(
+            rnn_type,
+            tgt_vocab_size,
+            embedding_size,
+            hidden_size,
+            decoder_layers,
+            decoder_dropout,
+            build_attention(attention, hidden_size, hidden_size, attention_size or hidden_size),
+            input_feeding=input_feeding,
+            context=context,
+            pad_id=pad_id,
+        )
+
+    @classmethod
+    def from_config(
+        cls, model_cfg: Any, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0
+    ) -> EncoderDecoder:
+        """Build from the ``model`` config node (``conf/model/*``)."""
+        enc, dec = model_cfg.encoder, model_cfg.decoder
+        return cls(
+            src_vocab_size,
+            tgt_vocab_size,
+            embedding_size=model_cfg.embedding_size,
+            hidden_size=model_cfg.hidden_size,
+            rnn_type=enc.rnn_type,
+            encoder_layers=enc.num_layers,
+            bidirectional=enc.bidirectional,
+            encoder_dropout=enc.dropout,
+            decoder_layers=dec.num_layers,
+            decoder_dropout=dec.dropout,
+            attention=model_cfg.attention.name,
+            attention_size=model_cfg.attention.get("size"),
+            input_feeding=dec.input_feeding,
+            context=model_cfg.context,
+            pad_id=pad_id,
+        )
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
+        """``(B, S)`` ids → the decoder's memory and initial state."""
+        outputs, final = self.encoder(self.src_embedding(src), src_lengths)  # (B, S, H)
+        mask = src != self.pad_id  # (B, S)
+        return self.decoder.prepare_memory(outputs, mask, final), self.decoder.init_state(final)
+
+    def forward(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        targets_in: Tensor,
+        teacher_forcing_ratio: float = 1.0,
+        sample_feedback: bool = False,
+        return_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits ``(B, T, V)`` for decoder inputs ``(B, T)`` (BOS-prefixed targets), and optionally attention."""
+        memory, state = self.encode(src, src_lengths)
+        return self.decoder(
+            targets_in,
+            memory,
+            state,
+            teacher_forcing_ratio=teacher_forcing_ratio,
+            sample_feedback=sample_feedback,
+            return_attention=return_attention,
+        )
