@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup train test lint format clean
+.PHONY: setup train test lint format clean data-bible dashboard retention
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
@@ -37,6 +37,19 @@ train: $(STAMP)
 ## test: the whole test suite (CI runs this)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+## data-bible: build the Bible en–es corpus in data/bible (KJV → Reina-Valera 1909); ARGS="--force" rebuilds
+data-bible: $(STAMP)
+	$(PY) scripts/prepare_bible.py $(ARGS)
+
+## dashboard: review page for a sweep: make dashboard SWEEP=multirun/2026-01-01/12-00-00
+dashboard: $(STAMP)
+	@test -n "$(SWEEP)" || { echo "usage: make dashboard SWEEP=<multirun dir>"; exit 2; }
+	$(PY) -m seq2seq.report sweep_dir=$(SWEEP)
+
+## retention: linear first-token retention simulation (docs/retention.md); ARGS="..." passes Hydra overrides
+retention: $(STAMP)
+	$(PY) -m seq2seq.analysis.retention $(ARGS)
 
 ## lint: ruff check and format check
 lint: $(STAMP)

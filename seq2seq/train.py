@@ -47,8 +47,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
             save_top_k=1,
             auto_insert_metric_name=False,
         ),
-        TQDMProgressBar(refresh_rate=cb.progress_bar.refresh_rate),
     ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=cb.progress_bar.refresh_rate))
     if cb.early_stopping is not None:
         callbacks.append(EarlyStopping(**cb.early_stopping))
     return callbacks
@@ -82,12 +83,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "params": params})
 
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    wall = time.perf_counter() - start
-    best = trainer.checkpoint_callback.best_model_path or None
-    best_val = trainer.checkpoint_callback.best_model_score
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    try:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        wall = time.perf_counter() - start
+        best = trainer.checkpoint_callback.best_model_path or None
+        best_val = trainer.checkpoint_callback.best_model_score
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        return finish_run(cfg, trainer, module, loggers, choices, params, wall, best, best_val)
+    finally:
+        finish_wandb()  # one W&B run per job, closed even on failure, so multirun never leaks runs
+
+
+def finish_run(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    module: Seq2SeqModule,
+    loggers: list,
+    choices: dict[str, str],
+    params: int,
+    wall: float,
+    best: str | None,
+    best_val: torch.Tensor | None,
+) -> dict[str, Any]:
+    """Collect the test results; on rank 0 write predictions and results.json, log and print the summary."""
+    run_dir = Path(cfg.paths.output_dir)
 
     test = module.test_results
     metrics = {f"test/{k}": v for k, v in test["scores"].items()}
@@ -146,8 +166,6 @@ def main(cfg: DictConfig) -> float:
         if isinstance(error, DataError | ValueError):
             sys.exit(1)  # a clear one-line message above; no stack trace for bad input or options
         raise
-    finally:
-        finish_wandb()
 
 
 if __name__ == "__main__":

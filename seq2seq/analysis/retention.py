@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG = "conf/retention.yaml"
-LOGGERS = ("none", "wandb")
 
 
 def _check_positive_number(name: str, value: Any) -> float:
@@ -158,12 +156,13 @@ def plot_retention(rows: list[dict], spectral_radius: float, path: Path) -> Path
     return path
 
 
-def _log_to_wandb(settings: dict, rows: list[dict], png: Path, output_dir: Path) -> None:
+def _log_to_wandb(settings: dict, rows: list[dict], png: Path, output_dir: Path, logger_cfg: Any) -> None:
     import wandb
 
     run = wandb.init(
-        mode=os.environ.get("WANDB_MODE", "offline"),
-        project="seq2seq",
+        mode=logger_cfg.mode,
+        project=logger_cfg.project,
+        entity=logger_cfg.get("entity"),
         job_type="retention",
         config=settings,
         dir=str(output_dir),
@@ -182,8 +181,6 @@ def _log_to_wandb(settings: dict, rows: list[dict], png: Path, output_dir: Path)
 
 def run(cfg: DictConfig) -> dict:
     """Compute the table, print it, write retention.json and retention.png; returns the JSON payload."""
-    if cfg.logger not in LOGGERS:
-        raise ValueError(f"{CONFIG}: option `logger` must be one of {LOGGERS}, got {cfg.logger!r}.")
     settings = {
         key: OmegaConf.to_container(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key]
         for key in ("seed", "spectral_radius", "steps", "hidden_sizes")
@@ -196,8 +193,8 @@ def run(cfg: DictConfig) -> dict:
     png = plot_retention(rows, settings["spectral_radius"], output_dir / "retention.png")
     print_table(rows, settings["spectral_radius"])
     print(f"wrote {output_dir / 'retention.json'} and {png}")
-    if cfg.logger == "wandb":
-        _log_to_wandb(settings, rows, png, output_dir)
+    if cfg.logger.name == "wandb":
+        _log_to_wandb(settings, rows, png, output_dir, cfg.logger)
     return payload
 
 

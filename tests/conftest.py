@@ -1,0 +1,67 @@
+"""Shared fixtures: Hydra-composed configs for tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)
+
+# A model and data set small enough to train a few steps in a second or two.
+TINY = [
+    "data=copy",
+    "data.sizes.train=48",
+    "data.sizes.val=12",
+    "data.sizes.test=12",
+    "data.min_len=2",
+    "data.max_len=8",
+    "data.symbols=12",
+    "data.batch.max_tokens=120",
+    "model.hidden_size=16",
+    "model.embedding_size=8",
+    "trainer.max_epochs=1",
+    "trainer.max_steps=3",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    "logger=none",
+    "seed=3",
+]
+
+
+def compose_train(tmp_path: Path, *overrides: str) -> DictConfig:
+    """Compose ``conf/train.yaml`` as ``python -m seq2seq.train`` would, with the run dir in ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # the task function never sees it
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A factory: ``tiny_cfg("model/attention=none", ...)`` → a composed tiny config."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_train(tmp_path, *TINY, *overrides)
+
+    return make

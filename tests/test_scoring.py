@@ -1,0 +1,37 @@
+import pytest
+
+from seq2seq.scoring import bleu_by_length, bucket_bounds, corpus_scores
+
+
+def test_perfect_and_wrong_hypotheses():
+    refs = ["the cat sat on the mat today", "a dog ran in the big park"]
+    perfect = corpus_scores(refs, refs)
+    assert perfect == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0), "exact_match": 100.0}
+    wrong = corpus_scores(["x y z", "q r s"], refs)
+    assert wrong["bleu"] == pytest.approx(0.0) and wrong["exact_match"] == 0.0
+    half = corpus_scores([refs[0], "q r s"], refs)
+    assert half["exact_match"] == 50.0 and 0 < half["bleu"] < 100
+
+
+def test_bucket_bounds_labels():
+    assert bucket_bounds([1, 11, 21]) == [("1-10", 1, 10), ("11-20", 11, 20), ("21+", 21, None)]
+    assert bucket_bounds([1, 2, 5]) == [("1", 1, 1), ("2-4", 2, 4), ("5+", 5, None)]
+    with pytest.raises(ValueError, match="length_buckets"):
+        bucket_bounds([5, 3])
+
+
+def test_bleu_by_length_assigns_buckets_by_source_words_and_leaves_empty_buckets_null():
+    sources = ["a b", "a b c", "a b c d e", "a b c d e f g h i j k l"]
+    refs = ["x y z w v u", "p q r s t o", "k l m n o p", "e f g h i j"]
+    hyps = [refs[0], "nothing like it", refs[2], refs[3]]
+    rows = bleu_by_length(sources, hyps, refs, edges=[1, 4, 8, 20])
+    assert [r["bucket"] for r in rows] == ["1-3", "4-7", "8-19", "20+"]
+    assert [r["n"] for r in rows] == [2, 1, 1, 0]
+    assert rows[0]["exact_match"] == 50.0
+    assert rows[1]["bleu"] == pytest.approx(100.0)
+    assert rows[3]["bleu"] is None and rows[3]["chrf"] is None and rows[3]["exact_match"] is None
+
+
+def test_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 hypotheses for 1 references"):
+        corpus_scores(["a", "b"], ["a"])

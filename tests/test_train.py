@@ -1,0 +1,176 @@
+"""End-to-end: configs composed by Hydra, a few training steps, and what a run leaves behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from seq2seq.train import train
+from tests.conftest import ROOT, TINY
+
+ENCODERS = ["rnn", "gru", "lstm"]
+ATTENTIONS = ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"]
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_every_encoder_attention_combination_trains(tiny_cfg, encoder, attention):
+    cfg = tiny_cfg(f"model/encoder={encoder}", f"model/attention={attention}")
+    results = train(cfg)
+    assert results["status"] == "completed"
+    assert results["choices"]["model/encoder"] == encoder
+    assert results["choices"]["model/attention"] == attention
+    assert results["train"]["steps"] == 3
+    assert 0.0 <= results["metrics"]["test/bleu"] <= 100.0
+
+
+def test_fixed_context_every_step_trains(tiny_cfg):
+    cfg = tiny_cfg("model/attention=none", "model.context=every_step", "model.encoder.num_layers=2")
+    assert train(cfg)["status"] == "completed"
+
+
+def test_run_directory_contract(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("logger=csv", "teacher_forcing=constant", "teacher_forcing.ratio=0.5")
+    train(cfg)
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert results["schema"] == 1 and results["status"] == "completed" and results["error"] is None
+    assert set(results["choices"]) == {
+        "data",
+        "model/encoder",
+        "model/attention",
+        "teacher_forcing",
+        "decoding",
+    }
+    assert results["choices"]["teacher_forcing"] == "constant"
+    assert results["config"]["model"]["hidden_size"] == 16
+    assert results["params"] > 0
+    for key in ("test/bleu", "test/chrf", "test/exact_match", "test/loss", "val/bleu"):
+        assert isinstance(results["metrics"][key], float)
+    assert [b["bucket"] for b in results["bleu_by_length"]] == [
+        "1-10",
+        "11-20",
+        "21-30",
+        "31-40",
+        "41-50",
+        "51+",
+    ]
+    first, *rest = results["bleu_by_length"]
+    assert first["n"] == 12  # all test sources have 2-8 words
+    assert all(b["n"] == 0 and b["bleu"] is None for b in rest)
+    assert set(results["train"]) >= {"steps", "epochs", "wall_s", "tokens_per_s"}
+    assert results["train"]["tokens_per_s"] > 0
+    assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    with (run / "predictions" / "test.tsv").open() as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    assert rows[0] == ["source", "reference", "hypothesis"] and len(rows) == 13
+    assert all(r[1] == r[0] for r in rows[1:])  # copy task: the reference is the source
+    history = list(csv.DictReader((run / "metrics.csv").open()))
+    ratios = {
+        float(r["train/teacher_forcing_ratio"]) for r in history if r.get("train/teacher_forcing_ratio")
+    }
+    assert ratios == {0.5}
+
+
+def test_a_small_model_learns_the_copy_task(tiny_cfg):
+    """Not just plumbing: training lowers the loss until most test sentences are copied exactly."""
+    cfg = tiny_cfg(
+        "data.sizes.train=600",
+        "data.sizes.test=40",
+        "data.sizes.val=20",
+        "data.max_len=5",
+        "data.symbols=6",
+        "data.batch.max_tokens=200",
+        "model.hidden_size=48",
+        "model.embedding_size=16",
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=30",
+        "optim.lr=0.01",
+        "callbacks.early_stopping=null",
+    )
+    results = train(cfg)
+    assert results["metrics"]["test/exact_match"] >= 60.0, results["metrics"]
+
+
+def test_wandb_offline_run_leaves_a_run_directory(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = tiny_cfg("logger=wandb")
+    train(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    import wandb
+
+    assert wandb.run is None  # finished
+
+
+def test_long_training_sentences_are_dropped_and_counted(tiny_cfg, caplog):
+    cfg = tiny_cfg("data.max_words=5")
+    with caplog.at_level("WARNING"):
+        train(cfg)
+    assert any("longer than data.max_words=5" in r.getMessage() for r in caplog.records)
+
+
+def _cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "seq2seq.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(cwd)},
+    )
+
+
+def test_cli_unknown_option_lists_valid_choices(tmp_path):
+    result = _cli("model/attention=luong_magic", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "luong_magic" in output
+    assert "bahdanau" in output and "luong_dot" in output  # the valid choices
+    assert "Traceback" not in output
+
+
+def test_cli_bad_parallel_files_fail_before_training_and_record_the_error(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "val", "test"):
+        (corpus / f"{split}.de").write_text("ein haus\nzwei\n")
+        (corpus / f"{split}.en").write_text("a house\n")
+    run_dir = tmp_path / "run"
+    result = _cli(
+        "data=parallel_text",
+        f"data.dir={corpus}",
+        "data.src_lang=de",
+        "data.tgt_lang=en",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "train.de" in output and "train.en" in output and "2" in output and "1" in output
+    assert "Traceback" not in output
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and "DataError" in results["error"]
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_cli_trains_with_overrides(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _cli(
+        *TINY,
+        "model/encoder=lstm",
+        f"hydra.run.dir={run_dir}",
+        f"paths.cache_dir={tmp_path / 'c'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test BLEU" in result.stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["choices"]["model/encoder"] == "lstm"
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
