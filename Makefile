@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup train test lint format clean data-bible dashboard retention
+.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
@@ -37,6 +37,14 @@ train: $(STAMP)
 ## test: the whole test suite (CI runs this)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+## sweep-bottleneck: attention variants × {GRU, LSTM} (Hydra multirun); ARGS="..." passes overrides
+sweep-bottleneck: $(STAMP)
+	$(PY) -m seq2seq.train sweep=bottleneck $(ARGS)
+
+## sweep-hidden: hidden size {32..512} × {none, bahdanau} (Hydra multirun)
+sweep-hidden: $(STAMP)
+	$(PY) -m seq2seq.train sweep=hidden_size $(ARGS)
 
 ## data-bible: build the Bible en–es corpus in data/bible (KJV → Reina-Valera 1909); ARGS="--force" rebuilds
 data-bible: $(STAMP)

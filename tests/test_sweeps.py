@@ -1,0 +1,80 @@
+"""Sweeps: the multirun configs compose, a real tiny sweep survives a failing job, Optuna gets the metric."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF, ROOT, TINY
+
+
+def _compose(*overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_bottleneck_search_space():
+    cfg = _compose("sweep=bottleneck")
+    params = cfg.hydra.sweeper.params
+    assert params["model/attention"].split(",") == ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"]
+    assert params["model/encoder"].split(",") == ["gru", "lstm"]
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.logger.group == "bottleneck"
+
+
+def test_hidden_size_search_space():
+    cfg = _compose("sweep=hidden_size")
+    params = cfg.hydra.sweeper.params
+    assert [int(h) for h in params["model.hidden_size"].split(",")] == [32, 64, 128, 256, 512]
+    assert params["model/attention"].split(",") == ["none", "bahdanau"]
+
+
+def test_optuna_and_slurm_configs_compose():
+    cfg = _compose("sweep=optuna")
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+    assert set(cfg.hydra.sweeper.params) == {"optim.lr", "model.encoder.dropout", "model.hidden_size"}
+    cfg = _compose("hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2")
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert launcher["tasks_per_node"] == launcher["gpus_per_node"] == 4 and launcher["nodes"] == 2
+
+
+def _multirun(tmp_path, *args):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "seq2seq.train", *TINY, f"hydra.sweep.dir={sweep_dir}",
+         f"paths.cache_dir={tmp_path / 'cache'}", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return sweep_dir, {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
+
+
+def test_sweep_records_a_failed_job_and_goes_on(tmp_path):
+    # Job 0 has no training data left after filtering (fails); job 1 trains.
+    _, jobs = _multirun(tmp_path, "sweep=bottleneck", "model/attention=none", "model/encoder=gru",
+                        "data.max_words=0,100")
+    assert set(jobs) == {"0", "1"}
+    assert jobs["0"]["status"] == "failed" and "data.max_words=0" in jobs["0"]["error"]
+    assert jobs["1"]["status"] == "completed" and jobs["1"]["choices"]["model/attention"] == "none"
+
+
+def test_bottleneck_sweep_runs_one_job_per_combination(tmp_path):
+    _, jobs = _multirun(tmp_path, "sweep=bottleneck", "model/attention=none,luong_dot", "model/encoder=gru,rnn")
+    combos = {(j["choices"]["model/encoder"], j["choices"]["model/attention"]) for j in jobs.values()}
+    assert combos == {("gru", "none"), ("gru", "luong_dot"), ("rnn", "none"), ("rnn", "luong_dot")}
+    assert all(j["status"] == "completed" for j in jobs.values())
+
+
+def test_optuna_sweep_optimises_the_returned_val_bleu(tmp_path):
+    sweep_dir, jobs = _multirun(tmp_path, "sweep=optuna", "hydra.sweeper.n_trials=2")
+    assert len(jobs) == 2 and all(j["status"] == "completed" for j in jobs.values())
+    optimization = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    best = max(j["metrics"]["val/bleu"] for j in jobs.values())
+    assert abs(float(optimization.best_value) - best) < 1e-6
