@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden
+.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
@@ -58,6 +58,11 @@ dashboard: $(STAMP)
 ## retention: linear first-token retention simulation (docs/retention.md); ARGS="..." passes Hydra overrides
 retention: $(STAMP)
 	$(PY) -m seq2seq.analysis.retention $(ARGS)
+
+## influence: influence of each source position for a trained run: make influence RUN=<run dir> [ARGS="..."]
+influence: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make influence RUN=<run dir>"; exit 2; }
+	$(PY) -m seq2seq.analysis.influence run_dir=$(RUN) $(ARGS)
 
 ## lint: ruff check and format check
 lint: $(STAMP)

@@ -9,6 +9,8 @@ Reads every `results.json` under a sweep (Hydra multirun) directory, plus each j
 2. test BLEU vs. hidden size, one line per attention variant (when the sweep has several sizes).
 3. a sortable table of all jobs, failed ones highlighted with their error.
 4. training curves (train/loss, val/bleu vs. step), accuracy by output position, attention heatmaps.
+5. influence by source position, one line per variant, from each job's `influence.json` when present
+   (`python -m seq2seq.analysis.influence run_dir=<job dir>`, docs/influence.md).
 
 It prints a summary table, and when W&B is online also creates a W&B Report (optional package
 `wandb-workspaces`); offline it prints how to `wandb sync` the runs instead. It never prompts.
@@ -44,6 +46,11 @@ SCORES = ("test/bleu", "test/chrf", "test/exact_match", "val/bleu")
 CURVES = ("train/loss", "val/bleu")
 MAX_HEATMAPS = 3  # attention PNGs shown per job
 WANDB_TIMEOUT_S = 60.0  # the W&B report is given up after this long
+INFLUENCE_CAPTION = (
+    "Norm of the gradient of log p(reference) with respect to each source embedding, normalised per "
+    "sentence and shown as n·p (1 = every token equally), averaged over the test sentences; one line per job "
+    "with an influence.json (docs/influence.md)."
+)
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Run:
     position_accuracy: list[float] | None = None
     metrics_csv: Path | None = None
     heatmaps: list[Path] = field(default_factory=list)
+    influence: dict[str, Any] | None = None  # influence.json (seq2seq.analysis.influence), when present
 
     @property
     def completed(self) -> bool:
@@ -106,7 +114,19 @@ def _read_run(results: Path, sweep_dir: Path) -> Run:
         position_accuracy=data.get("position_accuracy"),
         metrics_csv=csvs[-1] if csvs else None,  # the newest CSVLogger version
         heatmaps=sorted(job_dir.glob("plots/attention/*.png"))[:MAX_HEATMAPS],
+        influence=_read_influence(job_dir / "influence.json"),
     )
+
+
+def _read_influence(path: Path) -> dict[str, Any] | None:
+    """A job's influence analysis; None when absent, unreadable or of another schema (the figure skips it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or "all" not in (data.get("groups") or {}):
+        return None
+    return data
 
 
 def load_runs(sweep_dir: Path) -> list[Run]:
@@ -283,6 +303,38 @@ def plot_position_accuracy(runs: list[Run], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_influence(runs: list[Run], path: Path) -> Path | None:
+    """Influence by relative and absolute source position (all test sentences), one line per job with an
+    `influence.json`; None when no job has one."""
+    with_influence = [r for r in runs if r.influence]
+    if not with_influence:
+        return None
+    labels = variant_labels(with_influence)
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
+    for run in with_influence:
+        every = run.influence["groups"]["all"]
+        edges = every["relative"]["edges"]
+        centres = [(lo + hi) / 2 for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        for ax, x, curve in (
+            (axes[0], centres, every["relative"]),
+            (axes[1], every["absolute"]["positions"], every["absolute"]),
+        ):
+            ax.plot(
+                x, [math.nan if m is None else m for m in curve["mean"]], marker=".", label=labels[run.job]
+            )
+    for ax, xlabel in zip(
+        axes, ("relative source position (position / length)", "source position"), strict=True
+    ):
+        ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8)
+        ax.set(xlabel=xlabel, ylabel="relative influence n·p (uniform = 1)")
+        ax.grid(alpha=0.3)
+    axes[0].set(xlim=(0, 1), title="by relative position")
+    axes[1].set_title("by position from the start")
+    _legend(axes[1])
+    return _save(fig, path)
+
+
 def job_table(runs: list[Run]) -> tuple[list[str], list[JobRow]]:
     """The columns and rows of the job table (raw values; the page and the terminal format them)."""
     choice_keys = list(dict.fromkeys([*CHOICE_KEYS, *(k for r in runs for k in r.choices)]))
@@ -330,6 +382,7 @@ def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = Non
         ("Token accuracy by output position.", plot_position_accuracy(runs, out_dir / "position_accuracy.png")),
     ]  # fmt: skip
     curves = plot_training_curves(runs, out_dir / "training_curves.png")
+    influence = plot_influence(runs, out_dir / "influence.png")
     columns, rows = job_table(runs)
     failed = sum(r.status == "failed" for r in runs)
     completed = sum(r.completed for r in runs)
@@ -342,6 +395,7 @@ def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = Non
         rows=rows,
         training=[("Training curves from each job's metrics.csv.", curves)] if curves else [],
         heatmaps=[(r.job, r.heatmaps) for r in runs if r.heatmaps],
+        influence=[(INFLUENCE_CAPTION, influence)] if influence else [],
     )
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")

@@ -148,11 +148,13 @@ def render_page(
     rows: list[JobRow],
     training: list[tuple[str, Path]],
     heatmaps: list[tuple[str, list[Path]]],
+    influence: list[tuple[str, Path]] | None = None,
 ) -> str:
     """The whole dashboard page, in this order:
 
     results: (caption, PNG) pairs of the headline figures; columns/rows: the sortable job table;
-    training: (caption, PNG) pairs of training figures; heatmaps: (job, PNGs) of attention heatmaps.
+    training: (caption, PNG) pairs of training figures; heatmaps: (job, PNGs) of attention heatmaps;
+    influence: (caption, PNG) pairs of the influence-by-source-position figure (after the results).
     """
     heatmap_html = "".join(
         f"<h3>job {html.escape(job)}</h3>"
@@ -161,6 +163,7 @@ def render_page(
     )
     sections = [
         f"<section><h2>Results</h2>{_figures(results)}</section>" if results else "",
+        f"<section><h2>Influence by source position</h2>{_figures(influence)}</section>" if influence else "",
         "<section><h2>Jobs</h2><p>Click a column header to sort.</p>"
         f'<div class="table-scroll">{_table(columns, rows)}</div></section>',
         f"<section><h2>Training</h2>{_figures(training)}</section>" if training else "",

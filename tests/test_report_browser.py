@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
-from test_report import write_failed_job, write_heatmap, write_job
+from tests.test_report import write_failed_job, write_heatmap, write_job
 
 from seq2seq.report import build_dashboard, load_runs
 
