@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence
+.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
@@ -63,6 +63,10 @@ retention: $(STAMP)
 influence: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make influence RUN=<run dir>"; exit 2; }
 	$(PY) -m seq2seq.analysis.influence run_dir=$(RUN) $(ARGS)
+
+## bench: seq2seq vs JoeyNMT 2.3.0 speed/memory benchmark (docs/performance.md); ARGS="--quick" for a smoke run
+bench: $(STAMP)
+	$(PY) scripts/benchmark.py $(ARGS)
 
 ## lint: ruff check and format check
 lint: $(STAMP)

@@ -1,0 +1,218 @@
+"""JoeyNMT 2.3.0's side of the benchmark. Runs inside JoeyNMT's own virtualenv, driven by scripts/benchmark.py:
+
+    bench/.venv-joeynmt/bin/python scripts/joeynmt_bench.py inspect PLAN.json OUT.json
+    bench/.venv-joeynmt/bin/python scripts/joeynmt_bench.py run PLAN.json OUT.json
+
+``PLAN.json`` holds the JoeyNMT config (``config``) that ``scripts/benchmark.py`` wrote, and the measurement
+settings. ``inspect`` builds the model and walks one epoch of JoeyNMT's training batch sampler (no training):
+its parameter count and real target tokens per update, so seq2seq's model and batches can be matched to it.
+``run`` measures, through JoeyNMT's own code: its data loader and ``Batch``, ``TrainManager._train_step``
+(forward, loss, backward) followed by the rest of one update of ``TrainManager.train_and_validate``
+(gradient clipping, optimiser step, zero_grad); then ``joeynmt.search.search`` (greedy and beam) over its
+test iterator, as ``joeynmt.prediction.predict`` calls it. Timing, counting and memory come from
+``seq2seq.benchmarking`` (it needs only torch), so both systems are measured the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import sys
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # seq2seq.benchmarking (torch-only imports)
+
+import torch  # noqa: E402
+from joeynmt.batch import Batch  # noqa: E402
+from joeynmt.config import parse_global_args, set_validation_args  # noqa: E402
+from joeynmt.prediction import prepare  # noqa: E402
+from joeynmt.search import search  # noqa: E402
+from joeynmt.training import TrainManager  # noqa: E402
+
+from seq2seq.benchmarking import (  # noqa: E402
+    BatchShape,
+    counted_flops,
+    cycle,
+    joeynmt_flop_profile,
+    length_before_eos,
+    padding_efficiency,
+    parameter_count,
+    peak_rss_mib,
+    pin_threads,
+    summarise_training,
+    time_decoding,
+    time_updates,
+)
+
+
+def quiet_joeynmt() -> None:
+    """JoeyNMT gives every module an INFO stream handler; keep its warnings only."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("joeynmt"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def load(plan: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """Parse the config and build the model and data exactly as ``joeynmt train`` does."""
+    args = parse_global_args(copy.deepcopy(plan["config"]), rank=0, mode="train")
+    args.model_dir.mkdir(parents=True, exist_ok=True)
+    model, train_data, _, test_data = prepare(args, rank=0, mode="train")
+    quiet_joeynmt()
+    return args, model, train_data, test_data
+
+
+def train_iterator(args: Any, model: Any, data: Any, epoch: int) -> Any:
+    """The training iterator of epoch ``epoch`` (1-based), seeded as ``train_and_validate`` seeds it."""
+    loader = data.make_iter(
+        batch_size=args.train.batch_size,
+        batch_type=args.train.batch_type,
+        seed=args.seed,
+        shuffle=args.train.shuffle,
+        num_workers=0,
+        device=args.device,
+        eos_index=model.eos_index,
+        pad_index=model.pad_index,
+    )
+    data.seed = args.seed + epoch
+    loader.batch_sampler.set_seed(args.seed + epoch)
+    return loader
+
+
+def inspect(plan: dict[str, Any]) -> dict[str, Any]:
+    """Parameter count, vocabularies and one epoch of batch sizes (indices only; nothing is trained)."""
+    args, model, train_data, _ = load(plan)
+    shapes = []
+    for indices in train_iterator(args, model, train_data, epoch=1).batch_sampler:
+        pairs = [train_data[i] for i in indices]  # (index, source tokens, target tokens)
+        shapes.append(
+            BatchShape.from_lengths([len(s) + 1 for _, s, _ in pairs], [len(t) + 1 for *_, t in pairs])
+        )
+    return {
+        "params": parameter_count(model),
+        "src_vocab": len(model.src_vocab),
+        "tgt_vocab": len(model.trg_vocab),
+        "batches": len(shapes),
+        "tgt_tokens_per_update": sum(s.tgt_tokens for s in shapes) / len(shapes),
+        "padding_efficiency": padding_efficiency(shapes),
+    }
+
+
+def shape_of(batch: Batch) -> BatchShape:
+    """Source lengths count JoeyNMT's EOS; targets are the labels ``y_1 … y_n EOS`` (``batch.trg``)."""
+    return BatchShape.from_lengths(batch.src_length.tolist(), batch.trg_mask.sum(dim=(1, 2)).tolist())
+
+
+def flop_check(model: Any, profile: Any) -> dict[str, int]:
+    """Counted vs predicted forward FLOPs on an unpadded batch: 2 sources of 5 (with EOS), 2 targets of 5."""
+    bos, eos, pad = model.bos_index, model.eos_index, model.pad_index
+    src = torch.tensor([[5, 6, 7, 8, eos]] * 2)
+    trg = torch.tensor([[bos, 5, 6, 7, 8, eos]] * 2)
+    batch = Batch(src, torch.tensor([5, 5]), None, trg, None, torch.arange(2), torch.device("cpu"), pad, eos)
+    counted = counted_flops(lambda: model(return_type="loss", **vars(batch)))
+    return {"counted": counted, "predicted": profile.forward(BatchShape.from_lengths([5, 5], [5, 5]))}
+
+
+def run(plan: dict[str, Any]) -> dict[str, Any]:
+    cpus = pin_threads(plan["threads"])
+    args, model, train_data, test_data = load(plan)
+    trainer = TrainManager(
+        rank=0,
+        model=model,
+        model_dir=args.model_dir,
+        device=args.device,
+        n_gpu=args.n_gpu,
+        num_workers=0,
+        autocast=args.autocast,
+        seed=args.seed,
+        train_args=args.train,
+        dev_args=set_validation_args(args.test),
+    )
+    profile = joeynmt_flop_profile(model)
+
+    def update(batch: Batch) -> None:  # one update of TrainManager.train_and_validate (batch_multiplier 1)
+        trainer._train_step(batch)
+        if trainer.clip_grad_fun is not None:
+            trainer.clip_grad_fun(parameters=model.parameters())
+        trainer.optimizer.step()
+        if trainer.scheduler_step_at == "step":
+            trainer.scheduler.step(trainer.stats.steps)
+        model.zero_grad()
+        trainer.stats.steps += 1
+
+    next_batch = cycle(lambda epoch: train_iterator(args, model, train_data, epoch + 1))
+    model.train()
+    records = time_updates(next_batch, update, shape_of, plan["warmup"], plan["updates"])
+
+    model.eval()
+
+    def decode(beam_size: int) -> dict[str, float]:
+        def one_batch(batch: Batch) -> list[int]:
+            batch.sort_by_src_length()  # as predict() does
+            output, _, _ = search(
+                model=model,
+                batch=batch,
+                max_output_length=args.test.max_output_length,
+                beam_size=beam_size,
+                beam_alpha=args.test.beam_alpha,
+                n_best=1,
+                return_attention=False,
+                return_prob="none",
+                generate_unk=args.test.generate_unk,
+                repetition_penalty=-1,
+                no_repeat_ngram_size=-1,
+                autocast=args.autocast,
+            )
+            return [length_before_eos(row, model.eos_index, model.pad_index) for row in output.tolist()]
+
+        loader = test_data.make_iter(
+            batch_size=args.test.batch_size,
+            batch_type=args.test.batch_type,
+            shuffle=False,
+            seed=args.seed,
+            num_workers=0,
+            device=args.device,
+            eos_index=model.eos_index,
+            pad_index=model.pad_index,
+        )
+        return time_decoding(loader, one_batch)
+
+    greedy = decode(1)
+    beam = decode(plan["beam_size"])
+    return {
+        "params": parameter_count(model),
+        "train": summarise_training(records, profile),
+        "greedy": greedy,
+        "beam": beam,
+        "flop_profile": asdict(profile),
+        "flop_check": flop_check(model, profile),
+        "peak_rss_mib": peak_rss_mib(),
+        "cpus": cpus,
+        "threads": torch.get_num_threads(),
+        "setup": {
+            "batch_size": args.train.batch_size,
+            "batch_type": args.train.batch_type,
+            "test_batch_size": args.test.batch_size,
+            "src_vocab": len(model.src_vocab),
+            "tgt_vocab": len(model.trg_vocab),
+            "max_output_length": "1.5 × longest source in the batch (JoeyNMT's -1)",
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] not in ("inspect", "run"):
+        raise SystemExit(f"usage: {Path(__file__).name} {{inspect,run}} PLAN.json OUT.json")
+    command, plan_path, out_path = argv
+    plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
+    result = inspect(plan) if command == "inspect" else run(plan)
+    Path(out_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""seq2seq.benchmarking: batch counts, timing loops, FLOP profiles (checked against torch's FlopCounterMode),
+matching helpers, the comparison table, and a tiny end-to-end run of seq2seq's side."""
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from seq2seq.benchmarking import (
+    BatchShape,
+    FlopProfile,
+    UpdateRecord,
+    calibrate_budget,
+    caveats,
+    closest_size,
+    compare,
+    counted_flops,
+    cycle,
+    format_table,
+    joeynmt_flop_profile,
+    length_before_eos,
+    mean_target_tokens,
+    measure_matmul_flops,
+    padding_efficiency,
+    peak_rss_mib,
+    pin_threads,
+    rnn_token_macs,
+    run_seq2seq,
+    seq2seq_flop_profile,
+    summarise_training,
+    time_decoding,
+    time_updates,
+)
+from seq2seq.models.seq2seq import EncoderDecoder
+from tests.conftest import TINY
+
+# ------------------------------------------------------------------------------------------ counts
+
+
+def test_batch_shape_counts_real_and_padded_tokens():
+    shape = BatchShape.from_lengths([2, 4], [3, 3])
+    assert (shape.sentences, shape.src_tokens, shape.tgt_tokens) == (2, 6, 6)
+    assert (shape.src_padded, shape.tgt_padded) == (8, 6)
+    assert shape.src_tgt_pairs == 2 * 3 + 4 * 3
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        BatchShape.from_lengths([1, 2], [1])
+
+
+def test_padding_efficiency_per_side_and_overall():
+    shapes = [BatchShape.from_lengths([2, 4], [3, 3]), BatchShape.from_lengths([5], [1])]
+    eff = padding_efficiency(shapes)
+    assert eff["source"] == pytest.approx(11 / 13)
+    assert eff["target"] == pytest.approx(1.0)
+    assert eff["all"] == pytest.approx((11 + 7) / (13 + 7))
+
+
+def test_length_before_eos_skips_padding_and_stops_at_eos():
+    assert length_before_eos([5, 6, 3, 7, 8], eos_id=3, pad_id=1) == 2
+    assert length_before_eos([5, 1, 6], eos_id=3, pad_id=1) == 2
+    assert length_before_eos([3, 5], eos_id=3, pad_id=1) == 0
+
+
+# ------------------------------------------------------------------------------------------ timing loops
+
+
+def test_time_updates_runs_warmup_but_records_only_timed_updates():
+    seen = []
+    batches = iter(range(10))
+    records = time_updates(
+        lambda: next(batches),
+        seen.append,
+        lambda b: BatchShape.from_lengths([b + 1], [1]),
+        warmup=2,
+        updates=3,
+    )
+    assert seen == [0, 1, 2, 3, 4]
+    assert [r.shape.src_tokens for r in records] == [3, 4, 5]
+    assert all(r.seconds > 0 for r in records)
+    with pytest.raises(ValueError, match="updates >= 1"):
+        time_updates(lambda: 0, seen.append, lambda b: None, warmup=0, updates=0)
+
+
+def test_cycle_moves_on_to_the_next_epoch():
+    next_batch = cycle(lambda epoch: [10 * epoch, 10 * epoch + 1])
+    assert [next_batch() for _ in range(5)] == [0, 1, 10, 11, 20]
+    empty = cycle(lambda epoch: [])
+    with pytest.raises(RuntimeError, match="no batches"):
+        empty()
+
+
+def test_summarise_training_takes_the_median_over_updates():
+    profile = FlopProfile(per_src_token=10, per_tgt_token=100, per_sentence=0, per_src_tgt_pair=1)
+    records = [
+        UpdateRecord(BatchShape.from_lengths([4], [t]), seconds)
+        for t, seconds in ((100, 1.0), (300, 1.0), (200, 4.0))
+    ]
+    summary = summarise_training(records, profile)
+    assert summary["tgt_tokens_per_s"] == pytest.approx(100)  # median of 100, 300, 50
+    assert summary["src_tgt_tokens_per_s"] == pytest.approx(104)
+    assert summary["tgt_tokens_per_s_overall"] == pytest.approx(600 / 6)
+    assert summary["tgt_tokens_per_update"] == pytest.approx(200)
+    flops = sum(3 * (10 * 4 + 100 * t + 4 * t) for t in (100, 300, 200))
+    assert summary["flops_per_tgt_token"] == pytest.approx(flops / 600)
+    assert summary["model_flops_per_s"] == pytest.approx(flops / 6)
+
+
+def test_time_decoding_counts_sentences_and_tokens():
+    result = time_decoding([[2, 3], [1]], lambda batch: [n * 2 for n in batch])
+    assert (result["sentences"], result["output_tokens"]) == (3, 12)
+    assert result["mean_output_length"] == pytest.approx(4)
+    assert result["output_tokens_per_s"] == pytest.approx(12 / result["seconds"])
+
+
+# ------------------------------------------------------------------------------------------ FLOPs
+
+
+@pytest.mark.parametrize("rnn", [nn.GRU(4, 3, num_layers=2, bidirectional=True), nn.RNN(4, 3, num_layers=2)])
+def test_rnn_token_macs_matches_torch_counter(rnn):
+    x = torch.randn(1, 5, 4)
+    assert counted_flops(lambda: rnn(x)) == 2 * 5 * rnn_token_macs(rnn)
+
+
+def test_rnn_token_macs_for_lstm_has_four_gates():
+    # torch's counter does not see the fused CPU LSTM, so this one is checked by hand
+    lstm = nn.LSTM(4, 3, num_layers=2, bidirectional=True)
+    assert rnn_token_macs(lstm) == 2 * 4 * (4 * 3 + 9) + 2 * 4 * (6 * 3 + 9)
+
+
+@pytest.mark.parametrize(
+    "attention, rnn_type, layers, bidirectional, context",
+    [
+        ("bahdanau", "gru", 1, True, "init"),
+        ("luong_dot", "gru", 2, True, "init"),
+        ("luong_general", "rnn", 1, False, "init"),
+        ("luong_concat", "gru", 2, False, "init"),
+        ("none", "gru", 1, True, "every_step"),
+        ("none", "rnn", 2, True, "init"),
+    ],
+)
+def test_seq2seq_flop_profile_matches_torch_counter(attention, rnn_type, layers, bidirectional, context):
+    model = EncoderDecoder(
+        11,
+        13,
+        6,
+        8,
+        rnn_type,
+        layers,
+        bidirectional,
+        decoder_layers=layers,
+        attention=attention,
+        context=context,
+    )
+    src, tgt = torch.full((3, 7), 5), torch.full((3, 4), 5)
+    counted = counted_flops(lambda: model(src, torch.tensor([7, 7, 7]), tgt))
+    predicted = seq2seq_flop_profile(model).forward(BatchShape.from_lengths([7] * 3, [4] * 3))
+    assert predicted == counted
+
+
+def test_joeynmt_flop_profile_reads_its_module_layout():
+    # JoeyNMT's RecurrentEncoder/Decoder layout (attribute names as in joeynmt 2.3.0): E=4, 3 per direction
+    # (memory K=6), decoder d=5 with input feeding, vocabulary 7, Bahdanau attention.
+    attention = SimpleNamespace(
+        key_layer=nn.Linear(6, 5), query_layer=nn.Linear(5, 5), energy_layer=nn.Linear(5, 1)
+    )
+    model = SimpleNamespace(
+        encoder=SimpleNamespace(rnn=nn.GRU(4, 3, bidirectional=True), output_size=6),
+        decoder=SimpleNamespace(
+            rnn=nn.GRU(4 + 5, 5),
+            attention=attention,
+            att_vector_layer=nn.Linear(5 + 6, 5),
+            output_layer=nn.Linear(5, 7),
+            bridge_layer=nn.Linear(6, 5),
+            num_layers=1,
+        ),
+    )
+    profile = joeynmt_flop_profile(model)
+    assert profile.per_src_token == 2 * (2 * 3 * (4 * 3 + 9) + 6 * 5)
+    assert profile.per_tgt_token == 2 * (3 * (9 * 5 + 25) + 25 + 11 * 5 + 5 * 7)
+    assert profile.per_sentence == 2 * 6 * 5
+    assert profile.per_src_tgt_pair == 2 * (5 + 6)
+
+
+def test_training_flops_are_three_forward_passes():
+    profile = FlopProfile(1, 2, 3, 4)
+    shape = BatchShape.from_lengths([2], [3])
+    assert profile.forward(shape) == 2 + 6 + 3 + 24
+    assert profile.training(shape) == 3 * profile.forward(shape)
+
+
+def test_measure_matmul_flops_is_positive():
+    assert measure_matmul_flops(size=32, seconds=0.01) > 0
+
+
+# ------------------------------------------------------------------------------------------ matching
+
+
+def test_closest_size_picks_the_nearest_count():
+    assert closest_size(50, lambda h: h * h, range(5, 11)) == (7, 49)
+    with pytest.raises(ValueError, match="no candidate"):
+        closest_size(50, lambda h: h, [])
+
+
+def test_calibrate_budget_finds_the_smallest_budget_reaching_the_target():
+    assert calibrate_budget(lambda b: b / 2, 100, low=1, high=1000) == (200, 100)
+    assert calibrate_budget(lambda b: b / 2, 1e9, low=1, high=10) == (10, 5)
+
+
+def test_mean_target_tokens_per_batch():
+    assert mean_target_tokens([[0, 1], [2]], [3, 4, 5]) == pytest.approx(6)
+
+
+# ------------------------------------------------------------------------------------------ comparison, table
+
+
+def _system(tokens_per_s, greedy, beam, rss, params=1_000_000):
+    decode = lambda speed: {  # noqa: E731
+        "output_tokens_per_s": speed,
+        "sentences_per_s": speed / 10,
+        "mean_output_length": 10.0,
+    }
+    return {
+        "params": params,
+        "train": {
+            "tgt_tokens_per_s": tokens_per_s,
+            "src_tgt_tokens_per_s": 2 * tokens_per_s,
+            "tgt_tokens_per_update": 950.0,
+            "padding_efficiency": {"source": 0.9, "target": 0.95, "all": 0.93},
+            "flops_per_tgt_token": 2.4e7,
+            "model_flops_per_s": 2.4e7 * tokens_per_s,
+        },
+        "greedy": decode(greedy),
+        "beam": beam if isinstance(beam, dict) else decode(beam),
+        "peak_rss_mib": rss,
+        "flop_check": {"counted": 100, "predicted": 100},
+        "reference_mean_length": 12.0,
+    }
+
+
+def _results(ours, joey):
+    systems = {"seq2seq": ours, "joeynmt": joey}
+    return {"systems": systems, "comparison": compare(systems), "matmul_flops_per_s": 5e10, "beam_size": 5}
+
+
+def test_compare_computes_ratios_and_targets():
+    results = _results(_system(1600, 9000, 2000, 900), _system(1000, 4000, 1100, 1000, params=1_040_000))
+    ratios, met = results["comparison"]["ratios"], results["comparison"]["met"]
+    assert ratios["train_tokens_per_s"] == pytest.approx(1.6)
+    assert ratios["beam_tokens_per_s"] == pytest.approx(2000 / 1100)
+    assert met == {
+        "params": True,
+        "padding_efficiency": True,
+        "peak_rss_mib": True,
+        "train_tokens_per_s": True,
+        "greedy_tokens_per_s": True,
+        "beam_tokens_per_s": False,
+    }
+
+
+def test_format_table_shows_both_systems_ratios_and_marks():
+    table = format_table(_results(_system(1600, 9000, 2000, 900), _system(1000, 4000, 1100, 1000)))
+    lines = table.splitlines()
+    assert lines[0] == "|  | seq2seq | JoeyNMT 2.3.0 | seq2seq / JoeyNMT | target |"
+    assert all(line.count("|") == 6 for line in lines)
+    train = next(line for line in lines if line.startswith("| train: target tokens/s"))
+    assert "| 1,600 | 1,000 | 1.60× | ≥ 1.5× ✓ |" in train
+    beam = next(line for line in lines if line.startswith("| beam 5: output tokens/s"))
+    assert beam.endswith("≥ 2× ✗ |")
+    utilisation = next(line for line in lines if "FLOP utilisation (of 50 GFLOP/s" in line)
+    assert "| 76.8 % | 48.0 % |" in utilisation
+
+
+def test_skipped_beam_search_is_shown_and_flagged():
+    skipped = {"skipped": "seq2seq.models.search has no beam_search yet"}
+    results = _results(_system(1600, 9000, skipped, 900), _system(1000, 4000, 1100, 1000))
+    assert results["comparison"]["met"]["beam_tokens_per_s"] is None
+    beam = next(line for line in format_table(results).splitlines() if line.startswith("| beam 5: output"))
+    assert "| skipped | 1,100 | –× |" in beam
+    assert any("beam skipped" in note for note in caveats(results))
+
+
+def test_caveats_flag_unmatched_models_and_degenerate_decoding():
+    joey = _system(1000, 4000, 1100, 1000, params=2_000_000)
+    joey["beam"]["mean_output_length"] = 1.0
+    notes = caveats(_results(_system(1600, 9000, 2000, 900), joey))
+    assert any("parameter counts differ" in note for note in notes)
+    assert any(note.startswith("joeynmt: beam outputs average 1.0 tokens") for note in notes)
+    assert caveats(_results(_system(1600, 9000, 2000, 900), _system(1000, 4000, 1100, 1000))) == []
+
+
+# ------------------------------------------------------------------------------------------ process, smoke run
+
+
+@pytest.fixture
+def restore_threads():
+    cpus, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    yield
+    os.sched_setaffinity(0, cpus)
+    torch.set_num_threads(threads)
+
+
+def test_pin_threads_and_peak_memory(restore_threads):
+    assert pin_threads(1) == [min(os.sched_getaffinity(0))]
+    assert torch.get_num_threads() == 1
+    assert peak_rss_mib() > 10
+    with pytest.raises(ValueError, match="at least 1"):
+        pin_threads(0)
+    with pytest.raises(ValueError, match="may use only CPUs"):
+        pin_threads(10_000)
+
+
+def test_seq2seq_side_end_to_end(tmp_path, restore_threads):
+    plan = {
+        "overrides": [*TINY, f"paths.cache_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"],
+        "threads": 1,
+        "warmup": 1,
+        "updates": 2,
+        "decode_sentences": 5,
+        "beam_size": 2,
+        "beam_alpha": 1.0,
+        "max_length_ratio": 1.5,
+        "max_length_constant": 1.5,
+    }
+    result = run_seq2seq(plan)
+    train = result["train"]
+    assert train["updates"] == 2 and train["tgt_tokens_per_s"] > 0
+    assert 0 < train["padding_efficiency"]["all"] <= 1
+    assert result["flop_check"]["counted"] == result["flop_check"]["predicted"]
+    for kind in ("greedy", "beam"):
+        assert result[kind]["sentences"] == 5
+        assert (
+            0 <= result[kind]["mean_output_length"] <= 1.5 * (8 + 1) + 1
+        )  # the copy task's longest source: 8
+    assert result["setup"]["hidden_size"] == 16 and result["threads"] == 1
+    assert result["params"] == sum(p.numel() for p in EncoderDecoder(
+        result["setup"]["src_vocab"], result["setup"]["tgt_vocab"], 8, 16).parameters())  # fmt: skip
+    assert result["peak_rss_mib"] > 0
