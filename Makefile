@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench
+.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench evaluate translate
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
@@ -37,6 +37,14 @@ train: $(STAMP)
 ## test: the whole test suite (CI runs this)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+## evaluate: re-score a checkpoint into a new directory: make evaluate ARGS="run_dir=outputs/... [decoding=beam]"
+evaluate: $(STAMP)
+	$(PY) -m seq2seq.evaluate $(ARGS)
+
+## translate: make translate ARGS="ckpt_path=... input=in.txt" (reads stdin without input=)
+translate: $(STAMP)
+	$(PY) -m seq2seq.translate $(ARGS)
 
 ## sweep-bottleneck: attention variants × {GRU, LSTM} (Hydra multirun); ARGS="..." passes overrides
 sweep-bottleneck: $(STAMP)

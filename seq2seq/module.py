@@ -1,14 +1,20 @@
 """The LightningModule: loss, teacher forcing, optimisation, decoding for validation/test, metrics and logging.
 
-Validation and test decode every sentence and score the detokenized text at corpus level with sacrebleu;
-under data parallelism the hypotheses of all ranks are gathered first, so the scores are exactly those of
-a single process.
+Validation and test decode every sentence (``decoding=greedy|beam``) and score the detokenized text at
+corpus level with sacrebleu, overall and by source length; under data parallelism the hypotheses of all
+ranks are gathered first, so the scores are exactly those of a single process. A trained module also
+translates raw sentences (:meth:`Seq2SeqModule.translate`) and reloads from a checkpoint file alone
+(:meth:`Seq2SeqModule.load_portable`).
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,12 +23,46 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.data.batching import Batch
+from seq2seq.data.batching import Batch, Example, PairDataset, TokenBudgetBatchSampler, collate
+from seq2seq.data.filters import Preprocess, normalize_pairs
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from seq2seq.models.search import Hypotheses, greedy_search, max_output_lengths
+from seq2seq.models.search import Hypotheses, beam_search, greedy_search, max_output_lengths
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.scoring import bleu_by_length, corpus_scores
 from seq2seq.teacher_forcing import teacher_forcing_ratio
+
+DECODINGS = ("greedy", "beam")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, corrupt, or not written by this project's training."""
+
+
+@dataclass
+class Translation:
+    """One translated sentence.
+
+    Attributes:
+        source: the raw input; text: the detokenized hypothesis ("" for an empty input).
+        source_pieces: SentencePiece pieces as fed to the encoder (reversed with ``data.reverse_source``).
+        output_pieces: the hypothesis pieces, then ``</s>`` when the search ended with EOS.
+        attention: ``(len(output_pieces), len(source_pieces))`` weights; None for ``attention=none`` or
+            when not asked for.
+    """
+
+    source: str
+    text: str
+    source_pieces: list[str]
+    output_pieces: list[str]
+    attention: torch.Tensor | None = None
+
+
+def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy ``-Σ_j α_ij log α_ij`` (nats) of each target step's attention: ``(T, S)`` → ``(T,)``.
+
+    0 when a step attends to one source token; ``log S`` when it spreads evenly.
+    """
+    return -torch.special.xlogy(weights, weights).sum(dim=-1)
 
 
 class Seq2SeqModule(pl.LightningModule):
@@ -43,8 +83,10 @@ class Seq2SeqModule(pl.LightningModule):
         self.model = EncoderDecoder.from_config(
             cfg.model, src_tokenizer.vocab_size, tgt_tokenizer.vocab_size, PAD_ID
         )
-        self._outputs: list[tuple[list[int], list[str]]] = []
+        self._outputs: list[tuple[int, str, float, int]] = []  # (index, hypothesis, entropy sum, steps)
         self.test_results: dict[str, Any] = {}
+        self.val_results: dict[str, Any] = {}  # scores of the latest validation
+        self.best_val_results: dict[str, Any] = {}  # of the validation with the highest val/bleu so far
         self.train_tokens = 0
         self.train_seconds = 0.0
         self._batch_start = 0.0
@@ -107,12 +149,33 @@ class Seq2SeqModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- evaluation
 
-    def decode(self, batch: Batch, return_attention: bool = False) -> Hypotheses:
-        """Search (``decoding`` config) for a batch; returns token ids per sentence."""
+    @property
+    def has_attention(self) -> bool:
+        return self.model.decoder.attention is not None
+
+    def max_output_lengths(self, src_lengths: torch.Tensor) -> torch.Tensor:
+        """Output budgets ``ceil(decoding.max_length_ratio · |x| + decoding.max_length_constant)``."""
         dec = self.cfg.decoding
-        if dec.name != "greedy":
-            raise ValueError(f"decoding={dec.name!r} is not available; choose decoding=greedy")
-        max_lengths = max_output_lengths(batch.src_lengths, dec.max_length_ratio, dec.max_length_constant)
+        return max_output_lengths(src_lengths, dec.max_length_ratio, dec.max_length_constant)
+
+    def decode(self, batch: Batch, return_attention: bool = False) -> Hypotheses:
+        """Search (the ``decoding`` config: greedy or beam) for a batch; returns token ids per sentence."""
+        dec = self.cfg.decoding
+        if dec.name not in DECODINGS:
+            raise ValueError(f"decoding={dec.name!r} is not available; choose one of {DECODINGS}")
+        max_lengths = self.max_output_lengths(batch.src_lengths)
+        if dec.name == "beam":
+            return beam_search(
+                self.model,
+                batch.src,
+                batch.src_lengths,
+                max_lengths,
+                BOS_ID,
+                EOS_ID,
+                beam_size=int(dec.beam_size),
+                alpha=float(dec.length_penalty),
+                return_attention=return_attention,
+            )
         return greedy_search(
             self.model,
             batch.src,
@@ -126,9 +189,12 @@ class Seq2SeqModule(pl.LightningModule):
     def _eval_step(self, batch: Batch, stage: str) -> None:
         loss = self.loss(batch)
         self.log(f"{stage}/loss", loss, batch_size=batch.src.size(0), sync_dist=True)
-        hyps = self.decode(batch)
-        texts = [self.tgt_tokenizer.decode(tokens) for tokens in hyps.tokens]
-        self._outputs.append((batch.indices.tolist(), texts))
+        hyps = self.decode(batch, return_attention=self.has_attention)
+        attention = hyps.attention or [None] * len(hyps.tokens)
+        for index, tokens, weights in zip(batch.indices.tolist(), hyps.tokens, attention, strict=True):
+            entropy = 0.0 if weights is None else float(attention_entropy(weights).sum())
+            steps = 0 if weights is None else weights.size(0)
+            self._outputs.append((index, self.tgt_tokenizer.decode(tokens), entropy, steps))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -141,22 +207,21 @@ class Seq2SeqModule(pl.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _gather_hypotheses(self) -> dict[int, str]:
-        """Hypotheses of the whole split by example index, from every rank."""
-        local = [
-            (i, text) for indices, texts in self._outputs for i, text in zip(indices, texts, strict=True)
-        ]
-        self._outputs = []
+    def _gather_outputs(self) -> list[tuple[int, str, float, int]]:
+        """This split's ``(index, hypothesis, attention entropy sum, steps)`` from every rank."""
+        local, self._outputs = self._outputs, []
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, local)
             local = [item for part in gathered for item in part]
-        return dict(local)
+        return local
 
     def _score(self, stage: str) -> dict[str, Any]:
+        """Corpus scores, BLEU by source length (``eval.length_buckets``) and attention entropy of a split."""
         split = "val" if stage == "val" else "test"
         pairs = self.trainer.datamodule.raw[split]
-        by_index = self._gather_hypotheses()
+        outputs = self._gather_outputs()
+        by_index = {index: text for index, text, _, _ in outputs}
         if len(by_index) != len(pairs):
             raise RuntimeError(f"{stage}: decoded {len(by_index)} of {len(pairs)} sentences")
         sources = [s for s, _ in pairs]
@@ -168,21 +233,96 @@ class Seq2SeqModule(pl.LightningModule):
         loss = self.trainer.callback_metrics.get(f"{stage}/loss")
         if loss is not None:
             self.log(f"{stage}/ppl", math.exp(min(float(loss), 50.0)))
-        return {"sources": sources, "references": references, "hypotheses": hypotheses, "scores": scores}
+        entropy = None
+        steps = sum(n for _, _, _, n in outputs)
+        if self.has_attention and steps > 0:
+            entropy = sum(e for _, _, e, _ in outputs) / steps  # mean over all target steps of the split
+            self.log(f"{stage}/attention_entropy", entropy, rank_zero_only=False, sync_dist=False)
+        return {
+            "sources": sources,
+            "references": references,
+            "hypotheses": hypotheses,
+            "scores": scores,
+            "attention_entropy": entropy,
+            "bleu_by_length": bleu_by_length(sources, hypotheses, references, self.length_buckets),
+        }
+
+    @property
+    def length_buckets(self) -> list[int]:
+        """Lower edges of the source-length buckets (``eval.length_buckets``)."""
+        return list(self.cfg.eval.length_buckets)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             self._outputs = []
             self.log("val/bleu", 0.0)
             return
-        self._score("val")
+        result = self._score("val")
+        self.val_results = {k: result[k] for k in ("scores", "bleu_by_length", "attention_entropy")}
+        best = self.best_val_results.get("scores", {}).get("bleu")
+        if best is None or result["scores"]["bleu"] > best:
+            self.best_val_results = self.val_results
 
     def on_test_epoch_end(self) -> None:
-        result = self._score("test")
-        result["bleu_by_length"] = bleu_by_length(
-            result["sources"], result["hypotheses"], result["references"], self.cfg.eval.length_buckets
-        )
-        self.test_results = result
+        self.test_results = self._score("test")
+
+    # ---------------------------------------------------------------- translation
+
+    def encode_sources(self, sentences: list[str]) -> PairDataset:
+        """Token ids of raw sources as the data module makes them: normalised and lower-cased as
+        ``data.preprocess`` says, reversed with ``data.reverse_source``; targets are empty."""
+        options = Preprocess.from_config(self.cfg.data)
+        pairs = normalize_pairs([(s, "") for s in sentences], options.normalize, options.lowercase)
+        ids = self.src_tokenizer.encode_batch([source for source, _ in pairs])
+        if self.cfg.data.get("reverse_source", False):
+            ids = [row[::-1] for row in ids]
+        return PairDataset([Example(i, row, []) for i, row in enumerate(ids)])
+
+    def translate(
+        self, sentences: list[str], return_attention: bool = False, max_tokens: int | None = None
+    ) -> list[Translation]:
+        """Translate raw sentences in order, batched by length under a token budget.
+
+        Empty (or whitespace-only) sentences translate to "" without running the model, so outputs stay
+        aligned with inputs.
+
+        Args:
+            max_tokens: batch budget (sentences × longest source); default ``data.batch.eval_max_tokens``.
+        """
+        results = [Translation(s, "", [], []) for s in sentences]
+        todo = [i for i, s in enumerate(sentences) if s.strip()]
+        dataset = self.encode_sources([sentences[i] for i in todo])
+        keep = [position for position, example in enumerate(dataset.examples) if example.src]
+        if len(keep) < len(todo):  # nothing left after tokenization: nothing to translate either
+            todo = [todo[p] for p in keep]
+            dataset = PairDataset([Example(i, dataset[p].src, []) for i, p in enumerate(keep)])
+        if not todo:
+            return results
+        budget = max_tokens or int(self.cfg.data.batch.eval_max_tokens)
+        # one process decodes everything here: no sharding even under DDP
+        sampler = TokenBudgetBatchSampler(dataset.lengths(), budget, shuffle=False, num_replicas=1, rank=0)
+        was_training = self.training
+        self.eval()
+        try:
+            for indices in sampler:
+                batch = collate([dataset[i] for i in indices]).to(self.device)
+                hyps = self.decode(batch, return_attention=return_attention)
+                attention = hyps.attention or [None] * len(indices)
+                budgets = self.max_output_lengths(batch.src_lengths).tolist()
+                for position, tokens, weights, budget in zip(
+                    indices, hyps.tokens, attention, budgets, strict=True
+                ):
+                    ended = len(tokens) < budget  # only EOS stops a search before its budget
+                    results[todo[position]] = Translation(
+                        source=sentences[todo[position]],
+                        text=self.tgt_tokenizer.decode(tokens),
+                        source_pieces=self.src_tokenizer.pieces(dataset[position].src),
+                        output_pieces=self.tgt_tokenizer.pieces(tokens) + (["</s>"] if ended else []),
+                        attention=weights,
+                    )
+        finally:
+            self.train(was_training)
+        return results
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -191,12 +331,89 @@ class Seq2SeqModule(pl.LightningModule):
             "src": self.src_tokenizer.model_proto,
             "tgt": self.tgt_tokenizer.model_proto,
         }
+        checkpoint["best_val_results"] = self.best_val_results
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best_val_results = checkpoint.get("best_val_results", self.best_val_results)
 
     @classmethod
-    def load_portable(cls, path: str, map_location: str | torch.device = "cpu") -> Seq2SeqModule:
-        """Load a checkpoint with the tokenizers and config saved inside it (no other files needed)."""
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-        tokenizers = {side: Tokenizer(proto) for side, proto in checkpoint["tokenizers"].items()}
-        module = cls(checkpoint["hyper_parameters"]["cfg"], tokenizers["src"], tokenizers["tgt"])
+    def load_portable(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Seq2SeqModule:
+        """Load a checkpoint with the tokenizers and config saved inside it (no other files needed).
+
+        Raises:
+            CheckpointError: the file is missing, not a readable checkpoint, or not one written by
+                ``seq2seq.train`` (no tokenizers or config, or weights that do not fit its config).
+        """
+        path = Path(path)
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise CheckpointError(
+                f"checkpoint {path} {what} (resolved to {path.resolve()}); pass a .ckpt file, "
+                "e.g. <run_dir>/checkpoints/best.ckpt"
+            )
+        fix = "use the run's other checkpoint (checkpoints/best.ckpt or last.ckpt) or retrain"
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"checkpoint {path} is not a PyTorch checkpoint (not a zip archive: the file is truncated, "
+                f"corrupt or of another kind); {fix}"
+            )
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            raise CheckpointError(
+                f"checkpoint {path} is incompatible: it holds Python objects beyond tensors and plain data, "
+                "so it was not written by `python -m seq2seq.train` (and is not unpickled, for safety)"
+            ) from None
+        except Exception as error:  # a damaged archive member, a storage that does not fit, ...
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                f"the file is corrupt; {fix}"
+            ) from None
+        needed = ("state_dict", "tokenizers", "hyper_parameters")
+        missing = [key for key in needed if not isinstance(checkpoint, dict) or key not in checkpoint]
+        if not missing and "cfg" not in checkpoint["hyper_parameters"]:
+            missing = ["hyper_parameters.cfg"]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {path} is incompatible: it lacks {', '.join(missing)}, so it was not written by "
+                "`python -m seq2seq.train`; train a model with it and pass that checkpoint"
+            )
+        try:
+            tokenizers = {side: Tokenizer(checkpoint["tokenizers"][side]) for side in ("src", "tgt")}
+            module = cls(checkpoint["hyper_parameters"]["cfg"], tokenizers["src"], tokenizers["tgt"])
+        except Exception as error:  # a config from another version, a broken tokenizer
+            raise CheckpointError(
+                f"checkpoint {path} is incompatible: its saved config or tokenizers cannot rebuild the model "
+                f"({type(error).__name__}: {' '.join(str(error).split())}); retrain with the current "
+                "`python -m seq2seq.train`"
+            ) from None
+        problems = _state_dict_mismatch(module.state_dict(), checkpoint["state_dict"])
+        if problems:
+            raise CheckpointError(
+                f"checkpoint {path} is incompatible: its weights do not fit the model its config describes "
+                f"({problems}); was the checkpoint edited, or written by another version?"
+            )
         module.load_state_dict(checkpoint["state_dict"])
-        return module
+        module.best_val_results = checkpoint.get("best_val_results", {})
+        return module.eval()
+
+
+def _state_dict_mismatch(expected: dict[str, torch.Tensor], given: dict[str, Any], shown: int = 3) -> str:
+    """Missing, unexpected and wrongly shaped weights of a checkpoint for a model ("" when they fit)."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [
+        f"{key} {tuple(given[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(given))
+        if tuple(given[key].shape) != tuple(expected[key].shape)
+    ]
+    parts = []
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("checkpoint vs config shape", shapes),
+    ):
+        if items:
+            more = f" and {len(items) - shown} more" if len(items) > shown else ""
+            parts.append(f"{label}: {', '.join(items[:shown])}{more}")
+    return "; ".join(parts)

@@ -1,6 +1,8 @@
-"""The end-of-run summary printed to the terminal."""
+"""The tables printed to the terminal at the end of a training run and of ``evaluate``."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -10,8 +12,26 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def length_table(rows: Sequence[dict], title: str) -> Table:
+    """BLEU, chrF and exact match per source-length bucket (``bleu_by_length`` rows); empty ones show —."""
+    table = Table(title=title)
+    for column in ("bucket", "n", "BLEU", "chrF", "exact %"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row["bucket"], str(row["n"]), _fmt(row["bleu"]), _fmt(row["chrf"]), _fmt(row["exact_match"])
+        )
+    return table
+
+
+def _entropy(metrics: dict, key: str, attention: str | None) -> str:
+    if attention == "none":
+        return "— (attention=none)"
+    return _fmt(metrics.get(key), 3)
+
+
 def print_summary(results: dict, run_dir: str, console: Console | None = None) -> None:
-    """Test scores, size and speed of a finished run, then its BLEU by source length."""
+    """Test scores, size and speed of a finished run, then BLEU by source length (test, best validation)."""
     console = console or Console()
     metrics, train = results["metrics"], results["train"]
     table = Table(title="seq2seq run summary", show_header=False)
@@ -20,21 +40,47 @@ def print_summary(results: dict, run_dir: str, console: Console | None = None) -
     choices = results["choices"]
     table.add_row("model", f"{choices.get('model/encoder', '?')} + {choices.get('model/attention', '?')}")
     table.add_row("data", choices.get("data", "?"))
+    table.add_row("decoding", choices.get("decoding", "?"))
     table.add_row("test BLEU", _fmt(metrics.get("test/bleu")))
     table.add_row("test chrF", _fmt(metrics.get("test/chrf")))
     table.add_row("test exact match (%)", _fmt(metrics.get("test/exact_match")))
     table.add_row("best val BLEU", _fmt(metrics.get("val/bleu")))
+    attention = choices.get("model/attention")
+    table.add_row("test attention entropy (nats)", _entropy(metrics, "test/attention_entropy", attention))
     table.add_row("parameters", f"{results['params']:,}")
     table.add_row("training tokens/s", _fmt(train.get("tokens_per_s"), 0))
     table.add_row("steps / epochs", f"{train.get('steps')} / {train.get('epochs')}")
     table.add_row("wall time (s)", _fmt(train.get("wall_s"), 0))
     table.add_row("run directory", run_dir)
     console.print(table)
-    buckets = Table(title="test BLEU by source length (words)")
-    for column in ("bucket", "n", "BLEU", "chrF", "exact %"):
-        buckets.add_column(column, justify="right")
-    for row in results["bleu_by_length"]:
-        buckets.add_row(
-            row["bucket"], str(row["n"]), _fmt(row["bleu"]), _fmt(row["chrf"]), _fmt(row["exact_match"])
+    console.print(length_table(results["bleu_by_length"], "test BLEU by source length (words)"))
+    if results.get("val_bleu_by_length"):
+        console.print(
+            length_table(results["val_bleu_by_length"], "best validation BLEU by source length (words)")
         )
-    console.print(buckets)
+
+
+def print_evaluation(results: dict, out_dir: str, console: Console | None = None) -> None:
+    """What ``evaluate`` scored and how, its scores, then BLEU by source length."""
+    console = console or Console()
+    metrics, evaluated = results["metrics"], results["evaluated"]
+    choices = results["choices"]
+    table = Table(title="seq2seq evaluation", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("checkpoint", evaluated["checkpoint"])
+    table.add_row("model", f"{choices.get('model/encoder', '?')} + {choices.get('model/attention', '?')}")
+    table.add_row("scored", evaluated["data"])
+    table.add_row("sentences", str(evaluated["sentences"]))
+    table.add_row("decoding", evaluated["decoding"])
+    table.add_row("BLEU", _fmt(metrics.get("test/bleu")))
+    table.add_row("chrF", _fmt(metrics.get("test/chrf")))
+    table.add_row("exact match (%)", _fmt(metrics.get("test/exact_match")))
+    table.add_row("loss", _fmt(metrics.get("test/loss"), 3))
+    table.add_row(
+        "attention entropy (nats)",
+        _entropy(metrics, "test/attention_entropy", choices.get("model/attention")),
+    )
+    table.add_row("output directory", out_dir)
+    console.print(table)
+    console.print(length_table(results["bleu_by_length"], "BLEU by source length (words)"))

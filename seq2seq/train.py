@@ -1,7 +1,8 @@
 """Train, test and summarise one model: ``python -m seq2seq.train [hydra overrides]``.
 
 Wires the pieces named by the config — data module, model, loggers, callbacks, trainer — fits, tests the
-best checkpoint, and writes ``results.json``, ``predictions/test.tsv`` and the summary. Returns the best
+best checkpoint, and writes ``results.json``, ``predictions/test.tsv``, ``plots/bleu_by_length.png``
+(attention maps go to ``plots/attention/`` at each validation) and the summary. Returns the best
 ``val/bleu`` so Hydra sweepers (Optuna) can optimise it. A failed job still writes ``results.json`` with
 ``status: failed``, so a sweep never loses track of it.
 """
@@ -24,10 +25,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
+from seq2seq.callbacks import AttentionMaps, log_bleu_by_length
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.data.errors import DataError
 from seq2seq.loggers import build_loggers, finish_wandb
 from seq2seq.module import Seq2SeqModule
+from seq2seq.plots import plot_bleu_by_length
 from seq2seq.results import CHOICE_GROUPS, build_results, write_json_atomic, write_predictions
 from seq2seq.summary import print_summary
 
@@ -35,7 +38,7 @@ log = logging.getLogger("seq2seq.train")
 
 
 def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
-    """Best-``val/bleu`` and last checkpoints, optional early stopping, the progress bar."""
+    """Best-``val/bleu`` and last checkpoints, optional early stopping, the progress bar, attention maps."""
     cb = cfg.callbacks
     callbacks: list[Callback] = [
         ModelCheckpoint(
@@ -52,6 +55,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
         callbacks.append(TQDMProgressBar(refresh_rate=cb.progress_bar.refresh_rate))
     if cb.early_stopping is not None:
         callbacks.append(EarlyStopping(**cb.early_stopping))
+    if cfg.eval.get("attention_examples", 0) > 0:
+        callbacks.append(AttentionMaps(cfg.eval.attention_examples, run_dir / "plots" / "attention"))
     return callbacks
 
 
@@ -106,13 +111,17 @@ def finish_run(
     best: str | None,
     best_val: torch.Tensor | None,
 ) -> dict[str, Any]:
-    """Collect the test results; on rank 0 write predictions and results.json, log and print the summary."""
+    """Collect the test results; on rank 0 write predictions, results.json, plots; log; print the summary."""
     run_dir = Path(cfg.paths.output_dir)
 
-    test = module.test_results
+    test, val = module.test_results, module.best_val_results
     metrics = {f"test/{k}": v for k, v in test["scores"].items()}
     metrics["test/loss"] = float(trainer.callback_metrics["test/loss"])
     metrics["val/bleu"] = float(best_val) if best_val is not None else float("nan")
+    if test["attention_entropy"] is not None:
+        metrics["test/attention_entropy"] = test["attention_entropy"]
+    if val.get("attention_entropy") is not None:
+        metrics["val/attention_entropy"] = val["attention_entropy"]
     results = build_results(
         status="completed",
         choices=choices,
@@ -120,6 +129,7 @@ def finish_run(
         params=params,
         metrics=metrics,
         bleu_by_length=test["bleu_by_length"],
+        val_bleu_by_length=val.get("bleu_by_length", []),  # of the validation with the best val/bleu
         train={
             "steps": trainer.global_step,
             "epochs": trainer.current_epoch,
@@ -133,10 +143,21 @@ def finish_run(
             run_dir / "predictions" / "test.tsv", test["sources"], test["references"], test["hypotheses"]
         )
         write_json_atomic(run_dir / "results.json", results)
+        plot = save_length_plot(results, run_dir / "plots" / "bleu_by_length.png")
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
+        log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)
+        log_bleu_by_length(loggers, "val/bleu_by_length", results["val_bleu_by_length"])
         print_summary(results, str(run_dir))
     return results
+
+
+def save_length_plot(results: dict[str, Any], path: Path) -> Path:
+    """``plots/bleu_by_length.png``: test BLEU by source length, and the best validation's when recorded."""
+    series = {"test": results["bleu_by_length"]}
+    if results.get("val_bleu_by_length"):
+        series["val (best)"] = results["val_bleu_by_length"]
+    return plot_bleu_by_length(series, path)
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

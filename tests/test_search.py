@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from seq2seq.models.search import greedy_search, max_output_lengths
+from seq2seq.models.search import beam_search, greedy_search, max_output_lengths
 from seq2seq.models.seq2seq import EncoderDecoder
 
 BOS, EOS = 2, 3
@@ -59,3 +60,41 @@ def test_no_attention_map_for_fixed_context():
     model, src, lengths = _setup("none")
     hyps = greedy_search(model, src, lengths, torch.full((5,), 4), BOS, EOS, return_attention=True)
     assert hyps.attention is None
+
+
+COMBINATIONS = [
+    (rnn_type, attention, "init")
+    for rnn_type in ("rnn", "gru", "lstm")
+    for attention in ("none", "bahdanau", "luong_dot", "luong_general", "luong_concat")
+] + [(rnn_type, "none", "every_step") for rnn_type in ("rnn", "gru", "lstm")]
+
+
+@pytest.mark.parametrize(("rnn_type", "attention", "context"), COMBINATIONS)
+def test_both_searches_decode_every_encoder_attention_and_context(rnn_type, attention, context):
+    torch.manual_seed(0)
+    model = EncoderDecoder(
+        12,
+        12,
+        6,
+        8,
+        rnn_type=rnn_type,
+        attention=attention,
+        context=context,
+        encoder_layers=2,
+        decoder_layers=2,
+    ).eval()
+    _, src, lengths = _setup()
+    budgets = torch.full((5,), 6)
+    greedy = greedy_search(model, src, lengths, budgets, BOS, EOS, return_attention=True)
+    beam = beam_search(model, src, lengths, budgets, BOS, EOS, beam_size=3, return_attention=True)
+    for hyps in (greedy, beam):
+        assert len(hyps.tokens) == 5 and all(len(t) <= 6 and EOS not in t for t in hyps.tokens)
+        if attention == "none":
+            assert hyps.attention is None  # the fixed-context model has no attention to show
+        else:
+            for b, (tokens, weights) in enumerate(zip(hyps.tokens, hyps.attention, strict=True)):
+                assert weights.shape[1] == int(lengths[b]) and weights.shape[0] in (
+                    len(tokens),
+                    len(tokens) + 1,
+                )
+                torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[0]))

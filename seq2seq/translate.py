@@ -1,0 +1,158 @@
+"""Translate text with a trained checkpoint: ``python -m seq2seq.translate ckpt_path=<file> [input=<file>]``.
+
+Reads UTF-8 sentences, one per line, from ``input`` or stdin, and writes one translation per line to
+stdout, in order; an empty input line gives an empty output line, so the output stays line-aligned.
+Decoding is the checkpoint's own or the one chosen here (``decoding=beam decoding.beam_size=10``).
+``dump_attention=<file>`` also writes every line's attention weights as JSON. The model, tokenizers and
+config all come from the checkpoint, so a checkpoint moved anywhere still works. Messages go to stderr;
+bad input (checkpoint, file, encoding, over-long lines) ends with one clear line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import MissingMandatoryValue
+
+from seq2seq.callbacks import NO_ATTENTION
+from seq2seq.data.errors import DataError
+from seq2seq.module import Seq2SeqModule, Translation
+
+log = logging.getLogger("seq2seq.translate")
+
+LONG_LINES = ("error", "warn")
+
+
+def read_lines(path: str | None) -> list[str]:
+    """The lines of a UTF-8 file (stdin when ``path`` is None), without line endings; a BOM is ignored."""
+    name = "<stdin>" if path is None else str(path)
+    if path is None:
+        data = sys.stdin.buffer.read()
+    else:
+        if not Path(path).is_file():
+            raise DataError(f"input={path}: no such file (resolved to {Path(path).resolve()})")
+        data = Path(path).read_bytes()
+    raw_lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    if raw_lines[-1] == b"":  # the final newline ends the last line, it does not start a new one
+        raw_lines.pop()
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{name}:{number}: not valid UTF-8 (byte {raw[err.start]:#04x} at byte offset {err.start}); "
+                "re-encode the input as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+            ) from None
+    return lines
+
+
+def check_lengths(lines: Sequence[str], max_words: int | None, policy: str) -> None:
+    """Refuse (``error``) or warn about (``warn``) lines with more words than the model trained on."""
+    if policy not in LONG_LINES:
+        raise ValueError(f"long_lines={policy!r}: choose one of {LONG_LINES}")
+    if max_words is None:
+        return
+    long = [(i + 1, len(line.split())) for i, line in enumerate(lines) if len(line.split()) > max_words]
+    if not long:
+        return
+    where = ", ".join(f"line {number} ({words} words)" for number, words in long[:5])
+    more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+    message = (
+        f"{len(long)} input line(s) are longer than {max_words} words, the longest the model trained on "
+        f"(data.max_words): {where}{more}"
+    )
+    if policy == "error":
+        raise ValueError(
+            f"{message}; split them into sentences, raise max_words=N, or pass long_lines=warn to translate "
+            "them anyway"
+        )
+    log.warning("%s; translating them anyway (expect poor quality)", message)
+
+
+def attention_record(number: int, translation: Translation) -> dict[str, Any]:
+    """One line of the ``dump_attention`` JSON: pieces and ``weights[output][source]`` (or null)."""
+    weights = translation.attention
+    return {
+        "line": number,
+        "source": translation.source,
+        "translation": translation.text,
+        "source_pieces": translation.source_pieces,
+        "output_pieces": translation.output_pieces,
+        "weights": None if weights is None else [[round(w, 6) for w in row] for row in weights.tolist()],
+    }
+
+
+def write_attention(
+    path: Path, module: Seq2SeqModule, ckpt: str, translations: Sequence[Translation]
+) -> None:
+    """The ``dump_attention`` file: model facts, then one record per input line (in order)."""
+    document: dict[str, Any] = {
+        "checkpoint": ckpt,
+        "attention": module.cfg.model.attention.name,
+        "decoding": module.cfg.decoding.name,
+        "rows": "output pieces (ending with </s> when the search stopped at EOS)",
+        "columns": "source pieces as fed to the encoder",
+    }
+    if not module.has_attention:
+        document["note"] = NO_ATTENTION
+    document["lines"] = [attention_record(i + 1, t) for i, t in enumerate(translations)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def translate(cfg: DictConfig) -> list[Translation]:
+    """Translate ``input`` (or stdin) and write the translations to stdout; returns them."""
+    try:
+        ckpt = str(cfg.ckpt_path)
+    except MissingMandatoryValue:
+        raise ValueError("ckpt_path=<checkpoint file> is required") from None
+    device = pick_device(cfg.device)
+    module = Seq2SeqModule.load_portable(ckpt, map_location=device).to(device)
+    with open_dict(module.cfg):
+        if cfg.get("decoding") is not None:
+            module.cfg.decoding = cfg.decoding
+    lines = read_lines(cfg.input)
+    max_words = cfg.max_words if cfg.max_words is not None else module.cfg.data.get("max_words")
+    check_lengths(lines, max_words, cfg.long_lines)
+    if cfg.dump_attention is not None and not module.has_attention:
+        log.warning("%s; %s gets null weights", NO_ATTENTION, cfg.dump_attention)
+    translations = module.translate(
+        lines, return_attention=cfg.dump_attention is not None, max_tokens=cfg.batch_tokens
+    )
+    sys.stdout.write("".join(t.text + "\n" for t in translations))
+    sys.stdout.flush()
+    if cfg.dump_attention is not None:
+        write_attention(Path(cfg.dump_attention), module, ckpt, translations)
+    return translations
+
+
+@hydra.main(config_path="../conf", config_name="translate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: bad input ends with one clear line on stderr and exit status 1."""
+    try:
+        translate(cfg)
+    except ValueError as error:  # CheckpointError, DataError and bad options are ValueErrors
+        log.error("translate failed: %s", error)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

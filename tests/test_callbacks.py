@@ -1,0 +1,58 @@
+"""Attention maps at validation: a fixed, length-spread set of sentences; nothing drawn for attention=none."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from seq2seq.callbacks import AttentionMaps, pick_examples
+from seq2seq.module import Seq2SeqModule
+from tests.test_translate import write_checkpoint
+
+VAL = [("w01 " * n).strip() for n in (5, 1, 9, 3, 7, 2, 8, 4, 6)]  # 9 sentences of 1..9 words
+
+
+def test_pick_examples_spreads_over_lengths_and_is_fixed():
+    sources = [s for (s,) in ((v,) for v in VAL)]
+    picks = pick_examples(sources, 3)
+    assert [len(sources[i].split()) for i in picks] == [1, 5, 9]  # shortest, middle, longest
+    assert pick_examples(sources, 3) == picks
+    assert sorted(pick_examples(sources, 20)) == list(range(9))
+    assert pick_examples(sources, 0) == [] and pick_examples([], 3) == []
+
+
+def _trainer(sanity_checking=False):
+    datamodule = SimpleNamespace(raw={"val": [(s, s) for s in VAL]})
+    return SimpleNamespace(
+        sanity_checking=sanity_checking, is_global_zero=True, datamodule=datamodule, loggers=[], global_step=7
+    )
+
+
+def test_attention_maps_are_drawn_for_the_fixed_examples(tmp_path):
+    module = Seq2SeqModule.load_portable(write_checkpoint(tmp_path))
+    module.train()
+    callback = AttentionMaps(3, tmp_path / "plots" / "attention")
+    callback.on_validation_end(_trainer(sanity_checking=True), module)
+    assert not (tmp_path / "plots").exists()  # not during Lightning's sanity check
+    callback.on_validation_end(_trainer(), module)
+    names = sorted(p.name for p in (tmp_path / "plots" / "attention").iterdir())
+    assert names == ["val_00000.png", "val_00001.png", "val_00002.png"]  # 5, 1 and 9 words
+    assert module.training  # decoding for the maps leaves the module as it found it
+
+
+@pytest.mark.parametrize("context", ["init", "every_step"])
+def test_fixed_context_model_draws_no_map_and_says_so(tmp_path, caplog, context):
+    module = Seq2SeqModule.load_portable(
+        write_checkpoint(tmp_path, "model/attention=none", f"model.context={context}")
+    )
+    callback = AttentionMaps(3, tmp_path / "plots" / "attention")
+    with caplog.at_level(logging.INFO, logger="seq2seq.callbacks"):
+        callback.on_validation_end(_trainer(), module)
+        callback.on_validation_end(_trainer(), module)
+    assert not (tmp_path / "plots").exists()
+    said = [r.getMessage() for r in caplog.records if "no attention maps" in r.getMessage()]
+    assert len(said) == 1 and "attention=none" in said[0]  # once, not at every validation
+    translations = module.translate(["w01 w02"], return_attention=True)
+    assert translations[0].attention is None and translations[0].output_pieces
