@@ -28,7 +28,7 @@ from seq2seq.data.filters import Preprocess, normalize_pairs
 from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2seq.models.search import Hypotheses, beam_search, greedy_search, max_output_lengths
 from seq2seq.models.seq2seq import EncoderDecoder
-from seq2seq.scoring import bleu_by_length, corpus_scores
+from seq2seq.scoring import bleu_by_length, corpus_scores, position_accuracy
 from seq2seq.teacher_forcing import teacher_forcing_ratio
 
 DECODINGS = ("greedy", "beam")
@@ -83,7 +83,9 @@ class Seq2SeqModule(pl.LightningModule):
         self.model = EncoderDecoder.from_config(
             cfg.model, src_tokenizer.vocab_size, tgt_tokenizer.vocab_size, PAD_ID
         )
-        self._outputs: list[tuple[int, str, float, int]] = []  # (index, hypothesis, entropy sum, steps)
+        # Per sentence: (index, hypothesis, attention entropy sum, steps, free-running and teacher-forced
+        # correctness of each reference token).
+        self._outputs: list[tuple[int, str, float, int, list[bool], list[bool]]] = []
         self.test_results: dict[str, Any] = {}
         self.val_results: dict[str, Any] = {}  # scores of the latest validation
         self.best_val_results: dict[str, Any] = {}  # of the validation with the highest val/bleu so far
@@ -95,6 +97,10 @@ class Seq2SeqModule(pl.LightningModule):
 
     def loss(self, batch: Batch, ratio: float = 1.0) -> torch.Tensor:
         """Mean cross-entropy over non-padding target tokens (optionally label-smoothed)."""
+        return self.loss_and_logits(batch, ratio)[0]
+
+    def loss_and_logits(self, batch: Batch, ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and the logits ``(B, T, V)`` it was computed from."""
         logits, _ = self.model(
             batch.src,
             batch.src_lengths,
@@ -102,12 +108,13 @@ class Seq2SeqModule(pl.LightningModule):
             teacher_forcing_ratio=ratio,
             sample_feedback=self.cfg.teacher_forcing.get("feedback", "argmax") == "sample",
         )  # (B, T, V)
-        return F.cross_entropy(
+        loss = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(),
             batch.tgt_out.reshape(-1),
             ignore_index=PAD_ID,
             label_smoothing=float(self.cfg.optim.label_smoothing),
         )
+        return loss, logits
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
@@ -187,14 +194,29 @@ class Seq2SeqModule(pl.LightningModule):
         )
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
-        loss = self.loss(batch)
+        loss, logits = self.loss_and_logits(batch)
         self.log(f"{stage}/loss", loss, batch_size=batch.src.size(0), sync_dist=True)
+        forced = logits.argmax(-1).eq(batch.tgt_out).tolist()  # (B, T): teacher-forced predictions right?
         hyps = self.decode(batch, return_attention=self.has_attention)
         attention = hyps.attention or [None] * len(hyps.tokens)
-        for index, tokens, weights in zip(batch.indices.tolist(), hyps.tokens, attention, strict=True):
+        references = batch.tgt_out.tolist()
+        for row, (index, tokens, weights) in enumerate(
+            zip(batch.indices.tolist(), hyps.tokens, attention, strict=True)
+        ):
             entropy = 0.0 if weights is None else float(attention_entropy(weights).sum())
             steps = 0 if weights is None else weights.size(0)
-            self._outputs.append((index, self.tgt_tokenizer.decode(tokens), entropy, steps))
+            reference = references[row][: references[row].index(EOS_ID)]  # the reference tokens, no EOS
+            free = [i < len(tokens) and tokens[i] == token for i, token in enumerate(reference)]
+            self._outputs.append(
+                (
+                    index,
+                    self.tgt_tokenizer.decode(tokens),
+                    entropy,
+                    steps,
+                    free,
+                    forced[row][: len(reference)],
+                )
+            )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -207,8 +229,8 @@ class Seq2SeqModule(pl.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _gather_outputs(self) -> list[tuple[int, str, float, int]]:
-        """This split's ``(index, hypothesis, attention entropy sum, steps)`` from every rank."""
+    def _gather_outputs(self) -> list[tuple[int, str, float, int, list[bool], list[bool]]]:
+        """This split's per-sentence outputs (see ``_outputs``) from every rank."""
         local, self._outputs = self._outputs, []
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered: list[Any] = [None] * dist.get_world_size()
@@ -221,7 +243,7 @@ class Seq2SeqModule(pl.LightningModule):
         split = "val" if stage == "val" else "test"
         pairs = self.trainer.datamodule.raw[split]
         outputs = self._gather_outputs()
-        by_index = {index: text for index, text, _, _ in outputs}
+        by_index = {index: text for index, text, *_ in outputs}
         if len(by_index) != len(pairs):
             raise RuntimeError(f"{stage}: decoded {len(by_index)} of {len(pairs)} sentences")
         sources = [s for s, _ in pairs]
@@ -234,9 +256,9 @@ class Seq2SeqModule(pl.LightningModule):
         if loss is not None:
             self.log(f"{stage}/ppl", math.exp(min(float(loss), 50.0)))
         entropy = None
-        steps = sum(n for _, _, _, n in outputs)
+        steps = sum(out[3] for out in outputs)
         if self.has_attention and steps > 0:
-            entropy = sum(e for _, _, e, _ in outputs) / steps  # mean over all target steps of the split
+            entropy = sum(out[2] for out in outputs) / steps  # mean over all target steps of the split
             self.log(f"{stage}/attention_entropy", entropy, rank_zero_only=False, sync_dist=False)
         return {
             "sources": sources,
@@ -245,6 +267,10 @@ class Seq2SeqModule(pl.LightningModule):
             "scores": scores,
             "attention_entropy": entropy,
             "bleu_by_length": bleu_by_length(sources, hypotheses, references, self.length_buckets),
+            "position_accuracy": position_accuracy([out[4] for out in outputs], self.cfg.eval.max_positions),
+            "teacher_forced_position_accuracy": position_accuracy(
+                [out[5] for out in outputs], self.cfg.eval.max_positions
+            ),
         }
 
     @property
@@ -259,6 +285,7 @@ class Seq2SeqModule(pl.LightningModule):
             return
         result = self._score("val")
         self.val_results = {k: result[k] for k in ("scores", "bleu_by_length", "attention_entropy")}
+        self.val_results["position_accuracy"] = result["position_accuracy"]
         best = self.best_val_results.get("scores", {}).get("bleu")
         if best is None or result["scores"]["bleu"] > best:
             self.best_val_results = self.val_results

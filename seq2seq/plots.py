@@ -1,4 +1,5 @@
-"""The figures every run and ``evaluate`` save as PNGs: BLEU by source length and attention heatmaps.
+"""The figures every run and ``evaluate`` save as PNGs: BLEU by source length, attention heatmaps and
+token accuracy by output position.
 
 Built with matplotlib's object API (``Figure``, Agg canvas): no pyplot state, no display needed, safe in
 any thread or process.
@@ -101,3 +102,26 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def plot_position_accuracy(
+    curves: Mapping[str, Sequence[float | None]],
+    path: str | Path,
+    title: str = "token accuracy by output position",
+) -> Path:
+    """One line per curve of ``results.json``'s ``position_accuracy`` lists (percent; None = no data).
+
+    Free-running against teacher-forced accuracy shows exposure bias: the gap that opens after the first error.
+    """
+    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        y = np.array([math.nan if v is None else v for v in curve], dtype=float)
+        ax.plot(np.arange(1, len(y) + 1), y, label=name)
+    ax.set_xlabel("output position (tokens)")
+    ax.set_ylabel("token accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

@@ -67,3 +67,18 @@ def bleu_by_length(
             row.update({"bleu": None, "chrf": None, "exact_match": None})
         rows.append(row)
     return rows
+
+
+def position_accuracy(correct: Sequence[Sequence[bool]], max_positions: int = 60) -> list[float | None]:
+    """Token accuracy at each output position: ``result[i]`` is the fraction of sentences whose reference
+    has more than ``i`` tokens and whose token ``i`` was right (None where no reference is that long).
+
+    ``correct[s][i]`` says whether position ``i`` of sentence ``s`` matched the reference token. In
+    free-running decoding one early error shifts or corrupts what follows, so the curve falls with the
+    position; under teacher forcing it stays flat — the gap is exposure bias (Bengio et al. 2015).
+    """
+    curve: list[float | None] = []
+    for i in range(max_positions):
+        column = [row[i] for row in correct if len(row) > i]
+        curve.append(100.0 * sum(column) / len(column) if column else None)
+    return curve

@@ -30,7 +30,7 @@ from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.data.errors import DataError
 from seq2seq.loggers import build_loggers, finish_wandb
 from seq2seq.module import Seq2SeqModule
-from seq2seq.plots import plot_bleu_by_length
+from seq2seq.plots import plot_bleu_by_length, plot_position_accuracy
 from seq2seq.results import CHOICE_GROUPS, build_results, write_json_atomic, write_predictions
 from seq2seq.summary import print_summary
 
@@ -130,6 +130,8 @@ def finish_run(
         metrics=metrics,
         bleu_by_length=test["bleu_by_length"],
         val_bleu_by_length=val.get("bleu_by_length", []),  # of the validation with the best val/bleu
+        position_accuracy=test["position_accuracy"],  # free-running (the decoding config), per output token
+        teacher_forced_position_accuracy=test["teacher_forced_position_accuracy"],
         train={
             "steps": trainer.global_step,
             "epochs": trainer.current_epoch,
@@ -144,6 +146,13 @@ def finish_run(
         )
         write_json_atomic(run_dir / "results.json", results)
         plot = save_length_plot(results, run_dir / "plots" / "bleu_by_length.png")
+        plot_position_accuracy(
+            {
+                "free-running": results["position_accuracy"],
+                "teacher-forced": results["teacher_forced_position_accuracy"],
+            },
+            run_dir / "plots" / "position_accuracy.png",
+        )
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
         log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)

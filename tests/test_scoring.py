@@ -35,3 +35,10 @@ def test_bleu_by_length_assigns_buckets_by_source_words_and_leaves_empty_buckets
 def test_mismatched_lengths():
     with pytest.raises(ValueError, match="2 hypotheses for 1 references"):
         corpus_scores(["a", "b"], ["a"])
+
+
+def test_position_accuracy_counts_only_sentences_long_enough():
+    from seq2seq.scoring import position_accuracy
+
+    correct = [[True, True, False], [True, False], [False]]
+    assert position_accuracy(correct, max_positions=4) == [pytest.approx(200 / 3), 50.0, 0.0, None]

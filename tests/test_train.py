@@ -63,6 +63,12 @@ def test_run_directory_contract(tiny_cfg, tmp_path):
     assert first["n"] == 12  # all test sources have 2-8 words
     assert all(b["n"] == 0 and b["bleu"] is None for b in rest)
     assert set(results["train"]) >= {"steps", "epochs", "wall_s", "tokens_per_s"}
+    # Exposure bias: free-running and teacher-forced token accuracy per output position (test sentences have
+    # at most 8 words, so positions past 8 have no data).
+    for key in ("position_accuracy", "teacher_forced_position_accuracy"):
+        curve = results[key]
+        assert len(curve) == 60 and all(0 <= v <= 100 for v in curve[:2]) and curve[8:] == [None] * 52
+    assert (run / "plots" / "position_accuracy.png").stat().st_size > 1000
     assert results["train"]["tokens_per_s"] > 0
     assert (run / "checkpoints" / "best.ckpt").exists() and (run / "checkpoints" / "last.ckpt").exists()
     with (run / "predictions" / "test.tsv").open() as f:
