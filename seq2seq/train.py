@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from seq2seq.callbacks import AttentionMaps, log_bleu_by_length
+from seq2seq.callbacks import AttentionMaps, log_bleu_by_length, wandb_loggers
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.data.errors import DataError
 from seq2seq.loggers import build_loggers, finish_wandb
@@ -153,8 +153,11 @@ def finish_run(
             },
             run_dir / "plots" / "position_accuracy.png",
         )
+        final = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
         for logger in loggers:
-            logger.log_metrics({k: v for k, v in metrics.items() if v is not None and math.isfinite(v)})
+            logger.log_metrics(final)
+        for logger in wandb_loggers(loggers):  # the final test metrics are the run's summary on the dashboard
+            logger.experiment.summary.update({**final, "params": params, "status": "completed"})
         log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)
         log_bleu_by_length(loggers, "val/bleu_by_length", results["val_bleu_by_length"])
         print_summary(results, str(run_dir))

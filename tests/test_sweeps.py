@@ -22,7 +22,13 @@ def _compose(*overrides):
 def test_bottleneck_search_space():
     cfg = _compose("sweep=bottleneck")
     params = cfg.hydra.sweeper.params
-    assert params["model/attention"].split(",") == ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"]
+    assert params["model/attention"].split(",") == [
+        "none",
+        "bahdanau",
+        "luong_dot",
+        "luong_general",
+        "luong_concat",
+    ]
     assert params["model/encoder"].split(",") == ["gru", "lstm"]
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.logger.group == "bottleneck"
 
@@ -47,10 +53,25 @@ def test_optuna_and_slurm_configs_compose():
 def _multirun(tmp_path, *args):
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "-m", "seq2seq.train", *TINY, f"hydra.sweep.dir={sweep_dir}",
-         f"paths.cache_dir={tmp_path / 'cache'}", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+        [
+            sys.executable,
+            "-m",
+            "seq2seq.train",
+            *TINY,
+            f"hydra.sweep.dir={sweep_dir}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            *args,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "WANDB_MODE": "offline",
+            "PYTHONPATH": str(ROOT),
+            "HOME": str(tmp_path),
+        },
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return sweep_dir, {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}
@@ -58,15 +79,18 @@ def _multirun(tmp_path, *args):
 
 def test_sweep_records_a_failed_job_and_goes_on(tmp_path):
     # Job 0 has no training data left after filtering (fails); job 1 trains.
-    _, jobs = _multirun(tmp_path, "sweep=bottleneck", "model/attention=none", "model/encoder=gru",
-                        "data.max_words=0,100")
+    _, jobs = _multirun(
+        tmp_path, "sweep=bottleneck", "model/attention=none", "model/encoder=gru", "data.max_words=0,100"
+    )
     assert set(jobs) == {"0", "1"}
     assert jobs["0"]["status"] == "failed" and "data.max_words=0" in jobs["0"]["error"]
     assert jobs["1"]["status"] == "completed" and jobs["1"]["choices"]["model/attention"] == "none"
 
 
 def test_bottleneck_sweep_runs_one_job_per_combination(tmp_path):
-    _, jobs = _multirun(tmp_path, "sweep=bottleneck", "model/attention=none,luong_dot", "model/encoder=gru,rnn")
+    _, jobs = _multirun(
+        tmp_path, "sweep=bottleneck", "model/attention=none,luong_dot", "model/encoder=gru,rnn"
+    )
     combos = {(j["choices"]["model/encoder"], j["choices"]["model/attention"]) for j in jobs.values()}
     assert combos == {("gru", "none"), ("gru", "luong_dot"), ("rnn", "none"), ("rnn", "luong_dot")}
     assert all(j["status"] == "completed" for j in jobs.values())
@@ -78,3 +102,21 @@ def test_optuna_sweep_optimises_the_returned_val_bleu(tmp_path):
     optimization = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     best = max(j["metrics"]["val/bleu"] for j in jobs.values())
     assert abs(float(optimization.best_value) - best) < 1e-6
+
+
+def test_offline_wandb_sweep_job_keeps_metrics_table_and_tags(tmp_path):
+    """W&B offline: each job's run directory holds its metrics, tags, group and the BLEU-by-length table."""
+    sweep_dir, jobs = _multirun(
+        tmp_path, "sweep=bottleneck", "model/attention=bahdanau", "model/encoder=gru", "logger=wandb"
+    )
+    assert list(jobs) == ["0"] and jobs["0"]["status"] == "completed"
+    (run,) = (sweep_dir / "0" / "wandb").glob("offline-run-*")
+    log = next(run.glob("run-*.wandb")).read_bytes()  # protobuf records: keys are stored as UTF-8 strings
+    for key in (b"train/loss", b"val/bleu", b"test/bleu", b"test/chrf", b"train/teacher_forcing_ratio"):
+        assert key in log, key
+    for tag in (b"attention:bahdanau", b"encoder:gru", b"hidden:16", b"bottleneck"):
+        assert tag in log, tag
+    (table,) = (run / "files" / "media" / "table" / "test").glob("bleu_by_length*.table.json")
+    table = json.loads(table.read_text())
+    assert "bucket" in table["columns"] and len(table["data"]) == 6
+    assert list((run / "files" / "media" / "images" / "val" / "attention").glob("*.png"))
