@@ -1,12 +1,13 @@
-"""Tests for seq2seq.data.parallel: reading line-aligned files, their errors, and length filtering."""
+"""Tests for seq2seq.data.parallel: line-aligned files and TSV, their errors, the config layouts, writing."""
 
 import logging
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from seq2seq.data.errors import DataError
-from seq2seq.data.parallel import filter_by_length, read_parallel
+from seq2seq.data.parallel import read_parallel, read_split, read_tsv, split_files, write_split
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -84,11 +85,67 @@ def test_all_pairs_empty_raises(tmp_path: Path) -> None:
         read_parallel(src, tgt)
 
 
-def test_filter_by_length_drops_long_pairs_and_counts_them() -> None:
-    pairs = [("a b", "x y z"), ("a b c d", "x"), ("a", "w x y z"), ("a b c", "x y z")]
-    kept, n_dropped = filter_by_length(pairs, max_len=3)
-    assert kept == [("a b", "x y z"), ("a b c", "x y z")]
-    assert n_dropped == 2
-    assert filter_by_length(pairs, max_len=4) == (pairs, 0)
-    with pytest.raises(DataError, match="max_len must be >= 1"):
-        filter_by_length(pairs, max_len=0)
+def test_tsv_reads_pairs_strips_sides_and_handles_crlf_and_bom(tmp_path: Path) -> None:
+    path = _write(tmp_path / "train.tsv", b"\xef\xbb\xbfthe dog \t el perro\r\na cat\tun gato\n")
+    assert read_tsv(path) == [("the dog", "el perro"), ("a cat", "un gato")]
+
+
+def test_tsv_blank_lines_and_empty_sides_are_dropped_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path / "t.tsv", "one\tuno\n\n\tdos\nthree\t \nfour\tcuatro\n")
+    with caplog.at_level(logging.WARNING, logger="seq2seq.data.parallel"):
+        pairs = read_tsv(path)
+    assert pairs == [("one", "uno"), ("four", "cuatro")]
+    assert "dropped 3 of 5 pairs" in caplog.text
+
+
+@pytest.mark.parametrize(("line", "tabs"), [("no tab here", 0), ("a\tb\tc", 2)])
+def test_tsv_line_without_exactly_one_tab_names_file_and_line(tmp_path: Path, line: str, tabs: int) -> None:
+    path = _write(tmp_path / "bad.tsv", f"one\tuno\n{line}\n")
+    with pytest.raises(
+        DataError, match=rf"bad\.tsv:2: expected `source<TAB>target` \(one tab\), found {tabs} tabs"
+    ):
+        read_tsv(path)
+
+
+def test_tsv_undecodable_bytes_name_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "l.tsv", "one\tuno\ntwo\tdos\nmister\tse\xf1or\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"l\.tsv:3: not valid UTF-8"):
+        read_tsv(path)
+
+
+def _cfg(tmp_path: Path, layout: str):
+    return OmegaConf.create(
+        {
+            "format": layout,
+            "files": {"train": {"src": str(tmp_path / "train.de"), "tgt": str(tmp_path / "train.en")}},
+            "tsv": {"train": str(tmp_path / "train.tsv")},
+        }
+    )
+
+
+def test_split_files_and_read_split_follow_data_format(tmp_path: Path) -> None:
+    _write(tmp_path / "train.de", "ein Haus\n")
+    _write(tmp_path / "train.en", "a house\n")
+    _write(tmp_path / "train.tsv", "zwei\ttwo\n")
+    two_files, tsv = _cfg(tmp_path, "two_files"), _cfg(tmp_path, "tsv")
+    assert split_files(two_files, "train") == (tmp_path / "train.de", tmp_path / "train.en")
+    assert split_files(tsv, "train") == (tmp_path / "train.tsv",)
+    assert read_split(two_files, "train") == [("ein Haus", "a house")]
+    assert read_split(tsv, "train") == [("zwei", "two")]
+    with pytest.raises(DataError, match=r"data\.format='csv': choose one of two_files, tsv"):
+        split_files(_cfg(tmp_path, "csv"), "train")
+
+
+@pytest.mark.parametrize("layout", ["two_files", "tsv"])
+def test_write_split_round_trips_and_keeps_lines_aligned(tmp_path: Path, layout: str) -> None:
+    pairs = [("ein  Haus", "a house"), ("zwei\nZeilen", "two\tparts"), ("Straße", "street")]
+    files = split_files(_cfg(tmp_path, layout), "train")
+    write_split(pairs, files)
+    assert read_split(_cfg(tmp_path, layout), "train") == [
+        ("ein Haus", "a house"),
+        ("zwei Zeilen", "two parts"),
+        ("Straße", "street"),
+    ]
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically: no temporary file left behind

@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader
 
 from seq2seq.data.batching import Example, PairDataset, TokenBudgetBatchSampler, collate
 from seq2seq.data.errors import DataError
-from seq2seq.data.parallel import filter_by_length, read_parallel
+from seq2seq.data.filters import Preprocess, preprocess_splits
+from seq2seq.data.parallel import read_split
+from seq2seq.data.standard_sets import ensure_corpus
 from seq2seq.data.synthetic import make_splits
 from seq2seq.data.tokenizer import Tokenizer, load_or_train
 
@@ -22,7 +24,12 @@ Pairs = list[tuple[str, str]]
 
 
 def load_raw_pairs(data_cfg: Any) -> dict[str, Pairs]:
-    """Read or generate the three splits named by the ``data`` config (``conf/data/*.yaml``)."""
+    """Read or generate the three splits named by the ``data`` config (``conf/data/*.yaml``).
+
+    ``data.source``: ``synthetic`` (generated), ``files`` (the user's files), ``bible`` (built by
+    scripts/prepare_bible.py when missing) or ``huggingface`` (a local copy, else fetched once); see
+    ``seq2seq.data.standard_sets``. Files are read in the layout ``data.format`` names.
+    """
     if data_cfg.source == "synthetic":
         return make_splits(
             data_cfg.task,
@@ -32,11 +39,8 @@ def load_raw_pairs(data_cfg: Any) -> dict[str, Pairs]:
             seed=data_cfg.seed,
             vocab_size=data_cfg.get("symbols", 50),
         )
-    if data_cfg.source == "files":
-        return {
-            split: read_parallel(data_cfg.files[split].src, data_cfg.files[split].tgt) for split in SPLITS
-        }
-    raise DataError(f"data.source={data_cfg.source!r}: choose 'synthetic' or 'files'")
+    ensure_corpus(data_cfg)
+    return {split: read_split(data_cfg, split) for split in SPLITS}
 
 
 class Seq2SeqDataModule(pl.LightningDataModule):
@@ -58,6 +62,7 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         self.datasets: dict[str, PairDataset] = {}
         self.src_tokenizer: Tokenizer | None = None
         self.tgt_tokenizer: Tokenizer | None = None
+        self.filter_counts: dict[str, int] = {}  # pairs each data.preprocess filter changed or dropped
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -66,17 +71,7 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         for split in SPLITS:
             if not raw[split]:
                 raise DataError(f"the {split} split of data={self.cfg.name} is empty")
-        raw["train"], dropped = filter_by_length(raw["train"], int(self.cfg.max_words))
-        if dropped:
-            log.warning(
-                "dropped %d training pairs longer than data.max_words=%d words (never truncated)",
-                dropped,
-                self.cfg.max_words,
-            )
-        if not raw["train"]:
-            raise DataError(
-                f"no training pairs left after dropping those over data.max_words={self.cfg.max_words}"
-            )
+        raw, self.filter_counts = preprocess_splits(raw, Preprocess.from_config(self.cfg))
         self.raw = raw
         settings = dict(self.cfg.tokenizer)
         self.src_tokenizer = load_or_train([s for s, _ in raw["train"]], settings, self.cache_dir, "src")
