@@ -98,3 +98,17 @@ def test_both_searches_decode_every_encoder_attention_and_context(rnn_type, atte
                     len(tokens) + 1,
                 )
                 torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[0]))
+
+
+def test_no_empty_output_even_when_eos_is_most_likely_first():
+    """An (undertrained) model that prefers EOS at once still writes at least min_length tokens."""
+    from seq2seq.models.search import beam_search
+
+    model, src, lengths = _setup()
+    with torch.no_grad():
+        model.decoder.generator.bias[EOS] = 100.0  # EOS dominates every step
+    budgets = torch.full((5,), 6)
+    for search in (greedy_search, lambda *a, **k: beam_search(*a, beam_size=3, **k)):
+        assert all(len(t) == 1 for t in search(model, src, lengths, budgets, BOS, EOS).tokens)
+        assert all(len(t) == 0 for t in search(model, src, lengths, budgets, BOS, EOS, min_length=0).tokens)
+        assert all(len(t) == 3 for t in search(model, src, lengths, budgets, BOS, EOS, min_length=3).tokens)

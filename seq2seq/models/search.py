@@ -2,6 +2,8 @@
 
 Both search every sentence of a batch independently — per-sentence output budgets, per-sentence finishing,
 finished sentences dropped from the batch — so a sentence's output never depends on its batch-mates.
+Neither may end before ``min_length`` tokens (default 1: no empty output, as in fairseq and JoeyNMT) —
+an undertrained model would otherwise stop at once.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def greedy_search(
     bos_id: int,
     eos_id: int,
     return_attention: bool = False,
+    min_length: int = 1,
 ) -> Hypotheses:
     """Pick the most probable token at each step until EOS or each sentence's maximum length.
 
@@ -65,7 +68,10 @@ def greedy_search(
     step = 0
     while alive.numel() > 0:
         attentional, state, weights = decoder.forward_step(decoder.embedding(prev), state, memory)
-        next_tokens = decoder.logits(attentional).argmax(dim=-1)  # (B_alive,)
+        logits = decoder.logits(attentional)  # (B_alive, V)
+        if step < min_length:
+            logits[:, eos_id] = float("-inf")
+        next_tokens = logits.argmax(dim=-1)  # (B_alive,)
         step += 1
         ended = (next_tokens == eos_id) | (step >= budget[alive])
         alive_list = alive.tolist()
@@ -107,6 +113,7 @@ def beam_search(
     beam_size: int = 5,
     alpha: float = 1.0,
     return_attention: bool = False,
+    min_length: int = 1,
 ) -> Hypotheses:
     """Keep the ``beam_size`` most probable prefixes per sentence; return the best finished one.
 
@@ -120,6 +127,7 @@ def beam_search(
     Args:
         src: ``(B, S)`` padded source ids; src_lengths: ``(B,)``; max_lengths: ``(B,)`` output budgets.
         beam_size: ``k``; alpha: the length-penalty exponent (0: plain log-probability).
+        min_length: EOS is not allowed before this many output tokens.
     """
     if beam_size < 1:
         raise ValueError(f"decoding.beam_size={beam_size}: must be at least 1")
@@ -143,6 +151,8 @@ def beam_search(
         n = alive.numel()
         attentional, state, weights = decoder.forward_step(decoder.embedding(prev), state, memory)
         log_probs = torch.log_softmax(decoder.logits(attentional).float(), dim=-1)  # (n·k, V)
+        if step < min_length:
+            log_probs[:, eos_id] = float("-inf")
         vocab = log_probs.size(-1)
         candidates = (scores.unsqueeze(-1) + log_probs.view(n, k, vocab)).view(n, k * vocab)
         top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=-1)  # (n, 2k), best first
