@@ -171,3 +171,14 @@ def test_training_on_a_tsv_corpus_scores_against_normalised_references(tmp_path)
     with (tmp_path / "run" / "predictions" / "test.tsv").open(encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t"))[1:]
     assert [row[:2] for row in rows] == [[f"satz {i} ende", f"sentence {i} end"] for i in range(12)]
+
+
+def test_reverse_source_reverses_encoder_input_only(tmp_path):
+    """data.reverse_source (Sutskever et al. 2014) feeds the source backwards; raw text and targets are untouched."""
+    plain = setup_module_for(tmp_path / "plain", *TINY)
+    flipped = setup_module_for(tmp_path / "flipped", *TINY, "data.reverse_source=true")
+    assert flipped.raw == plain.raw  # references, sources and length buckets refer to the original order
+    for split in ("train", "val", "test"):
+        for a, b in zip(plain.datasets[split].examples, flipped.datasets[split].examples, strict=True):
+            assert b.src == a.src[::-1] and b.tgt == a.tgt
+    assert any(len(e.src) > 1 and e.src != e.src[::-1] for e in plain.datasets["test"].examples)
