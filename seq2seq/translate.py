@@ -10,7 +10,6 @@ bad input (checkpoint, file, encoding, over-long lines) ends with one clear line
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import sys
@@ -25,6 +24,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from seq2seq.callbacks import NO_ATTENTION
 from seq2seq.data.errors import DataError
+from seq2seq.data.parallel import decode_lines
 from seq2seq.module import Seq2SeqModule, Translation
 
 log = logging.getLogger("seq2seq.translate")
@@ -41,19 +41,7 @@ def read_lines(path: str | None) -> list[str]:
         if not Path(path).is_file():
             raise DataError(f"input={path}: no such file (resolved to {Path(path).resolve()})")
         data = Path(path).read_bytes()
-    raw_lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
-    if raw_lines[-1] == b"":  # the final newline ends the last line, it does not start a new one
-        raw_lines.pop()
-    lines = []
-    for number, raw in enumerate(raw_lines, start=1):
-        try:
-            lines.append(raw.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as err:
-            raise DataError(
-                f"{name}:{number}: not valid UTF-8 (byte {raw[err.start]:#04x} at byte offset {err.start}); "
-                "re-encode the input as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-            ) from None
-    return lines
+    return decode_lines(data, name)
 
 
 def check_lengths(lines: Sequence[str], max_words: int | None, policy: str) -> None:

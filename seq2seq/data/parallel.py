@@ -36,10 +36,16 @@ def _require_file(path: Path) -> None:
 def _read_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 file, line ends (``\\n``, ``\\r\\n``) removed; a leading byte-order mark is ignored."""
     _require_file(path)
-    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    if not data.strip():
+    data = path.read_bytes()
+    if not data.removeprefix(codecs.BOM_UTF8).strip():
         raise DataError(f"{path}: file is empty; it needs one sentence pair per line")
-    raw_lines = data.split(b"\n")
+    return decode_lines(data, str(path))
+
+
+def decode_lines(data: bytes, name: str) -> list[str]:
+    """Split UTF-8 bytes into lines (``\\n`` or ``\\r\\n``; a leading BOM ignored); undecodable bytes raise a
+    :class:`DataError` naming ``name`` and the 1-based line."""
+    raw_lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
     if raw_lines[-1] == b"":  # the final newline ends the last line, it does not start a new one
         raw_lines.pop()
     lines = []
@@ -48,8 +54,8 @@ def _read_lines(path: Path) -> list[str]:
             lines.append(raw.decode("utf-8").removesuffix("\r"))
         except UnicodeDecodeError as err:
             raise DataError(
-                f"{path}:{number}: not valid UTF-8 (byte {raw[err.start]:#04x} at byte offset {err.start} "
-                "of the line); re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`"
+                f"{name}:{number}: not valid UTF-8 (byte {raw[err.start]:#04x} at byte offset {err.start} "
+                "of the line); re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`"
             ) from None
     return lines
 
