@@ -124,3 +124,24 @@ def test_bad_options():
         _model(attention="none", context="sometimes")
     with pytest.raises(ValueError, match="must equal encoder layers"):
         EncoderDecoder(5, 5, 4, 8, encoder_layers=2, decoder_layers=1)
+
+
+@pytest.mark.parametrize("rnn_type", ["rnn", "gru", "lstm"])
+def test_stacked_cell_is_a_one_step_fused_rnn(rnn_type):
+    """The decoder's cell stack initialises and computes exactly like a one-step nn.RNN/GRU/LSTM."""
+    from seq2seq.models.decoder import StackedCell
+    from seq2seq.models.encoders import make_rnn
+
+    torch.manual_seed(0)
+    fused = make_rnn(rnn_type, 5, 7, 2, 0.0)
+    torch.manual_seed(0)
+    cells = StackedCell(rnn_type, 5, 7, 2, 0.0)
+    for a, b in zip(fused.parameters(), cells.parameters(), strict=True):
+        assert torch.equal(a, b)
+    x, h = torch.randn(3, 5), torch.randn(2, 3, 7)
+    hidden = (h, torch.randn(2, 3, 7)) if rnn_type == "lstm" else h
+    out_fused, state_fused = fused(x.unsqueeze(1), hidden)
+    out, state = cells(x, hidden)
+    torch.testing.assert_close(out, out_fused.squeeze(1))
+    torch.testing.assert_close(state, state_fused)
+    assert cells.mode == fused.mode
