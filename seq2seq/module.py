@@ -1,9 +1,11 @@
 """The LightningModule: loss, teacher forcing, optimisation, decoding for validation/test, metrics and logging.
 
 Validation and test decode every sentence (``decoding=greedy|beam``) and score the detokenized text at
-corpus level with sacrebleu, overall and by source length; under data parallelism the hypotheses of all
-ranks are gathered first, so the scores are exactly those of a single process. A trained module also
-translates raw sentences (:meth:`Seq2SeqModule.translate`) and reloads from a checkpoint file alone
+corpus level with sacrebleu, overall and by source length; the loss is the corpus mean over target tokens.
+Under data parallelism each rank decodes its own sentences and the per-sentence outputs of all ranks are
+gathered before scoring, so every score (loss included) is exactly that of a single process. A trained
+module also translates raw sentences (:meth:`Seq2SeqModule.translate`) and reloads from a checkpoint file
+alone
 (:meth:`Seq2SeqModule.load_portable`).
 """
 
@@ -32,6 +34,28 @@ from seq2seq.scoring import bleu_by_length, corpus_scores, position_accuracy
 from seq2seq.teacher_forcing import teacher_forcing_ratio
 
 DECODINGS = ("greedy", "beam")
+
+
+@dataclass
+class SentenceOutput:
+    """What validation/test keep of one sentence until the split is scored (gathered from every rank).
+
+    Attributes:
+        index: position in the split; hypothesis: detokenized output of the search.
+        entropy, steps: attention entropy summed over the hypothesis steps, and their number (0 without
+            attention).
+        free, forced: per reference token, whether the free-running / teacher-forced prediction was right.
+        nll, tokens: summed cross-entropy of the reference (teacher-forced, EOS included) and its token count.
+    """
+
+    index: int
+    hypothesis: str
+    entropy: float
+    steps: int
+    free: list[bool]
+    forced: list[bool]
+    nll: float
+    tokens: int
 
 
 class CheckpointError(ValueError):
@@ -83,9 +107,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.model = EncoderDecoder.from_config(
             cfg.model, src_tokenizer.vocab_size, tgt_tokenizer.vocab_size, PAD_ID
         )
-        # Per sentence: (index, hypothesis, attention entropy sum, steps, free-running and teacher-forced
-        # correctness of each reference token).
-        self._outputs: list[tuple[int, str, float, int, list[bool], list[bool]]] = []
+        self._outputs: list[SentenceOutput] = []  # of the split being evaluated, this rank's sentences
         self.test_results: dict[str, Any] = {}
         self.val_results: dict[str, Any] = {}  # scores of the latest validation
         self.best_val_results: dict[str, Any] = {}  # of the validation with the highest val/bleu so far
@@ -99,8 +121,11 @@ class Seq2SeqModule(pl.LightningModule):
         """Mean cross-entropy over non-padding target tokens (optionally label-smoothed)."""
         return self.loss_and_logits(batch, ratio)[0]
 
-    def loss_and_logits(self, batch: Batch, ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss and the logits ``(B, T, V)`` it was computed from."""
+    def loss_and_logits(
+        self, batch: Batch, ratio: float = 1.0, reduction: str = "mean"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss — mean over non-padding target tokens, or with ``reduction="none"`` per token ``(B, T)``
+        (0 at padding) — and the logits ``(B, T, V)`` it was computed from."""
         logits, _ = self.model(
             batch.src,
             batch.src_lengths,
@@ -113,7 +138,10 @@ class Seq2SeqModule(pl.LightningModule):
             batch.tgt_out.reshape(-1),
             ignore_index=PAD_ID,
             label_smoothing=float(self.cfg.optim.label_smoothing),
+            reduction=reduction,
         )
+        if reduction == "none":
+            loss = loss.view_as(batch.tgt_out)  # (B, T)
         return loss, logits
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
@@ -152,7 +180,22 @@ class Seq2SeqModule(pl.LightningModule):
             patience=optim.plateau.patience,
             min_lr=optim.min_lr,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/bleu"}}
+        # Stepped by this module after each validation (on_validation_epoch_end), so the step is part of the
+        # checkpoint written after it; Lightning's own epoch-end step would be lost when resuming there.
+        config = {"scheduler": scheduler, "monitor": "val/bleu", "interval": "epoch", "strict": False}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's epoch-end step: nothing, the plateau scheduler steps after each validation."""
+
+    def _step_plateau(self, bleu: float) -> None:
+        """``optim.plateau``: after each validation of a fit, the learning rate drops if val/bleu stalls."""
+        if self.trainer.state.fn != "fit":
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(bleu)
 
     # ---------------------------------------------------------------- evaluation
 
@@ -193,9 +236,10 @@ class Seq2SeqModule(pl.LightningModule):
             return_attention=return_attention,
         )
 
-    def _eval_step(self, batch: Batch, stage: str) -> None:
-        loss, logits = self.loss_and_logits(batch)
-        self.log(f"{stage}/loss", loss, batch_size=batch.src.size(0), sync_dist=True)
+    def _eval_step(self, batch: Batch) -> None:
+        token_loss, logits = self.loss_and_logits(batch, reduction="none")  # (B, T), (B, T, V)
+        nll = token_loss.sum(dim=1).tolist()  # (B,)
+        counts = batch.tgt_out.ne(PAD_ID).sum(dim=1).tolist()  # (B,)
         forced = logits.argmax(-1).eq(batch.tgt_out).tolist()  # (B, T): teacher-forced predictions right?
         hyps = self.decode(batch, return_attention=self.has_attention)
         attention = hyps.attention or [None] * len(hyps.tokens)
@@ -208,58 +252,63 @@ class Seq2SeqModule(pl.LightningModule):
             reference = references[row][: references[row].index(EOS_ID)]  # the reference tokens, no EOS
             free = [i < len(tokens) and tokens[i] == token for i, token in enumerate(reference)]
             self._outputs.append(
-                (
-                    index,
-                    self.tgt_tokenizer.decode(tokens),
-                    entropy,
-                    steps,
-                    free,
-                    forced[row][: len(reference)],
+                SentenceOutput(
+                    index=index,
+                    hypothesis=self.tgt_tokenizer.decode(tokens),
+                    entropy=entropy,
+                    steps=steps,
+                    free=free,
+                    forced=forced[row][: len(reference)],
+                    nll=nll[row],
+                    tokens=counts[row],
                 )
             )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch)
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = []
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def _gather_outputs(self) -> list[tuple[int, str, float, int, list[bool], list[bool]]]:
-        """This split's per-sentence outputs (see ``_outputs``) from every rank."""
+    def _gather_outputs(self) -> list[SentenceOutput]:
+        """This split's per-sentence outputs from every rank, in split order (sums then do not depend on the
+        ranks)."""
         local, self._outputs = self._outputs, []
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, local)
             local = [item for part in gathered for item in part]
-        return local
+        return sorted(local, key=lambda out: out.index)
 
     def _score(self, stage: str) -> dict[str, Any]:
         """Corpus scores, BLEU by source length (``eval.length_buckets``) and attention entropy of a split."""
         split = "val" if stage == "val" else "test"
         pairs = self.trainer.datamodule.raw[split]
         outputs = self._gather_outputs()
-        by_index = {index: text for index, text, *_ in outputs}
-        if len(by_index) != len(pairs):
-            raise RuntimeError(f"{stage}: decoded {len(by_index)} of {len(pairs)} sentences")
+        if [out.index for out in outputs] != list(range(len(pairs))):
+            raise RuntimeError(
+                f"{stage}: decoded {len({out.index for out in outputs})} distinct of {len(pairs)} sentences "
+                f"({len(outputs)} outputs); every sentence must be decoded exactly once"
+            )
         sources = [s for s, _ in pairs]
         references = [t for _, t in pairs]
-        hypotheses = [by_index[i] for i in range(len(pairs))]
+        hypotheses = [out.hypothesis for out in outputs]
         scores = corpus_scores(hypotheses, references)
-        for name, value in scores.items():
-            self.log(f"{stage}/{name}", value, rank_zero_only=False, sync_dist=False)
-        loss = self.trainer.callback_metrics.get(f"{stage}/loss")
-        if loss is not None:
-            self.log(f"{stage}/ppl", math.exp(min(float(loss), 50.0)))
+        loss = sum(out.nll for out in outputs) / max(sum(out.tokens for out in outputs), 1)
+        logged = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), **scores}
         entropy = None
-        steps = sum(out[3] for out in outputs)
+        steps = sum(out.steps for out in outputs)
         if self.has_attention and steps > 0:
-            entropy = sum(out[2] for out in outputs) / steps  # mean over all target steps of the split
-            self.log(f"{stage}/attention_entropy", entropy, rank_zero_only=False, sync_dist=False)
+            entropy = sum(out.entropy for out in outputs) / steps  # mean over all target steps of the split
+            logged["attention_entropy"] = entropy
+        for name, value in logged.items():
+            # every rank holds the same value: the max over ranks keeps it exact (a mean may round)
+            self.log(f"{stage}/{name}", value, sync_dist=True, reduce_fx="max")
         return {
             "sources": sources,
             "references": references,
@@ -267,9 +316,11 @@ class Seq2SeqModule(pl.LightningModule):
             "scores": scores,
             "attention_entropy": entropy,
             "bleu_by_length": bleu_by_length(sources, hypotheses, references, self.length_buckets),
-            "position_accuracy": position_accuracy([out[4] for out in outputs], self.cfg.eval.max_positions),
+            "position_accuracy": position_accuracy(
+                [out.free for out in outputs], self.cfg.eval.max_positions
+            ),
             "teacher_forced_position_accuracy": position_accuracy(
-                [out[5] for out in outputs], self.cfg.eval.max_positions
+                [out.forced for out in outputs], self.cfg.eval.max_positions
             ),
         }
 
@@ -289,6 +340,7 @@ class Seq2SeqModule(pl.LightningModule):
         best = self.best_val_results.get("scores", {}).get("bleu")
         if best is None or result["scores"]["bleu"] > best:
             self.best_val_results = self.val_results
+        self._step_plateau(result["scores"]["bleu"])
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._score("test")

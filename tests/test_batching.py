@@ -72,3 +72,55 @@ def test_collate_pads_and_shifts():
 def test_bad_budget():
     with pytest.raises(ValueError, match="max_tokens must be positive"):
         TokenBudgetBatchSampler([1], 0)
+
+
+def test_eval_shards_deal_the_single_process_batches_unchanged():
+    """Under DDP each sentence is decoded in the same batch as in one process, so the scores are identical."""
+    single = list(TokenBudgetBatchSampler(LENGTHS, 300, shuffle=False, num_replicas=1, rank=0))
+    shards = [
+        list(TokenBudgetBatchSampler(LENGTHS, 300, shuffle=False, num_replicas=3, rank=r)) for r in range(3)
+    ]
+    assert sorted(map(tuple, single)) == sorted(tuple(batch) for shard in shards for batch in shard)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    for r, shard in enumerate(shards):
+        assert len(TokenBudgetBatchSampler(LENGTHS, 300, shuffle=False, num_replicas=3, rank=r)) == len(shard)
+
+
+def test_eval_shards_split_a_batch_only_so_that_every_rank_gets_one():
+    shards = [
+        list(TokenBudgetBatchSampler([3, 4, 5], 100, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)
+    ]
+    assert all(len(shard) == 1 for shard in shards)
+    assert sorted(i for shard in shards for batch in shard for i in batch) == [0, 1, 2]
+
+
+def test_too_few_examples_for_the_ranks_is_a_clear_error():
+    with pytest.raises(ValueError, match="too few to give 4 data-parallel ranks one batch each"):
+        list(TokenBudgetBatchSampler([3, 4], 100, num_replicas=4, rank=0))
+
+
+def test_resume_skips_the_batches_already_trained_once():
+    sampler = TokenBudgetBatchSampler(LENGTHS, 300, seed=5)
+    sampler.set_epoch(2)
+    epoch = list(sampler)
+    sampler.resume(epoch=2, batches_done=4)
+    assert list(sampler) == epoch[4:]
+    assert len(sampler) == len(epoch)  # Lightning counts the whole epoch
+    assert list(sampler) == epoch  # the skip is used once
+
+
+def test_resume_of_another_epoch_skips_nothing():
+    sampler = TokenBudgetBatchSampler(LENGTHS, 300, seed=5)
+    sampler.resume(epoch=1, batches_done=3)  # that epoch was complete: training goes on with the next one
+    sampler.set_epoch(2)
+    fresh = TokenBudgetBatchSampler(LENGTHS, 300, seed=5)
+    fresh.set_epoch(2)
+    assert list(sampler) == list(fresh)
+
+
+def test_resume_per_rank():
+    shards = [TokenBudgetBatchSampler(LENGTHS, 300, seed=5, num_replicas=2, rank=r) for r in (0, 1)]
+    full = [list(s) for s in shards]
+    for shard in shards:
+        shard.resume(epoch=0, batches_done=2)
+    assert [list(s) for s in shards] == [f[2:] for f in full]

@@ -2,7 +2,9 @@
 
 Sentences of similar length go together so little compute is spent on padding: the sampler shuffles
 (per epoch, from the seed), sorts within large pools by length, cuts batches whose padded size
-``n · max(len)`` stays within ``max_tokens``, shuffles the batches and deals them out to ranks.
+``n · max(len)`` stays within ``max_tokens``, shuffles the batches and deals them out to ranks. A training
+run resumed mid-epoch skips the batches its epoch had already trained
+(:meth:`TokenBudgetBatchSampler.resume`), so it sees exactly the batches an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -93,12 +95,16 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     Args:
         lengths: padded cost of each example (see :meth:`PairDataset.lengths`).
         max_tokens: budget per batch, ``batch_size · longest example``; a single longer example forms its own batch.
-        shuffle: training order (random, reshuffled each epoch from ``seed``); otherwise sorted by length.
+        shuffle: training order (random, reshuffled each epoch from ``seed``); otherwise evaluation order,
+            sorted by length.
         seed: base seed; the order of epoch ``e`` depends only on ``(seed, e)``.
         pool_size: examples sorted together; larger pools pad less, smaller ones mix lengths more.
         num_replicas, rank: data-parallel sharding; by default read from ``torch.distributed`` when initialised.
-            Each rank gets different batches, the same number of them, and together they cover every
-            example exactly once per epoch.
+            Together the ranks cover every example exactly once per epoch. Training (``shuffle``): every rank
+            gets the same number of batches (DDP's gradient all-reduce needs it), so the largest batches are
+            halved until the count divides evenly. Evaluation: whole batches are dealt out unchanged, so each
+            sentence is decoded in the same batch as in one process and the scores are identical; ranks may
+            get one batch more or fewer.
     """
 
     def __init__(
@@ -121,10 +127,20 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches of it already trained)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Make the next pass over ``epoch`` start after its first ``batches_done`` batches (of this rank).
+
+        Used once, by a run resumed mid-epoch from a checkpoint; ``len()`` stays the full epoch's count.
+        """
+        if batches_done < 0:
+            raise ValueError(f"batches_done must be >= 0, got {batches_done}")
+        self._resume = (epoch, batches_done)
 
     def _world(self) -> tuple[int, int]:
         if self.num_replicas is not None:
@@ -160,12 +176,14 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return batches
 
     def _shard(self, batches: list[list[int]], world: int) -> list[list[int]]:
-        """Split the largest batches until the count divides evenly among ranks (no example repeated or lost)."""
-        while len(batches) % world:
+        """Split the largest batches until every rank gets one (training: until the count divides evenly);
+        no example is repeated or lost."""
+        while len(batches) < world or (self.shuffle and len(batches) % world):
             largest = max(range(len(batches)), key=lambda b: len(batches[b]))
             if len(batches[largest]) < 2:
                 raise ValueError(
-                    f"{len(self.lengths)} examples are too few to give {world} ranks one batch each"
+                    f"{len(self.lengths)} examples are too few to give {world} data-parallel ranks one batch "
+                    "each; use fewer devices or a larger split"
                 )
             big = batches.pop(largest)
             batches[largest:largest] = [big[: len(big) // 2], big[len(big) // 2 :]]
@@ -173,9 +191,14 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         world, rank = self._world()
-        batches = self._shard(self._all_batches(), world)
-        yield from batches[rank::world]
+        batches = self._shard(self._all_batches(), world)[rank::world]
+        if self._resume is not None:
+            epoch, done = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                batches = batches[done:]
+        yield from batches
 
     def __len__(self) -> int:
-        world, _ = self._world()
-        return len(self._shard(self._all_batches(), world)) // world
+        world, rank = self._world()
+        return len(self._shard(self._all_batches(), world)[rank::world])
