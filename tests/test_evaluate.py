@@ -41,10 +41,12 @@ def bucket_counts(sources: list[str], bounds: list[tuple[int, int | None]]) -> l
 
 
 def snapshot(directory: Path) -> dict[str, str]:
+    """Hashes of the run's files; ``wandb/`` is left out: W&B's background service may still append to its
+    own debug logs there after the run has finished, whatever evaluate does."""
     return {
         str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(directory.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.relative_to(directory).parts[0] != "wandb"
     }
 
 
