@@ -330,9 +330,8 @@ class Seq2SeqModule(pl.LightningModule):
         return list(self.cfg.eval.length_buckets)
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:  # a few batches only: nothing to score at corpus level
             self._outputs = []
-            self.log("val/bleu", 0.0)
             return
         result = self._score("val")
         self.val_results = {k: result[k] for k in ("scores", "bleu_by_length", "attention_entropy")}

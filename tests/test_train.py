@@ -28,6 +28,12 @@ def test_every_encoder_attention_combination_trains(tiny_cfg, encoder, attention
     assert 0.0 <= results["metrics"]["test/bleu"] <= 100.0
 
 
+def test_sanity_check_then_validation(tiny_cfg):
+    """The default config runs Lightning's sanity check (a partial validation) before training."""
+    results = train(tiny_cfg("trainer.num_sanity_val_steps=1"))
+    assert results["status"] == "completed" and results["metrics"]["val/bleu"] >= 0
+
+
 def test_fixed_context_every_step_trains(tiny_cfg):
     cfg = tiny_cfg("model/attention=none", "model.context=every_step", "model.encoder.num_layers=2")
     assert train(cfg)["status"] == "completed"
