@@ -18,7 +18,14 @@ STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench evaluate translate
+.DEFAULT_GOAL := help
+
+## help: list these commands
+
+help:
+	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  make /'
+
+.PHONY: help setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench evaluate translate
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
