@@ -213,28 +213,22 @@ class Seq2SeqModule(pl.LightningModule):
         dec = self.cfg.decoding
         if dec.name not in DECODINGS:
             raise ValueError(f"decoding={dec.name!r} is not available; choose one of {DECODINGS}")
-        max_lengths = self.max_output_lengths(batch.src_lengths)
+        inputs = (
+            self.model,
+            batch.src,
+            batch.src_lengths,
+            self.max_output_lengths(batch.src_lengths),
+            BOS_ID,
+            EOS_ID,
+        )
         if dec.name == "beam":
             return beam_search(
-                self.model,
-                batch.src,
-                batch.src_lengths,
-                max_lengths,
-                BOS_ID,
-                EOS_ID,
+                *inputs,
                 beam_size=int(dec.beam_size),
                 alpha=float(dec.length_penalty),
                 return_attention=return_attention,
             )
-        return greedy_search(
-            self.model,
-            batch.src,
-            batch.src_lengths,
-            max_lengths,
-            BOS_ID,
-            EOS_ID,
-            return_attention=return_attention,
-        )
+        return greedy_search(*inputs, return_attention=return_attention)
 
     def _eval_step(self, batch: Batch) -> None:
         token_loss, logits = self.loss_and_logits(batch, reduction="none")  # (B, T), (B, T, V)

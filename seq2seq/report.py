@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from seq2seq.console import make_console
 from seq2seq.report_html import JobRow, format_value, render_page
 
 SCHEMA = 1
@@ -499,7 +500,7 @@ def parse_args(argv: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console()
+    console = make_console()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         sweep_dir = Path(args["sweep_dir"])

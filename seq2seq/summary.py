@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from seq2seq.console import make_console
+
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
@@ -32,7 +34,7 @@ def _entropy(metrics: dict, key: str, attention: str | None) -> str:
 
 def print_summary(results: dict, run_dir: str, console: Console | None = None) -> None:
     """Test scores, size and speed of a finished run, then BLEU by source length (test, best validation)."""
-    console = console or Console()
+    console = console or make_console()
     metrics, train = results["metrics"], results["train"]
     table = Table(title="seq2seq run summary", show_header=False)
     table.add_column("what", style="bold")
@@ -62,7 +64,7 @@ def print_summary(results: dict, run_dir: str, console: Console | None = None) -
 
 def print_evaluation(results: dict, out_dir: str, console: Console | None = None) -> None:
     """What ``evaluate`` scored and how, its scores, then BLEU by source length."""
-    console = console or Console()
+    console = console or make_console()
     metrics, evaluated = results["metrics"], results["evaluated"]
     choices = results["choices"]
     table = Table(title="seq2seq evaluation", show_header=False)

@@ -34,6 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from seq2seq.console import make_console
 from seq2seq.data.batching import Batch, PairDataset, collate
 from seq2seq.data.errors import DataError
 from seq2seq.data.tokenizer import PAD_ID
@@ -278,7 +279,6 @@ def model_label(model: dict[str, Any]) -> str:
 
 def print_tables(payload: dict[str, Any]) -> None:
     """Rich tables of mean ± std relative influence: by relative-position bin, then by absolute position."""
-    from rich.console import Console
     from rich.table import Table
 
     groups = payload["groups"]
@@ -288,9 +288,7 @@ def print_tables(payload: dict[str, Any]) -> None:
         mean = curve["mean"][i]
         return "–" if mean is None else f"{mean:.3f} ± {curve['std'][i]:.3f}"
 
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: do not squeeze the columns into 80 characters
-        console = Console(width=160)
+    console = make_console()
     label = model_label(payload["model"])
     relative = Table(title=f"Relative influence n·p by relative source position — {label}")
     absolute = Table(title=f"Relative influence n·p by source position — {label}")

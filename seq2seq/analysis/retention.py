@@ -29,6 +29,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.console import make_console
+
 CONFIG = "conf/retention.yaml"
 
 
@@ -113,7 +115,6 @@ def retention_table(
 
 def print_table(rows: list[dict], spectral_radius: float) -> None:
     """Rich table: hidden sizes as rows, T as columns, and a last row with rho^T."""
-    from rich.console import Console
     from rich.table import Table
 
     steps = sorted({r["steps"] for r in rows})
@@ -125,9 +126,7 @@ def print_table(rows: list[dict], spectral_radius: float) -> None:
         by_t = {r["steps"]: r["retained_norm"] for r in rows if r["hidden_size"] == h}
         table.add_row(str(h), *(f"{by_t[t]:.4g}" for t in steps))
     table.add_row("rho^T", *(f"{spectral_radius**t:.4g}" for t in steps), style="dim")
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: do not squeeze the columns into 80 characters
-        console = Console(width=160)
+    console = make_console()
     console.print(table)
 
 
