@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,20 @@ def tiny_cfg(tmp_path):
         return compose_train(tmp_path, *TINY, *overrides)
 
     return make
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, home: Path | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` as a user would run it, in ``cwd``, with a clean environment (W&B
+    offline, ``HOME`` = ``home`` or ``cwd``); ``kwargs`` go to ``subprocess.run`` (``text``, ``input``, ``timeout``)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(home or cwd),
+    }
+    kwargs.setdefault("timeout", 600)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, env=env, **kwargs
+    )

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, ROOT, TINY
+from tests.conftest import CONF, TINY, run_module
 
 
 def _compose(*overrides):
@@ -52,26 +50,14 @@ def test_optuna_and_slurm_configs_compose():
 
 def _multirun(tmp_path, *args):
     sweep_dir = tmp_path / "sweep"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq.train",
-            *TINY,
-            f"hydra.sweep.dir={sweep_dir}",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-            *args,
-        ],
+    result = run_module(
+        "seq2seq.train",
+        *TINY,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *args,
         cwd=tmp_path,
-        capture_output=True,
         text=True,
-        timeout=600,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "WANDB_MODE": "offline",
-            "PYTHONPATH": str(ROOT),
-            "HOME": str(tmp_path),
-        },
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return sweep_dir, {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")}

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
 from seq2seq.train import train
-from tests.conftest import ROOT, TINY
+from tests.conftest import TINY, run_module
 
 ENCODERS = ["rnn", "gru", "lstm"]
 ATTENTIONS = ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"]
@@ -127,14 +125,7 @@ def test_long_training_sentences_are_dropped_and_counted(tiny_cfg, caplog):
 
 
 def _cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "seq2seq.train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(cwd)},
-    )
+    return run_module("seq2seq.train", *args, cwd=cwd, text=True, timeout=300)
 
 
 def test_cli_unknown_option_lists_valid_choices(tmp_path):

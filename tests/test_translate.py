@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from seq2seq.data.tokenizer import Tokenizer, train_tokenizer
 from seq2seq.module import CheckpointError, Seq2SeqModule
 from seq2seq.translate import translate
-from tests.conftest import CONF, ROOT, TINY, compose_train
+from tests.conftest import CONF, TINY, compose_train, run_module
 
 SYMBOLS = [f"w{i:02d}" for i in range(1, 13)]
 
@@ -170,14 +170,7 @@ def test_checkpoint_is_portable(ckpt, tmp_path, capsys):
 
 def _cli(*args: str, stdin: bytes, cwd: Path) -> subprocess.CompletedProcess:
     cwd.mkdir(exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-m", "seq2seq.translate", *args],
-        input=stdin,
-        cwd=cwd,
-        capture_output=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(cwd.parent)},
-    )
+    return run_module("seq2seq.translate", *args, cwd=cwd, home=cwd.parent, input=stdin, timeout=300)
 
 
 def test_cli_stdout_holds_only_translations_and_errors_are_one_line(ckpt, tmp_path):
