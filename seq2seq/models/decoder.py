@@ -136,7 +136,7 @@ class RecurrentDecoder(nn.Module):
         dropout: float,
         attention: Attention | None,
         input_feeding: bool = True,
-        context: str = "init",
+        context: str = "every_step",
         pad_id: int = 0,
     ) -> None:
         super().__init__()

@@ -37,7 +37,7 @@ class EncoderDecoder(nn.Module):
         attention: str = "bahdanau",
         attention_size: int | None = None,
         input_feeding: bool = True,
-        context: str = "init",
+        context: str = "every_step",
         pad_id: int = 0,
     ) -> None:
         super().__init__()
