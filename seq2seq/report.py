@@ -91,6 +91,8 @@ def _natural_key(text: str) -> list[object]:
 def _read_run(results: Path, sweep_dir: Path) -> Run:
     job_dir = results.parent
     job = job_dir.relative_to(sweep_dir).as_posix()
+    if job == ".":  # sweep_dir is itself one run: name it, so runs of several such dirs stay apart
+        job = job_dir.resolve().name
     try:
         data = json.loads(results.read_text())
     except (OSError, json.JSONDecodeError) as err:

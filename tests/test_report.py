@@ -177,6 +177,19 @@ def test_variant_labels_add_only_what_differs(tmp_path: Path) -> None:
     }
 
 
+def test_single_run_dirs_loaded_together_keep_one_line_each(tmp_path: Path) -> None:
+    """A run directory passed as the sweep dir is named after itself, so two such loads do not collide."""
+    bahdanau = write_job(tmp_path, "bahdanau", "bahdanau", 128, [40.0, 38.0, 33.0, 30.0])
+    none = write_job(tmp_path, "none", "none", 128, [25.0, 12.0, 4.0, 2.0])
+    runs = load_runs(bahdanau) + load_runs(none)
+    assert [run.job for run in runs] == ["bahdanau", "none"]
+    _, series = bleu_by_length_series(runs)
+    assert series == {
+        "gru + bahdanau, h=128": [40.0, 38.0, 33.0, 30.0],
+        "gru + none, h=128": [25.0, 12.0, 4.0, 2.0],
+    }
+
+
 def test_read_metric_curves_handles_sparse_rows(sweep: Path) -> None:
     curves = read_metric_curves(sweep / "2" / "csv" / "version_0" / "metrics.csv")
     assert curves["train/loss"] == [(9, 3.5), (19, 3.0), (29, 2.5), (39, 2.0)]
