@@ -163,7 +163,8 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> Path | None:
 
 def check_resumable(path: Path, cfg: DictConfig, module: Seq2SeqModule) -> None:
     """Refuse a checkpoint of another model, data set or seed, or with other tokenizers, naming the keys."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    # memory-mapped: only the config and tokenizers are read here; Lightning loads the weights once, in fit()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     saved = checkpoint.get("hyper_parameters", {}).get("cfg") if isinstance(checkpoint, dict) else None
     if saved is None or "tokenizers" not in checkpoint or "loops" not in checkpoint:
         raise ValueError(
