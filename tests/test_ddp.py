@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from omegaconf import OmegaConf
 
 from seq2seq.evaluate import evaluate
 from seq2seq.train import check_precision, train
-from tests.conftest import CONF, ROOT, TINY
+from tests.conftest import CONF, TINY, run_module
 
 # 2 processes; 30 test sentences in several evaluation batches, dealt out to the ranks unevenly.
 DDP = [
@@ -34,18 +33,13 @@ DDP = [
 
 def cli(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python -m seq2seq.train`` in ``tmp_path`` (DDP's child processes re-run the script)."""
-    return subprocess.run(
-        [sys.executable, "-m", "seq2seq.train", *args, f"paths.cache_dir={tmp_path / 'cache'}"],
+    return run_module(
+        "seq2seq.train",
+        *args,
+        f"paths.cache_dir={tmp_path / 'cache'}",
         cwd=tmp_path,
-        capture_output=True,
         text=True,
         timeout=timeout,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "WANDB_MODE": "offline",
-            "PYTHONPATH": str(ROOT),
-            "HOME": str(tmp_path),
-        },
     )
 
 

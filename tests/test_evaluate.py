@@ -7,8 +7,6 @@ import hashlib
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from omegaconf import DictConfig
 
 from seq2seq.evaluate import evaluate
 from seq2seq.train import train
-from tests.conftest import CONF, ROOT, TINY, compose_train
+from tests.conftest import CONF, TINY, compose_train, run_module
 from tests.test_translate import run_translate
 
 
@@ -160,20 +158,15 @@ def test_evaluate_refuses_a_run_directory_and_bad_arguments(trained, tmp_path):
 def test_cli_writes_a_new_timestamped_directory(trained, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seq2seq.evaluate",
-            f"run_dir={trained}",
-            "decoding=beam",
-            "decoding.beam_size=2",
-        ],
+    result = run_module(
+        "seq2seq.evaluate",
+        f"run_dir={trained}",
+        "decoding=beam",
+        "decoding.beam_size=2",
         cwd=work,
-        capture_output=True,
+        home=tmp_path,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "BLEU by source length" in result.stdout

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.module import Seq2SeqModule
 from seq2seq.report import build_dashboard
 from seq2seq.train import train
-from tests.conftest import CONF, ROOT, TINY, compose_train
+from tests.conftest import CONF, TINY, compose_train, run_module
 
 # Longer and more varied sources than TINY's, so that batches mix lengths and padding.
 DATA = ["data.sizes.test=16", "data.min_len=2", "data.max_len=14", "data.batch.max_tokens=400"]
@@ -237,8 +235,10 @@ def test_missing_run_dir_or_checkpoint_is_a_clear_error(tmp_path):
 @pytest.mark.slow  # a fresh interpreter imports torch and Lightning
 def test_cli_writes_json_and_png(runs, tmp_path):
     run_dir = runs["bahdanau"]
-    cmd = [sys.executable, "-m", "seq2seq.analysis.influence", f"run_dir={run_dir}", "max_sentences=6"]
-    proc = subprocess.run([*cmd, "threads=1"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    args = [f"run_dir={run_dir}", "max_sentences=6", "threads=1"]
+    proc = run_module(
+        "seq2seq.analysis.influence", *args, cwd=tmp_path, home=tmp_path.parent, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "by relative source position" in proc.stdout
     assert json.loads((run_dir / "influence.json").read_text())["n_sentences"] == 6
@@ -247,14 +247,7 @@ def test_cli_writes_json_and_png(runs, tmp_path):
 
 
 def test_cli_without_run_dir_fails_cleanly(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "seq2seq.analysis.influence"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
-    )
+    proc = run_module("seq2seq.analysis.influence", cwd=tmp_path, text=True, timeout=120)
     assert proc.returncode == 2
     assert "missing run_dir" in proc.stderr and "Traceback" not in proc.stderr
 
