@@ -68,7 +68,7 @@ data-bible: $(STAMP)
 ## dashboard: review page for a sweep: make dashboard SWEEP=multirun/2026-01-01/12-00-00
 dashboard: $(STAMP)
 	@test -n "$(SWEEP)" || { echo "usage: make dashboard SWEEP=<multirun dir>"; exit 2; }
-	$(PY) -m seq2seq.report sweep_dir=$(SWEEP)
+	$(PY) -m seq2seq.dashboard sweep_dir=$(SWEEP)
 
 ## retention: linear first-token retention simulation (docs/retention.md); ARGS="..." passes Hydra overrides
 retention: $(STAMP)
@@ -81,7 +81,7 @@ influence: $(STAMP)
 
 ## bench: seq2seq vs JoeyNMT 2.3.0 speed/memory benchmark (docs/performance.md); ARGS="--quick" for a smoke run
 bench: $(STAMP)
-	$(PY) scripts/benchmark.py $(ARGS)
+	$(PY) scripts/benchmark/run.py $(ARGS)
 
 ## lint: ruff check and format check
 lint: $(STAMP)

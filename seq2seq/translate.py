@@ -1,4 +1,4 @@
-"""Translate text with a trained checkpoint: ``python -m seq2seq.translate ckpt_path=<file> [input=<file>]``.
+"""Translate text with a trained model: ``seq2seq-translate ckpt_path=<file or run dir> [input=<file>]``.
 
 Reads UTF-8 sentences, one per line, from ``input`` or stdin, and writes one translation per line to
 stdout, in order; an empty input line gives an empty output line, so the output stays line-aligned.
@@ -19,17 +19,17 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, open_dict
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf import DictConfig
 
-from seq2seq.callbacks import NO_ATTENTION
+from seq2seq.config import CONF_DIR
+from seq2seq.config.checks import validate_translate
 from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import decode_lines
-from seq2seq.module import Seq2SeqModule, Translation
+from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
+from seq2seq.inference.translator import NO_ATTENTION, Translation, Translator
+from seq2seq.models.decoding import Decoding
 
 log = logging.getLogger("seq2seq.translate")
-
-LONG_LINES = ("error", "warn")
 
 
 def read_lines(path: str | None) -> list[str]:
@@ -46,8 +46,6 @@ def read_lines(path: str | None) -> list[str]:
 
 def check_lengths(lines: Sequence[str], max_words: int | None, policy: str) -> None:
     """Refuse (``error``) or warn about (``warn``) lines with more words than the model trained on."""
-    if policy not in LONG_LINES:
-        raise ValueError(f"long_lines={policy!r}: choose one of {LONG_LINES}")
     if max_words is None:
         return
     long = [(i + 1, len(line.split())) for i, line in enumerate(lines) if len(line.split()) > max_words]
@@ -81,17 +79,17 @@ def attention_record(number: int, translation: Translation) -> dict[str, Any]:
 
 
 def write_attention(
-    path: Path, module: Seq2SeqModule, ckpt: str, translations: Sequence[Translation]
+    path: Path, trained: TrainedModel, decoding: Decoding, translations: Sequence[Translation]
 ) -> None:
     """The ``dump_attention`` file: model facts, then one record per input line (in order)."""
     document: dict[str, Any] = {
-        "checkpoint": ckpt,
-        "attention": module.cfg.model.attention.name,
-        "decoding": module.cfg.decoding.name,
+        "checkpoint": str(trained.path),
+        "attention": trained.cfg.model.attention.name,
+        "decoding": decoding.name,
         "rows": "output pieces (ending with </s> when the search stopped at EOS)",
         "columns": "source pieces as fed to the encoder",
     }
-    if not module.has_attention:
+    if trained.model.decoder.attention is None:
         document["note"] = NO_ATTENTION
     document["lines"] = [attention_record(i + 1, t) for i, t in enumerate(translations)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,38 +99,31 @@ def write_attention(
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device={name!r}: choose auto, cpu or cuda")
     return torch.device(name)
 
 
 def translate(cfg: DictConfig) -> list[Translation]:
     """Translate ``input`` (or stdin) and write the translations to stdout; returns them."""
-    try:
-        ckpt = str(cfg.ckpt_path)
-    except MissingMandatoryValue:
-        raise ValueError("ckpt_path=<checkpoint file> is required") from None
+    validate_translate(cfg)
     device = pick_device(cfg.device)
-    module = Seq2SeqModule.load_portable(ckpt, map_location=device).to(device)
-    with open_dict(module.cfg):
-        if cfg.get("decoding") is not None:
-            module.cfg.decoding = cfg.decoding
+    trained = load_checkpoint(find_checkpoint(cfg.ckpt_path), map_location=device)
+    decoding = Decoding.from_config(cfg.decoding if cfg.get("decoding") is not None else trained.cfg.decoding)
+    budget = cfg.batch_tokens or trained.cfg.data.batch.eval_max_tokens
+    translator = Translator(trained.model, trained.encoder, decoding, budget)
     lines = read_lines(cfg.input)
-    max_words = cfg.max_words if cfg.max_words is not None else module.cfg.data.get("max_words")
+    max_words = cfg.max_words if cfg.max_words is not None else trained.cfg.data.get("max_words")
     check_lengths(lines, max_words, cfg.long_lines)
-    if cfg.dump_attention is not None and not module.has_attention:
+    if cfg.dump_attention is not None and not translator.has_attention:
         log.warning("%s; %s gets null weights", NO_ATTENTION, cfg.dump_attention)
-    translations = module.translate(
-        lines, return_attention=cfg.dump_attention is not None, max_tokens=cfg.batch_tokens
-    )
+    translations = translator.translate(lines, return_attention=cfg.dump_attention is not None)
     sys.stdout.write("".join(t.text + "\n" for t in translations))
     sys.stdout.flush()
     if cfg.dump_attention is not None:
-        write_attention(Path(cfg.dump_attention), module, ckpt, translations)
+        write_attention(Path(cfg.dump_attention), trained, decoding, translations)
     return translations
 
 
-@hydra.main(config_path="../conf", config_name="translate", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="translate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: bad input ends with one clear line on stderr and exit status 1."""
     try:

@@ -1,40 +1,48 @@
-"""seq2seq.benchmarking: batch counts, timing loops, FLOP profiles (checked against torch's FlopCounterMode),
-matching helpers, the comparison table, and a tiny end-to-end run of seq2seq's side."""
+"""The benchmark in scripts/benchmark/: batch counts, timing loops, FLOP profiles (checked against torch's
+FlopCounterMode), matching helpers, the comparison table, and a tiny end-to-end run of seq2seq's side."""
 
 import os
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from seq2seq.benchmarking import (
-    BatchShape,
+from seq2seq.models.decoder import StackedCell
+from seq2seq.models.encoders import make_rnn
+from seq2seq.models.seq2seq import EncoderDecoder
+from tests.conftest import TINY
+
+# The benchmark is scripts, not part of the package: its modules import each other as top-level modules.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark"))
+
+from flops import (  # noqa: E402
     FlopProfile,
+    counted_flops,
+    joeynmt_flop_profile,
+    measure_matmul_flops,
+    rnn_token_macs,
+    seq2seq_flop_profile,
+)
+from harness import (  # noqa: E402
+    BatchShape,
     UpdateRecord,
     calibrate_budget,
-    caveats,
     closest_size,
-    compare,
-    counted_flops,
     cycle,
-    format_table,
-    joeynmt_flop_profile,
     length_before_eos,
     mean_target_tokens,
-    measure_matmul_flops,
     padding_efficiency,
     peak_rss_mib,
     pin_threads,
-    rnn_token_macs,
-    run_seq2seq,
-    seq2seq_flop_profile,
     summarise_training,
     time_decoding,
     time_updates,
 )
-from seq2seq.models.seq2seq import EncoderDecoder
-from tests.conftest import TINY
+from report import caveats, compare, format_table  # noqa: E402
+from seq2seq_side import run_seq2seq  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ counts
 
@@ -126,6 +134,21 @@ def test_rnn_token_macs_for_lstm_has_four_gates():
     # torch's counter does not see the fused CPU LSTM, so this one is checked by hand
     lstm = nn.LSTM(4, 3, num_layers=2, bidirectional=True)
     assert rnn_token_macs(lstm) == 2 * 4 * (4 * 3 + 9) + 2 * 4 * (6 * 3 + 9)
+
+
+@pytest.mark.parametrize("rnn_type", ["rnn", "gru", "lstm"])
+def test_rnn_token_macs_of_a_cell_stack_matches_the_fused_rnn_and_torch_counter(rnn_type):
+    # seq2seq's decoder steps a stack of nn.*Cell: counted from its weight shapes, like the fused module
+    cells = StackedCell(rnn_type, 5, 7, 2, 0.0)
+    assert rnn_token_macs(cells) == rnn_token_macs(make_rnn(rnn_type, 5, 7, 2, 0.0))
+    x, h = torch.randn(3, 5), torch.randn(2, 3, 7)
+    hidden = (h, torch.randn(2, 3, 7)) if rnn_type == "lstm" else h
+    assert counted_flops(lambda: cells(x, hidden)) == 2 * 3 * rnn_token_macs(cells)
+
+
+def test_rnn_token_macs_needs_recurrent_weights():
+    with pytest.raises(ValueError, match="no weight_ih"):
+        rnn_token_macs(nn.Linear(3, 4))
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from seq2seq.callbacks import AttentionMaps, pick_examples
-from seq2seq.module import Seq2SeqModule
+from seq2seq.data.batching import Example, PairDataset
+from seq2seq.evaluation.artifacts import pick_examples
+from seq2seq.inference.checkpoint import load_checkpoint
+from seq2seq.training.callbacks import AttentionMaps
+from seq2seq.training.module import Seq2SeqModule
 from tests.test_translate import write_checkpoint
 
 VAL = [("w01 " * n).strip() for n in (5, 1, 9, 3, 7, 2, 8, 4, 6)]  # 9 sentences of 1..9 words
@@ -24,14 +27,19 @@ def test_pick_examples_spreads_over_lengths_and_is_fixed():
 
 
 def _trainer(sanity_checking=False):
-    datamodule = SimpleNamespace(raw={"val": [(s, s) for s in VAL]})
+    val = SimpleNamespace(dataset=PairDataset([Example(i, [], [], s, s) for i, s in enumerate(VAL)]))
     return SimpleNamespace(
-        sanity_checking=sanity_checking, is_global_zero=True, datamodule=datamodule, loggers=[], global_step=7
+        sanity_checking=sanity_checking, is_global_zero=True, val_dataloaders=val, loggers=[], global_step=7
     )
 
 
+def _module(path) -> Seq2SeqModule:
+    trained = load_checkpoint(path)
+    return Seq2SeqModule(trained.cfg, trained.src_tokenizer, trained.tgt_tokenizer, model=trained.model)
+
+
 def test_attention_maps_are_drawn_for_the_fixed_examples(tmp_path):
-    module = Seq2SeqModule.load_portable(write_checkpoint(tmp_path))
+    module = _module(write_checkpoint(tmp_path))
     module.train()
     callback = AttentionMaps(3, tmp_path / "plots" / "attention")
     callback.on_validation_end(_trainer(sanity_checking=True), module)
@@ -44,15 +52,13 @@ def test_attention_maps_are_drawn_for_the_fixed_examples(tmp_path):
 
 @pytest.mark.parametrize("context", ["init", "every_step"])
 def test_fixed_context_model_draws_no_map_and_says_so(tmp_path, caplog, context):
-    module = Seq2SeqModule.load_portable(
-        write_checkpoint(tmp_path, "model/attention=none", f"model.context={context}")
-    )
+    module = _module(write_checkpoint(tmp_path, "model/attention=none", f"model.context={context}"))
     callback = AttentionMaps(3, tmp_path / "plots" / "attention")
-    with caplog.at_level(logging.INFO, logger="seq2seq.callbacks"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.training.callbacks"):
         callback.on_validation_end(_trainer(), module)
         callback.on_validation_end(_trainer(), module)
     assert not (tmp_path / "plots").exists()
     said = [r.getMessage() for r in caplog.records if "no attention maps" in r.getMessage()]
     assert len(said) == 1 and "attention=none" in said[0]  # once, not at every validation
-    translations = module.translate(["w01 w02"], return_attention=True)
+    translations = module.translator().translate(["w01 w02"], return_attention=True)
     assert translations[0].attention is None and translations[0].output_pieces

@@ -14,8 +14,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from seq2seq.config.checks import check_precision
 from seq2seq.evaluate import evaluate
-from seq2seq.train import check_precision, train
+from seq2seq.train import train
 from tests.conftest import CONF, TINY, run_module
 
 # 2 processes; 30 test sentences in several evaluation batches, dealt out to the ranks unevenly.

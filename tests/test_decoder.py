@@ -144,4 +144,3 @@ def test_stacked_cell_is_a_one_step_fused_rnn(rnn_type):
     out, state = cells(x, hidden)
     torch.testing.assert_close(out, out_fused.squeeze(1))
     torch.testing.assert_close(state, state_fused)
-    assert cells.mode == fused.mode

@@ -149,7 +149,7 @@ def test_evaluate_refuses_a_run_directory_and_bad_arguments(trained, tmp_path):
     assert snapshot(trained) == before
     with pytest.raises(ValueError, match="exactly one of run_dir"):
         evaluate(compose_evaluate(tmp_path / "a"))
-    with pytest.raises(ValueError, match="no such directory"):
+    with pytest.raises(ValueError, match="does not exist"):
         evaluate(compose_evaluate(tmp_path / "b", f"run_dir={tmp_path / 'missing'}"))
     with pytest.raises(ValueError, match="give both src"):
         evaluate(compose_evaluate(tmp_path / "c", f"run_dir={trained}", f"src={tmp_path / 'x.txt'}"))

@@ -13,7 +13,6 @@ from hydra.core.global_hydra import GlobalHydra
 
 from seq2seq.analysis.influence import (
     absolute_position_curve,
-    find_checkpoint,
     influence_profiles,
     load_test_split,
     relative_position_curve,
@@ -21,10 +20,10 @@ from seq2seq.analysis.influence import (
     source_gradient_norms,
     summarise,
 )
+from seq2seq.dashboard.build import build_dashboard
 from seq2seq.data.batching import Example, collate
+from seq2seq.inference.checkpoint import CheckpointError, TrainedModel, load_checkpoint
 from seq2seq.models.seq2seq import EncoderDecoder
-from seq2seq.module import Seq2SeqModule
-from seq2seq.report import build_dashboard
 from seq2seq.train import train
 from tests.conftest import CONF, TINY, compose_train, run_module
 
@@ -43,11 +42,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
-def _load(run_dir: Path) -> tuple[Seq2SeqModule, list, object]:
-    module = Seq2SeqModule.load_portable(run_dir / "checkpoints" / "best.ckpt")
-    module.model.eval()
-    pairs, dataset = load_test_split(module)
-    return module, pairs, dataset
+def _load(run_dir: Path) -> tuple[TrainedModel, list, object]:
+    trained = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    pairs, dataset = load_test_split(trained)
+    return trained, pairs, dataset
 
 
 def _compose(*overrides: str):
@@ -62,10 +60,10 @@ def _compose(*overrides: str):
 @pytest.mark.parametrize("attention", ["none", "bahdanau"])
 def test_padding_gets_exactly_zero_and_every_real_position_some_influence(runs, attention):
     """Real positions of a mixed-length batch all matter (for `none` only through the final state)."""
-    module, _, dataset = _load(runs[attention])
+    trained, _, dataset = _load(runs[attention])
     batch = collate(list(dataset))
     assert len(set(batch.src_lengths.tolist())) > 2  # padding is really present
-    norms = source_gradient_norms(module.model, batch)
+    norms = source_gradient_norms(trained.model, batch)
     assert norms.shape == batch.src.shape
     real = batch.src != 0
     assert torch.all(norms[~real] == 0.0)
@@ -73,30 +71,30 @@ def test_padding_gets_exactly_zero_and_every_real_position_some_influence(runs, 
 
 
 def test_profiles_sum_to_one_and_do_not_depend_on_batching(runs):
-    module, pairs, dataset = _load(runs["bahdanau"])
-    one_by_one = influence_profiles(module.model, dataset, batch_size=1)
-    together = influence_profiles(module.model, dataset, batch_size=64)
+    trained, pairs, dataset = _load(runs["bahdanau"])
+    one_by_one = influence_profiles(trained.model, dataset, batch_size=1)
+    together = influence_profiles(trained.model, dataset, batch_size=64)
     assert len(together) == len(pairs) == len(dataset)
     for p, q, example in zip(one_by_one, together, dataset, strict=True):
         assert p.shape == (len(example.src),)
         assert p.sum() == pytest.approx(1.0, abs=1e-12) and np.all(p > 0)
         np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-7)
-    again = influence_profiles(module.model, dataset, batch_size=64)
+    again = influence_profiles(trained.model, dataset, batch_size=64)
     assert all(np.array_equal(p, q) for p, q in zip(together, again, strict=True))  # deterministic
 
 
 def test_reverse_source_flips_the_profile_back(runs):
-    module, _, dataset = _load(runs["none"])
-    forward = influence_profiles(module.model, dataset, batch_size=8)
-    flipped = influence_profiles(module.model, dataset, batch_size=8, reverse_source=True)
+    trained, _, dataset = _load(runs["none"])
+    forward = influence_profiles(trained.model, dataset, batch_size=8)
+    flipped = influence_profiles(trained.model, dataset, batch_size=8, reverse_source=True)
     assert all(np.array_equal(p[::-1], q) for p, q in zip(forward, flipped, strict=True))
 
 
 def test_dropout_must_be_off(runs):
-    module, _, dataset = _load(runs["none"])
-    module.model.train()
+    trained, _, dataset = _load(runs["none"])
+    trained.model.train()
     with pytest.raises(ValueError, match="eval"):
-        source_gradient_norms(module.model, collate(list(dataset)[:2]))
+        source_gradient_norms(trained.model, collate(list(dataset)[:2]))
 
 
 def test_untrained_unidirectional_tanh_rnn_matches_backpropagation_through_time():
@@ -223,13 +221,13 @@ def test_bad_options_name_the_option(runs, override, option):
 
 def test_missing_run_dir_or_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="missing run_dir"):
-        find_checkpoint(None)
+        run(_compose())
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        find_checkpoint(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match=r"checkpoints/best\.ckpt not found"):
-        find_checkpoint(tmp_path)
-    with pytest.raises(FileNotFoundError, match="ckpt_path="):
-        find_checkpoint(tmp_path, tmp_path / "x.ckpt")
+        run(_compose(f"run_dir={tmp_path / 'nope'}"))
+    with pytest.raises(CheckpointError, match=r"without checkpoints/best\.ckpt or checkpoints/last\.ckpt"):
+        run(_compose(f"run_dir={tmp_path}"))
+    with pytest.raises(CheckpointError, match="ckpt_path="):
+        run(_compose(f"run_dir={tmp_path}", f"ckpt_path={tmp_path / 'x.ckpt'}"))
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch and Lightning

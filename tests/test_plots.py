@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from seq2seq.plots import plot_attention, plot_bleu_by_length
+from seq2seq.evaluation.plots import plot_attention, plot_bleu_by_length
 
 
 def _rows(bleus):

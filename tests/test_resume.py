@@ -17,7 +17,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 import seq2seq.train as train_module
-from seq2seq.train import TrainingInterrupted, resolve_ckpt_path, train
+from seq2seq.train import TrainingInterrupted, train
+from seq2seq.training.resume import resolve_ckpt_path
 from tests.conftest import ROOT, TINY, compose_train
 
 # 48 copy pairs in 6 batches per epoch; dropout and teacher-forcing coin flips draw random numbers, and the

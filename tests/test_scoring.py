@@ -1,6 +1,7 @@
 import pytest
 
-from seq2seq.scoring import bleu_by_length, bucket_bounds, corpus_scores
+from seq2seq.data.lengths import bucket_bounds
+from seq2seq.evaluation.scoring import bleu_by_length, corpus_scores
 
 
 def test_perfect_and_wrong_hypotheses():
@@ -38,7 +39,7 @@ def test_mismatched_lengths():
 
 
 def test_position_accuracy_counts_only_sentences_long_enough():
-    from seq2seq.scoring import position_accuracy
+    from seq2seq.evaluation.scoring import position_accuracy
 
     correct = [[True, True, False], [True, False], [False]]
     assert position_accuracy(correct, max_positions=4) == [pytest.approx(200 / 3), 50.0, 0.0, None]

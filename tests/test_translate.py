@@ -15,7 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.data.tokenizer import Tokenizer, train_tokenizer
-from seq2seq.module import CheckpointError, Seq2SeqModule
+from seq2seq.inference.checkpoint import CheckpointError, load_checkpoint
+from seq2seq.training.module import Seq2SeqModule
 from seq2seq.translate import translate
 from tests.conftest import CONF, TINY, compose_train, run_module
 
@@ -164,8 +165,8 @@ def test_checkpoint_is_portable(ckpt, tmp_path, capsys):
     assert run_translate(capsys, f"ckpt_path={moved}", f"input={source}") == run_translate(
         capsys, f"ckpt_path={ckpt}", f"input={source}"
     )
-    module = Seq2SeqModule.load_portable(moved)
-    assert not module.training and module.cfg.model.hidden_size == 16
+    trained = load_checkpoint(moved)
+    assert not trained.model.training and trained.cfg.model.hidden_size == 16
 
 
 def _cli(*args: str, stdin: bytes, cwd: Path) -> subprocess.CompletedProcess:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numbers
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hydra
 import numpy as np
@@ -34,20 +34,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from seq2seq.console import make_console
+from seq2seq.config import CONF_DIR
 from seq2seq.data.batching import Batch, PairDataset, collate
-from seq2seq.data.errors import DataError
+from seq2seq.data.datamodule import load_split
 from seq2seq.data.tokenizer import PAD_ID
+from seq2seq.evaluation.console import make_console
+from seq2seq.evaluation.plots import plot_influence
+from seq2seq.evaluation.record import choices_from_config, run_label, run_tags, write_json_atomic
+from seq2seq.evaluation.tracking import log_analysis
+from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
 from seq2seq.models.seq2seq import EncoderDecoder
-from seq2seq.results import write_json_atomic
-
-if TYPE_CHECKING:
-    from seq2seq.module import Seq2SeqModule
 
 CONFIG = "conf/influence.yaml"
 SCHEMA = 1
 Pairs = list[tuple[str, str]]
 TABLE_POSITIONS = (1, 2, 3, 5, 10, 20, 30, 40, 50, 60)  # absolute positions shown in the terminal table
+TABLE_COLUMNS = ("group", "axis", "bin", "mean", "std", "n")
+USAGE = "usage: python -m seq2seq.analysis.influence run_dir=<training run dir> [ckpt_path=<file>]"
 
 
 def source_gradient_norms(model: EncoderDecoder, batch: Batch) -> Tensor:
@@ -214,44 +217,14 @@ def settings_from_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def find_checkpoint(run_dir: str | Path | None, ckpt_path: str | Path | None = None) -> Path:
-    """``ckpt_path`` if given, else ``<run_dir>/checkpoints/best.ckpt``; clear errors when missing."""
-    usage = "usage: python -m seq2seq.analysis.influence run_dir=<training run dir> [ckpt_path=<file>]"
-    if run_dir is None:
-        raise ValueError(f"missing run_dir (the directory of a finished training run); {usage}")
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run_dir={run_dir} does not exist or is not a directory; {usage}")
-    if ckpt_path is not None:
-        if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist; {usage}")
-        return Path(ckpt_path)
-    path = Path(run_dir) / "checkpoints" / "best.ckpt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: run_dir must be a training run that saved checkpoints/best.ckpt, "
-            f"or pass ckpt_path=<file>; {usage}"
-        )
-    return path
+def load_test_split(trained: TrainedModel, max_sentences: int | None = None) -> tuple[Pairs, PairDataset]:
+    """The run's first ``max_sentences`` test pairs and their ids.
 
-
-def load_test_split(
-    module: Seq2SeqModule, max_sentences: int | None = None, cache_dir: str | Path | None = None
-) -> tuple[Pairs, PairDataset]:
-    """The run's test pairs and their ids: the first ``max_sentences`` of ``.raw["test"]``.
-
-    The data module rebuilds the splits from the run's own data config (regenerated or re-read, then
-    preprocessed as in training; tokenizers from ``cache_dir``, default the run's ``paths.cache_dir``).
-    The ids come from the checkpoint's tokenizers, so they index the embeddings the model learned even
-    if the cache was rebuilt since.
+    The pairs are rebuilt from the run's own data config (regenerated or re-read, normalised as in
+    training); the ids come from the checkpoint's tokenizers, so they index the embeddings the model learned.
     """
-    from seq2seq.data.datamodule import Seq2SeqDataModule  # Lightning: imported only when needed
-
-    cache_dir = cache_dir or OmegaConf.select(module.cfg, "paths.cache_dir", default=".cache")
-    datamodule = Seq2SeqDataModule(module.cfg.data, cache_dir, seed=module.cfg.seed)
-    datamodule.setup("test")
-    pairs = datamodule.raw["test"][:max_sentences]
-    datamodule.src_tokenizer, datamodule.tgt_tokenizer = module.src_tokenizer, module.tgt_tokenizer
-    return pairs, datamodule.encode(pairs)
+    pairs = load_split(trained.cfg.data, "test")[:max_sentences]
+    return pairs, trained.encoder.encode(pairs)
 
 
 def model_summary(cfg: Any) -> dict[str, Any]:
@@ -266,12 +239,6 @@ def model_summary(cfg: Any) -> dict[str, Any]:
         "data": cfg.data.name,
         "reverse_source": bool(cfg.data.get("reverse_source", False)),
     }
-
-
-def model_label(model: dict[str, Any]) -> str:
-    """E.g. "gru + bahdanau, h=128" or "gru + none (init), h=128"."""
-    context = f" ({model['context']})" if model["attention"] == "none" else ""
-    return f"{model['encoder']} + {model['attention']}{context}, h={model['hidden_size']}"
 
 
 # ---------------------------------------------------------------- output
@@ -289,7 +256,7 @@ def print_tables(payload: dict[str, Any]) -> None:
         return "–" if mean is None else f"{mean:.3f} ± {curve['std'][i]:.3f}"
 
     console = make_console()
-    label = model_label(payload["model"])
+    label = payload["label"]
     relative = Table(title=f"Relative influence n·p by relative source position — {label}")
     absolute = Table(title=f"Relative influence n·p by source position — {label}")
     relative.add_column("position / length", justify="right")
@@ -308,41 +275,8 @@ def print_tables(payload: dict[str, Any]) -> None:
     console.print(absolute)
 
 
-def plot_influence(payload: dict[str, Any], path: Path) -> Path:
-    """Two panels (relative and absolute position), one line per length group, ± one standard error."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 4.2))
-    axes = fig.subplots(1, 2)
-    for name, group in payload["groups"].items():
-        if not group["n_sentences"]:
-            continue
-        edges = np.asarray(group["relative"]["edges"])
-        centres = (edges[:-1] + edges[1:]) / 2
-        for ax, curve, x in (
-            (axes[0], group["relative"], centres),
-            (axes[1], group["absolute"], np.asarray(group["absolute"]["positions"])),
-        ):
-            mean, std, n = (np.array(curve[k], dtype=float) for k in ("mean", "std", "n"))  # None → nan
-            sem = std / np.sqrt(np.maximum(n, 1))
-            (line,) = ax.plot(x, mean, marker=".", label=f"{name} (n={group['n_sentences']})")
-            ax.fill_between(x, mean - sem, mean + sem, color=line.get_color(), alpha=0.2)
-    for ax, xlabel in zip(
-        axes, ("relative source position (position / length)", "source position"), strict=True
-    ):
-        ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8)
-        ax.set(xlabel=xlabel, ylabel="relative influence n·p (uniform = 1)")
-        ax.grid(alpha=0.3)
-    axes[0].set_xlim(0, 1)
-    axes[1].legend(fontsize=8)
-    fig.suptitle(f"Source influence on log p(reference) — {model_label(payload['model'])}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
-
-
 def table_rows(payload: dict[str, Any]) -> list[list[Any]]:
-    """Flat rows ``[group, axis, bin, mean, std, n]`` (``bin``: lower edge, or 1-based position)."""
+    """Flat rows of :data:`TABLE_COLUMNS` (``bin``: lower edge, or 1-based position)."""
     rows = []
     for name, group in payload["groups"].items():
         relative, absolute = group["relative"], group["absolute"]
@@ -357,52 +291,27 @@ def table_rows(payload: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def _log_to_wandb(payload: dict[str, Any], png: Path, run_dir: Path, logger_cfg: Any) -> None:
-    import wandb
-
-    model = payload["model"]
-    run = wandb.init(
-        mode=logger_cfg.mode,
-        project=logger_cfg.project,
-        entity=logger_cfg.get("entity"),
-        group=logger_cfg.get("group"),
-        job_type="influence",
-        tags=[
-            f"attention:{model['attention']}",
-            f"encoder:{model['encoder']}",
-            f"hidden:{model['hidden_size']}",
-        ],
-        config={**payload["config"], "model": model, "checkpoint": payload["checkpoint"]},
-        dir=str(run_dir),
-    )
-    try:
-        columns = ["group", "axis", "bin", "mean", "std", "n"]
-        run.log(
-            {
-                "influence/table": wandb.Table(columns=columns, data=table_rows(payload)),
-                "influence/plot": wandb.Image(str(png)),
-            }
-        )
-    finally:
-        wandb.finish()
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Measure, print, write ``influence.json`` and ``plots/influence.png`` into the run dir; returns the JSON."""
     settings = settings_from_config(cfg)
     threads = _positive_int("threads", cfg.get("threads"), allow_null=True)
     if threads:
         torch.set_num_threads(threads)
-    checkpoint = find_checkpoint(cfg.run_dir, cfg.get("ckpt_path"))
-    from seq2seq.module import Seq2SeqModule  # Lightning: imported once the options and paths are valid
-
+    if cfg.run_dir is None:
+        raise ValueError(f"{CONFIG}: missing run_dir (the directory of a finished training run); {USAGE}")
     run_dir = Path(cfg.run_dir)
-    module = Seq2SeqModule.load_portable(str(checkpoint), map_location=cfg.device)
-    model = module.model.to(cfg.device).eval()
-    pairs, dataset = load_test_split(module, settings["max_sentences"], cfg.get("cache_dir"))
-    summary = model_summary(module.cfg)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run_dir={run_dir} does not exist or is not a directory; {USAGE}")
+    checkpoint = find_checkpoint(
+        cfg.get("ckpt_path") or run_dir, "ckpt_path" if cfg.get("ckpt_path") else "run_dir"
+    )
+    trained = load_checkpoint(checkpoint, map_location=cfg.device)
+    pairs, dataset = load_test_split(trained, settings["max_sentences"])
+    summary = model_summary(trained.cfg)
+    choices = choices_from_config(trained.cfg)
+    label = run_label(choices, trained.cfg, context=True)
     profiles = influence_profiles(
-        model, dataset, settings["batch_size"], summary["reverse_source"], cfg.device
+        trained.model, dataset, settings["batch_size"], summary["reverse_source"], cfg.device
     )
     words = [len(source.split()) for source, _ in pairs]
     groups = {k: tuple(v) for k, v in settings["length_groups"].items()}
@@ -411,23 +320,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(checkpoint),
         "config": settings,
         "model": summary,
+        "label": label,
         "n_sentences": len(profiles),
         "groups": summarise(profiles, words, settings["bins"], settings["max_positions"], groups),
     }
     write_json_atomic(run_dir / "influence.json", payload)
-    png = plot_influence(payload, run_dir / "plots" / "influence.png")
+    png = plot_influence(
+        payload["groups"],
+        run_dir / "plots" / "influence.png",
+        f"Source influence on log p(reference) — {label}",
+    )
     print_tables(payload)
     print(f"wrote {run_dir / 'influence.json'} and {png}")
     if cfg.logger.name == "wandb":
-        _log_to_wandb(payload, png, run_dir, cfg.logger)
+        log_analysis(
+            cfg.logger,
+            run_dir,
+            "influence",
+            config={**payload["config"], "model": summary, "checkpoint": payload["checkpoint"]},
+            tables={"influence/table": (TABLE_COLUMNS, table_rows(payload))},
+            images={"influence/plot": png},
+            tags=run_tags(choices, trained.cfg),
+            group=cfg.logger.get("group"),
+        )
     return payload
 
 
-@hydra.main(config_path="../../conf", config_name="influence", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="influence", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except (ValueError, FileNotFoundError, DataError) as err:
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError, DataError: ValueErrors
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -29,7 +29,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.console import make_console
+from seq2seq.config import CONF_DIR
+from seq2seq.evaluation.console import make_console
+from seq2seq.evaluation.tracking import log_analysis
 
 CONFIG = "conf/retention.yaml"
 
@@ -155,29 +157,6 @@ def plot_retention(rows: list[dict], spectral_radius: float, path: Path) -> Path
     return path
 
 
-def _log_to_wandb(settings: dict, rows: list[dict], png: Path, output_dir: Path, logger_cfg: Any) -> None:
-    import wandb
-
-    run = wandb.init(
-        mode=logger_cfg.mode,
-        project=logger_cfg.project,
-        entity=logger_cfg.get("entity"),
-        job_type="retention",
-        config=settings,
-        dir=str(output_dir),
-    )
-    try:
-        columns = list(rows[0])
-        run.log(
-            {
-                "retention/table": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows]),
-                "retention/plot": wandb.Image(str(png)),
-            }
-        )
-    finally:
-        wandb.finish()
-
-
 def run(cfg: DictConfig) -> dict:
     """Compute the table, print it, write retention.json and retention.png; returns the JSON payload."""
     settings = {
@@ -193,11 +172,19 @@ def run(cfg: DictConfig) -> dict:
     print_table(rows, settings["spectral_radius"])
     print(f"wrote {output_dir / 'retention.json'} and {png}")
     if cfg.logger.name == "wandb":
-        _log_to_wandb(settings, rows, png, output_dir, cfg.logger)
+        columns = list(rows[0])
+        log_analysis(
+            cfg.logger,
+            output_dir,
+            "retention",
+            config=settings,
+            tables={"retention/table": (columns, [[r[c] for c in columns] for r in rows])},
+            images={"retention/plot": png},
+        )
     return payload
 
 
-@hydra.main(config_path="../../conf", config_name="retention", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="retention", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

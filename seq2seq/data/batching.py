@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -23,11 +23,17 @@ from seq2seq.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 @dataclass
 class Example:
-    """One encoded pair; ``index`` is its position in the split (predictions are reordered by it)."""
+    """One encoded pair; ``index`` is its position in the split (predictions are reordered by it).
+
+    ``source`` and ``reference`` keep the pair's text (after ``data.preprocess`` normalisation), so that
+    whoever decodes a batch can score it without looking the split up elsewhere.
+    """
 
     index: int
     src: list[int]
     tgt: list[int]
+    source: str = ""
+    reference: str = ""
 
 
 class PairDataset(Dataset):
@@ -53,6 +59,7 @@ class Batch:
         src: ``(B, S)`` source ids; src_lengths ``(B,)``.
         tgt_in: ``(B, T)`` BOS y_1 … y_n (decoder inputs); tgt_out ``(B, T)`` y_1 … y_n EOS (labels).
         indices: ``(B,)`` positions of the examples in their split.
+        sources, references: the examples' text (:class:`Example`).
     """
 
     src: Tensor
@@ -60,11 +67,12 @@ class Batch:
     tgt_in: Tensor
     tgt_out: Tensor
     indices: Tensor
+    sources: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            *(t.to(device) for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.indices))
-        )
+        tensors = (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.indices)
+        return Batch(*(t.to(device) for t in tensors), self.sources, self.references)
 
     @property
     def num_target_tokens(self) -> int:
@@ -86,6 +94,8 @@ def collate(examples: Sequence[Example]) -> Batch:
         tgt_in=_pad([[BOS_ID, *e.tgt] for e in examples]),
         tgt_out=_pad([[*e.tgt, EOS_ID] for e in examples]),
         indices=torch.tensor([e.index for e in examples], dtype=torch.long),
+        sources=[e.source for e in examples],
+        references=[e.reference for e in examples],
     )
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seq2seq.data.errors import DataError
-from seq2seq.scoring import bucket_bounds
+from seq2seq.data.lengths import bucket_bounds
 
 EN_MODULE = "engKJV2006eb"  # King James Version (1769 text), Debian package sword-text-kjv
 ES_MODULE = "spaRV1909eb"  # Reina-Valera 1909, Debian package sword-text-sparv

@@ -9,9 +9,10 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from seq2seq.data.batching import Example, PairDataset, TokenBudgetBatchSampler, collate
+from seq2seq.data.batching import PairDataset, TokenBudgetBatchSampler, collate
+from seq2seq.data.encoding import PairEncoder
 from seq2seq.data.errors import DataError
-from seq2seq.data.filters import Preprocess, preprocess_splits
+from seq2seq.data.filters import Preprocess, normalize_pairs, preprocess_splits
 from seq2seq.data.parallel import read_split
 from seq2seq.data.standard_sets import ensure_corpus
 from seq2seq.data.synthetic import make_splits
@@ -43,6 +44,19 @@ def load_raw_pairs(data_cfg: Any) -> dict[str, Pairs]:
     return {split: read_split(data_cfg, split) for split in SPLITS}
 
 
+def load_split(data_cfg: Any, split: str) -> Pairs:
+    """One split's pairs as a model trained on ``data_cfg`` saw them: read or generated, then normalised and
+    lower-cased as ``data.preprocess`` says (val and test are never filtered)."""
+    options = Preprocess.from_config(data_cfg)
+    return normalize_pairs(load_raw_pairs(data_cfg)[split], options.normalize, options.lowercase)
+
+
+def eval_loader(dataset: PairDataset, max_tokens: int, num_workers: int = 0) -> DataLoader:
+    """Evaluation batches in length order under a token budget (``data.batch.eval_max_tokens``)."""
+    sampler = TokenBudgetBatchSampler(dataset.lengths(), max_tokens, shuffle=False)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+
+
 class Seq2SeqDataModule(pl.LightningDataModule):
     """Builds tokenizers and encoded splits once (``setup``) and serves token-budget batches.
 
@@ -62,6 +76,7 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         self.datasets: dict[str, PairDataset] = {}
         self.src_tokenizer: Tokenizer | None = None
         self.tgt_tokenizer: Tokenizer | None = None
+        self.encoder: PairEncoder | None = None
         self.filter_counts: dict[str, int] = {}  # pairs each data.preprocess filter changed or dropped
 
     def setup(self, stage: str | None = None) -> None:
@@ -76,8 +91,9 @@ class Seq2SeqDataModule(pl.LightningDataModule):
         settings = dict(self.cfg.tokenizer)
         self.src_tokenizer = load_or_train([s for s, _ in raw["train"]], settings, self.cache_dir, "src")
         self.tgt_tokenizer = load_or_train([t for _, t in raw["train"]], settings, self.cache_dir, "tgt")
+        self.encoder = PairEncoder.from_config(self.cfg, self.src_tokenizer, self.tgt_tokenizer)
         for split in SPLITS:
-            self.datasets[split] = self.encode(raw[split])
+            self.datasets[split] = self.encoder.encode(raw[split])
         log.info(
             "data %s: %s pairs; vocab src %d, tgt %d",
             self.cfg.name,
@@ -86,25 +102,13 @@ class Seq2SeqDataModule(pl.LightningDataModule):
             self.tgt_tokenizer.vocab_size,
         )
 
-    def encode(self, pairs: Pairs) -> PairDataset:
-        """Tokenize pairs; with ``data.reverse_source`` the source ids are reversed (Sutskever et al. 2014)."""
-        src_ids = self.src_tokenizer.encode_batch([s for s, _ in pairs])
-        tgt_ids = self.tgt_tokenizer.encode_batch([t for _, t in pairs])
-        if self.cfg.get("reverse_source", False):
-            src_ids = [ids[::-1] for ids in src_ids]
-        return PairDataset([Example(i, s, t) for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True))])
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
-        budget = self.cfg.batch.max_tokens if shuffle else self.cfg.batch.eval_max_tokens
-        sampler = TokenBudgetBatchSampler(dataset.lengths(), budget, shuffle=shuffle, seed=self.seed)
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        sampler = TokenBudgetBatchSampler(dataset.lengths(), self.cfg.batch.max_tokens, seed=self.seed)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return eval_loader(self.datasets["val"], self.cfg.batch.eval_max_tokens, self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return eval_loader(self.datasets["test"], self.cfg.batch.eval_max_tokens, self.num_workers)

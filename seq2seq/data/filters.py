@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from seq2seq.data.errors import DataError
+from seq2seq.data.lengths import words
 from seq2seq.data.parallel import Pairs
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,6 @@ class Preprocess:
             )
         max_words = data_cfg.get("max_words")
         return cls(**options, max_words=None if max_words is None else int(max_words))
-
-
-def words(text: str) -> int:
-    """Whitespace words in ``text``."""
-    return len(text.split())
 
 
 def normalize_pairs(pairs: Sequence[tuple[str, str]], form: str | None, lowercase: bool) -> Pairs:

@@ -127,3 +127,11 @@ def build_attention(name: str, query_size: int, memory_size: int, attention_size
     if name not in ATTENTIONS:
         raise ValueError(f"unknown attention {name!r}: choose none or one of {sorted(ATTENTIONS)}")
     return ATTENTIONS[name](query_size, memory_size, attention_size)
+
+
+def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy ``-Σ_j α_ij log α_ij`` (nats) of each target step's attention: ``(T, S)`` → ``(T,)``.
+
+    0 when a step attends to one source token; ``log S`` when it spreads evenly.
+    """
+    return -torch.special.xlogy(weights, weights).sum(dim=-1)

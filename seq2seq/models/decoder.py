@@ -36,12 +36,7 @@ class StackedCell(nn.Module):
     The same maths (and the same parameter initialisation) as a one-step call of a stacked ``nn.RNN`` /
     ``nn.GRU`` / ``nn.LSTM`` (tested), without the ``(B, 1, ·)`` sequence dimension. Its speed on CPU is
     within a few percent of the fused call (docs/performance.md).
-
-    Attributes ``mode``, ``input_size``, ``hidden_size``, ``num_layers`` and ``bidirectional`` mirror
-    ``nn.RNNBase`` so FLOP counting treats both alike.
     """
-
-    bidirectional = False
 
     def __init__(
         self, rnn_type: str, input_size: int, hidden_size: int, num_layers: int, dropout: float
@@ -51,8 +46,6 @@ class StackedCell(nn.Module):
             raise ValueError(
                 f"unknown rnn_type {rnn_type!r}: choose one of {sorted(CELLS)} (model/encoder=...)"
             )
-        self.mode = {"rnn": "RNN_TANH", "gru": "GRU", "lstm": "LSTM"}[rnn_type]
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.is_lstm = rnn_type == "lstm"
         self.cells = nn.ModuleList(
             CELLS[rnn_type](input_size if layer == 0 else hidden_size, hidden_size)

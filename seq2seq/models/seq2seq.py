@@ -20,6 +20,7 @@ class EncoderDecoder(nn.Module):
         rnn_type: ``rnn`` | ``gru`` | ``lstm`` for both encoder and decoder.
         attention: ``none`` | ``bahdanau`` | ``luong_dot`` | ``luong_general`` | ``luong_concat``.
         context: for ``attention=none``: ``init`` (Sutskever 2014) or ``every_step`` (Cho 2014).
+        pad_id, bos_id, eos_id: the special target ids (padding is masked; search starts at BOS, ends at EOS).
     """
 
     def __init__(
@@ -39,6 +40,8 @@ class EncoderDecoder(nn.Module):
         input_feeding: bool = True,
         context: str = "every_step",
         pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
     ) -> None:
         super().__init__()
         if decoder_layers != encoder_layers:
@@ -46,7 +49,7 @@ class EncoderDecoder(nn.Module):
                 f"decoder layers ({decoder_layers}) must equal encoder layers ({encoder_layers}): "
                 "the decoder starts from the encoder's final state of each layer"
             )
-        self.pad_id = pad_id
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
         self.encoder = RecurrentEncoder(
             rnn_type, embedding_size, hidden_size, encoder_layers, bidirectional, encoder_dropout
@@ -66,7 +69,13 @@ class EncoderDecoder(nn.Module):
 
     @classmethod
     def from_config(
-        cls, model_cfg: Any, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0
+        cls,
+        model_cfg: Any,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
     ) -> EncoderDecoder:
         """Build from the ``model`` config node (``conf/model/*``)."""
         enc, dec = model_cfg.encoder, model_cfg.decoder
@@ -86,6 +95,8 @@ class EncoderDecoder(nn.Module):
             input_feeding=dec.input_feeding,
             context=model_cfg.context,
             pad_id=pad_id,
+            bos_id=bos_id,
+            eos_id=eos_id,
         )
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:

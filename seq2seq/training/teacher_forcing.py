@@ -1,5 +1,7 @@
 """Teacher-forcing schedules: ε_i, the probability of feeding the ground-truth token at training step i.
 
+The parameters' ranges are checked with the rest of the config (:mod:`seq2seq.config.checks`).
+
 Following scheduled sampling (Bengio et al. 2015, §2.4):
 
 * ``always``          ε_i = 1 (pure teacher forcing)
@@ -15,6 +17,7 @@ import math
 from typing import Any
 
 SCHEDULES = ("always", "constant", "linear", "exponential", "inverse_sigmoid")
+FEEDBACK = ("argmax", "sample")  # how the model's own token is chosen when the gold one is not fed
 
 
 def teacher_forcing_ratio(cfg: Any, step: int) -> float:
@@ -23,10 +26,7 @@ def teacher_forcing_ratio(cfg: Any, step: int) -> float:
     if name == "always":
         return 1.0
     if name == "constant":
-        ratio = float(cfg.ratio)
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"teacher_forcing.ratio={ratio} must lie in [0, 1]")
-        return ratio
+        return float(cfg.ratio)
     if name == "linear":
         return max(float(cfg.min_ratio), float(cfg.k) - float(cfg.c) * step)
     if name == "exponential":

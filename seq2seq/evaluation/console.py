@@ -1,4 +1,4 @@
-"""The tables printed to the terminal at the end of a training run and of ``evaluate``."""
+"""The terminal: the rich console every command prints with, and the tables that end a run and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from seq2seq.console import make_console
+from seq2seq.evaluation.record import run_label
+
+PIPE_WIDTH = 160  # logs and pipes get this many columns instead of rich's 80, so tables are not squeezed
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal, or :data:`PIPE_WIDTH` columns when writing to a file or pipe."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH)
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -40,7 +48,7 @@ def print_summary(results: dict, run_dir: str, console: Console | None = None) -
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
     choices = results["choices"]
-    table.add_row("model", f"{choices.get('model/encoder', '?')} + {choices.get('model/attention', '?')}")
+    table.add_row("model", run_label(choices, results["config"], hidden=False))
     table.add_row("data", choices.get("data", "?"))
     table.add_row("decoding", choices.get("decoding", "?"))
     table.add_row("test BLEU", _fmt(metrics.get("test/bleu")))
@@ -71,7 +79,7 @@ def print_evaluation(results: dict, out_dir: str, console: Console | None = None
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
     table.add_row("checkpoint", evaluated["checkpoint"])
-    table.add_row("model", f"{choices.get('model/encoder', '?')} + {choices.get('model/attention', '?')}")
+    table.add_row("model", run_label(choices, results["config"], hidden=False))
     table.add_row("scored", evaluated["data"])
     table.add_row("sentences", str(evaluated["sentences"]))
     table.add_row("decoding", evaluated["decoding"])

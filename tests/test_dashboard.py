@@ -1,4 +1,4 @@
-"""Tests for seq2seq.report: the sweep dashboard built from fake results.json files."""
+"""Tests for seq2seq.dashboard: the sweep dashboard built from fake results.json files."""
 
 from __future__ import annotations
 
@@ -12,17 +12,16 @@ from matplotlib import image as mpimg
 from matplotlib.figure import Figure
 from rich.console import Console
 
-from seq2seq import report
-from seq2seq.report import (
+from seq2seq.dashboard.build import build_dashboard
+from seq2seq.dashboard.cli import main, maybe_wandb_report
+from seq2seq.dashboard.runs import (
     bleu_by_length_series,
-    build_dashboard,
     hidden_size_series,
     load_runs,
-    main,
-    maybe_wandb_report,
     read_metric_curves,
     variant_labels,
 )
+from seq2seq.evaluation import tracking
 
 BUCKETS = [("1-10", 1, 10), ("11-20", 11, 20), ("21-30", 21, 30), ("31-40", 31, 40)]
 
@@ -225,9 +224,8 @@ def test_cli_reports_errors_and_writes_the_dashboard(
     assert main([f"sweep_dir={tmp_path / 'nowhere'}"]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert main(["sweep=oops"]) == 2
-    assert (
-        "unexpected argument 'sweep=oops'; usage: python -m seq2seq.report sweep_dir=DIR [out_dir=DIR]"
-        in (capsys.readouterr().err)
+    assert "unexpected argument 'sweep=oops'; usage: seq2seq-dashboard sweep_dir=DIR [out_dir=DIR]" in (
+        capsys.readouterr().err
     )
 
     out_dir = tmp_path / "dash"
@@ -246,7 +244,7 @@ def test_wandb_report_never_blocks_or_fails(
     monkeypatch.delenv("WANDB_MODE", raising=False)
     runs, console = load_runs(sweep), Console(width=300)
     release = threading.Event()
-    monkeypatch.setattr(report, "_create_wandb_report", lambda *_: release.wait(10))
+    monkeypatch.setattr(tracking, "create_wandb_report", lambda *_: release.wait(10))
     assert maybe_wandb_report(sweep, runs, console, timeout_s=0.1) is None
     release.set()
     assert "no answer from W&B within 0.1 s" in capsys.readouterr().out
@@ -254,12 +252,12 @@ def test_wandb_report_never_blocks_or_fails(
     def refuse(*_: object) -> str:
         raise PermissionError("401 Unauthorized\n(a long traceback)")
 
-    monkeypatch.setattr(report, "_create_wandb_report", refuse)
+    monkeypatch.setattr(tracking, "create_wandb_report", refuse)
     assert maybe_wandb_report(sweep, runs, console, timeout_s=5) is None
     printed = capsys.readouterr().out
     assert "(PermissionError: 401 Unauthorized)" in printed and "traceback" not in printed
     assert f"wandb sync {sweep}/**/wandb/offline-run-*" in printed
 
-    monkeypatch.setattr(report, "_create_wandb_report", lambda *_: "https://wandb.example/report")
+    monkeypatch.setattr(tracking, "create_wandb_report", lambda *_: "https://wandb.example/report")
     assert maybe_wandb_report(sweep, runs, console, timeout_s=5) == "https://wandb.example/report"
     assert "W&B report: https://wandb.example/report" in capsys.readouterr().out

@@ -1,16 +1,17 @@
-"""JoeyNMT 2.3.0's side of the benchmark. Runs inside JoeyNMT's own virtualenv, driven by scripts/benchmark.py:
+"""JoeyNMT 2.3.0's side of the benchmark. Runs inside JoeyNMT's own virtualenv, driven by run.py:
 
-    bench/.venv-joeynmt/bin/python scripts/joeynmt_bench.py inspect PLAN.json OUT.json
-    bench/.venv-joeynmt/bin/python scripts/joeynmt_bench.py run PLAN.json OUT.json
+    bench/.venv-joeynmt/bin/python scripts/benchmark/joeynmt_side.py inspect PLAN.json OUT.json
+    bench/.venv-joeynmt/bin/python scripts/benchmark/joeynmt_side.py run PLAN.json OUT.json
 
-``PLAN.json`` holds the JoeyNMT config (``config``) that ``scripts/benchmark.py`` wrote, and the measurement
-settings. ``inspect`` builds the model and walks one epoch of JoeyNMT's training batch sampler (no training):
-its parameter count and real target tokens per update, so seq2seq's model and batches can be matched to it.
-``run`` measures, through JoeyNMT's own code: its data loader and ``Batch``, ``TrainManager._train_step``
-(forward, loss, backward) followed by the rest of one update of ``TrainManager.train_and_validate``
-(gradient clipping, optimiser step, zero_grad); then ``joeynmt.search.search`` (greedy and beam) over its
-test iterator, as ``joeynmt.prediction.predict`` calls it. Timing, counting and memory come from
-``seq2seq.benchmarking`` (it needs only torch), so both systems are measured the same way.
+``PLAN.json`` holds the JoeyNMT config (``config``) that ``run.py`` wrote (``joeynmt_setup.py``), and the
+measurement settings. ``inspect`` builds the model and walks one epoch of JoeyNMT's training batch sampler (no
+training): its parameter count and real target tokens per update, so seq2seq's model and batches can be
+matched to it. ``run`` measures, through JoeyNMT's own code: its data loader and ``Batch``,
+``TrainManager._train_step`` (forward, loss, backward) followed by the rest of one update of
+``TrainManager.train_and_validate`` (gradient clipping, optimiser step, zero_grad); then
+``joeynmt.search.search`` (greedy and beam) over its test iterator, as ``joeynmt.prediction.predict``
+calls it. Timing, counting and memory come from ``harness.py`` and ``flops.py`` (they need only torch;
+Python puts this script's folder on ``sys.path``), so both systems are measured the same way.
 """
 
 from __future__ import annotations
@@ -24,20 +25,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # seq2seq.benchmarking (torch-only imports)
+import torch
+from joeynmt.batch import Batch
+from joeynmt.config import parse_global_args, set_validation_args
+from joeynmt.prediction import prepare
+from joeynmt.search import search
+from joeynmt.training import TrainManager
 
-import torch  # noqa: E402
-from joeynmt.batch import Batch  # noqa: E402
-from joeynmt.config import parse_global_args, set_validation_args  # noqa: E402
-from joeynmt.prediction import prepare  # noqa: E402
-from joeynmt.search import search  # noqa: E402
-from joeynmt.training import TrainManager  # noqa: E402
-
-from seq2seq.benchmarking import (  # noqa: E402
+from flops import counted_flops, joeynmt_flop_profile
+from harness import (
     BatchShape,
-    counted_flops,
     cycle,
-    joeynmt_flop_profile,
     length_before_eos,
     padding_efficiency,
     parameter_count,

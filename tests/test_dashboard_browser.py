@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from seq2seq.report import build_dashboard, load_runs
-from tests.test_report import write_failed_job, write_heatmap, write_job
+from seq2seq.dashboard.build import build_dashboard
+from seq2seq.dashboard.runs import load_runs
+from tests.test_dashboard import write_failed_job, write_heatmap, write_job
 
 ENSURE_CHROMIUM = Path(__file__).resolve().parents[1] / "scripts" / "ensure_chromium.sh"
 

@@ -1,0 +1,152 @@
+"""The comparison of the two systems: ratios, the project's performance targets, caveats, the Markdown table.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+SYSTEMS = ("seq2seq", "joeynmt")
+LABELS = {"seq2seq": "seq2seq", "joeynmt": "JoeyNMT 2.3.0"}
+PARAM_TOLERANCE = 0.05  # matched models: parameter counts within 5 %
+
+# The project's performance targets (docs/performance.md): seq2seq / JoeyNMT ratios (speed: at least,
+# memory: at most), and seq2seq's padding efficiency (absolute, at least).
+PERFORMANCE_TARGETS = {
+    "train_tokens_per_s": 1.5,
+    "greedy_tokens_per_s": 2.0,
+    "beam_tokens_per_s": 2.0,
+    "padding_efficiency": 0.90,
+    "peak_rss_mib": 1.0,
+}
+
+
+def compare(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """seq2seq / JoeyNMT ratios and which of the performance targets are met."""
+    ours, joey = systems["seq2seq"], systems["joeynmt"]
+
+    def ratio(get: Callable[[dict], float | None]) -> float | None:
+        a, b = get(ours), get(joey)
+        return None if a is None or b is None or b == 0 else a / b
+
+    def decode(kind: str) -> Callable[[dict], float | None]:
+        return lambda s: (s.get(kind) or {}).get("output_tokens_per_s")
+
+    ratios = {
+        "params": ratio(lambda s: s["params"]),
+        "train_tokens_per_s": ratio(lambda s: s["train"]["tgt_tokens_per_s"]),
+        "train_src_tgt_tokens_per_s": ratio(lambda s: s["train"]["src_tgt_tokens_per_s"]),
+        "greedy_tokens_per_s": ratio(decode("greedy")),
+        "greedy_sentences_per_s": ratio(lambda s: s["greedy"]["sentences_per_s"]),
+        "beam_tokens_per_s": ratio(decode("beam")),
+        "peak_rss_mib": ratio(lambda s: s["peak_rss_mib"]),
+    }
+    padding = ours["train"]["padding_efficiency"]["all"]
+    met = {
+        "params": ratios["params"] is not None and abs(ratios["params"] - 1) <= PARAM_TOLERANCE,
+        "padding_efficiency": padding >= PERFORMANCE_TARGETS["padding_efficiency"],
+        "peak_rss_mib": ratios["peak_rss_mib"] is not None
+        and ratios["peak_rss_mib"] <= PERFORMANCE_TARGETS["peak_rss_mib"],
+    }
+    for key in ("train_tokens_per_s", "greedy_tokens_per_s", "beam_tokens_per_s"):
+        met[key] = None if ratios[key] is None else ratios[key] >= PERFORMANCE_TARGETS[key]
+    return {"ratios": ratios, "met": met}
+
+
+def caveats(results: dict[str, Any]) -> list[str]:
+    """Warnings about a result: what makes a number in it weaker than it looks.
+
+    Parameter counts more than 5 % apart, a FLOP profile torch's counter disagrees with, a skipped search, or
+    decoding that stops almost at once (an undertrained model; its tokens/s is then mostly per-batch cost).
+    """
+    notes = []
+    ratio = results["comparison"]["ratios"]["params"]
+    if ratio is None or abs(ratio - 1) > PARAM_TOLERANCE:
+        notes.append(
+            f"parameter counts differ by more than {PARAM_TOLERANCE:.0%} (ratio {ratio}): not a fair match"
+        )
+    reference = results["systems"]["seq2seq"].get("reference_mean_length")
+    for name, system in results["systems"].items():
+        check = system["flop_check"]
+        if abs(check["counted"] - check["predicted"]) > 0.01 * check["counted"]:
+            notes.append(
+                f"{name}: FLOP profile predicts {check['predicted']:,}, torch counts {check['counted']:,}"
+            )
+        for kind in ("greedy", "beam"):
+            part = system.get(kind) or {"skipped": "not run"}
+            if "skipped" in part:
+                notes.append(f"{name}: {kind} skipped: {part['skipped']}")
+            elif reference and part["mean_output_length"] < 0.25 * reference:
+                notes.append(
+                    f"{name}: {kind} outputs average {part['mean_output_length']:.1f} tokens (references "
+                    f"{reference:.1f}): the undertrained model stops at once, so tokens/s is mostly per-batch "
+                    "cost; more --updates give a more representative decoding measurement"
+                )
+    return notes
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _mark(met: bool | None) -> str:
+    return "" if met is None else (" ✓" if met else " ✗")
+
+
+def _at_least(key: str) -> str:
+    return f"≥ {PERFORMANCE_TARGETS[key]:g}×"
+
+
+def _decoding(kind: str, key: str, digits: int) -> Callable[[dict], str]:
+    def get(system: dict) -> str:
+        part = system.get(kind) or {"skipped": "not run"}
+        return "skipped" if "skipped" in part else _num(part[key], digits)
+
+    return get
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The comparison as a Markdown table: both systems, the ratio and the target of each row."""
+    systems, ratios, met = results["systems"], results["comparison"]["ratios"], results["comparison"]["met"]
+    peak = results["matmul_flops_per_s"]
+    beam = f"beam {results['beam_size']}"
+    padding = f"≥ {PERFORMANCE_TARGETS['padding_efficiency']:.2f}" + _mark(met["padding_efficiency"])
+    # (label, value of a system, ratio key or None, target)
+    rows: list[tuple[str, Callable[[dict], str], str | None, str]] = [
+        ("parameters", lambda s: f"{s['params'] / 1e6:.2f} M", "params",
+         f"within {100 * PARAM_TOLERANCE:g} %"),
+        ("train: target tokens/s (median)", lambda s: _num(s["train"]["tgt_tokens_per_s"]),
+         "train_tokens_per_s", _at_least("train_tokens_per_s")),
+        ("train: source+target tokens/s (median)", lambda s: _num(s["train"]["src_tgt_tokens_per_s"]),
+         "train_src_tgt_tokens_per_s", ""),
+        ("train: real target tokens per update", lambda s: _num(s["train"]["tgt_tokens_per_update"]),
+         None, ""),
+        ("train: padding efficiency", lambda s: _num(s["train"]["padding_efficiency"]["all"], 3),
+         None, padding),
+        ("train: model GFLOPs per target token", lambda s: _num(s["train"]["flops_per_tgt_token"] / 1e9, 4),
+         None, ""),
+        (f"train: FLOP utilisation (of {peak / 1e9:.0f} GFLOP/s matmul)",
+         lambda s: f"{100 * s['train']['model_flops_per_s'] / peak:.1f} %", None, ""),
+        ("greedy: output tokens/s", _decoding("greedy", "output_tokens_per_s", 0), "greedy_tokens_per_s",
+         _at_least("greedy_tokens_per_s")),
+        ("greedy: sentences/s", _decoding("greedy", "sentences_per_s", 1), None, ""),
+        ("greedy: mean output length", _decoding("greedy", "mean_output_length", 1), None, ""),
+        (f"{beam}: output tokens/s", _decoding("beam", "output_tokens_per_s", 0), "beam_tokens_per_s",
+         _at_least("beam_tokens_per_s")),
+        (f"{beam}: sentences/s", _decoding("beam", "sentences_per_s", 1), None, ""),
+        (f"{beam}: mean output length", _decoding("beam", "mean_output_length", 1), None, ""),
+        ("peak resident memory (MiB)", lambda s: _num(s["peak_rss_mib"]), "peak_rss_mib",
+         f"≤ {PERFORMANCE_TARGETS['peak_rss_mib']:g}×"),
+    ]  # fmt: skip
+    header = ["", *(LABELS[name] for name in SYSTEMS), "seq2seq / JoeyNMT", "target"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---|"]
+    for label, get, key, target in rows:
+        ratio = "" if key is None else _num(ratios[key], 2) + "×"
+        cells = [label, *(get(systems[name]) for name in SYSTEMS), ratio, target + _mark(met.get(key))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""This project's side of the benchmark: its set-up, its matching to JoeyNMT, and its measured run.
+
+The measuring process runs on its own, driven by ``run.py``:
+
+    .venv/bin/python scripts/benchmark/seq2seq_side.py PLAN.json OUT.json
+
+:func:`run_seq2seq` measures through the project's real code paths: the data module's tokenizers and
+``TokenBudgetBatchSampler`` batches feed a plain loop of ``Seq2SeqModule.training_step`` → backward →
+gradient clipping → the module's Adam step; then :func:`seq2seq.models.decoding.decode` (greedy, then beam)
+decodes the first test sentences in length-sorted evaluation batches (:func:`eval_loader`). Timing,
+counting and memory come from ``harness.py`` and ``flops.py``, as on JoeyNMT's side.
+
+This is the only part of the benchmark that imports seq2seq.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from torch import nn
+
+from flops import FlopProfile, counted_flops, seq2seq_flop_profile
+from harness import (
+    BatchShape,
+    calibrate_budget,
+    cycle,
+    mean_target_tokens,
+    parameter_count,
+    peak_rss_mib,
+    pin_threads,
+    summarise_training,
+    time_decoding,
+    time_updates,
+)
+from seq2seq.data.batching import PairDataset, TokenBudgetBatchSampler
+from seq2seq.data.datamodule import Seq2SeqDataModule, eval_loader
+from seq2seq.data.tokenizer import PAD_ID
+from seq2seq.models.decoding import Decoding, decode
+from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.training.module import Seq2SeqModule
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# ------------------------------------------------------------------------------------------ set-up
+
+
+def compose_config(overrides: Sequence[str]) -> Any:
+    """``conf/train.yaml`` composed with ``overrides``, as ``python -m seq2seq.train`` would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def data_overrides(corpus: Path) -> tuple[list[str], str, tuple[str, str]]:
+    """Hydra overrides for the data, a description, and the language codes of the files JoeyNMT reads."""
+    if all(
+        (corpus / f"{split}.{lang}").is_file() for split in ("train", "val", "test") for lang in ("en", "es")
+    ):
+        overrides = ["data=parallel_text", f"data.dir={corpus}", "data.src_lang=en", "data.tgt_lang=es"]
+        overrides += ["data.tokenizer.model_type=unigram", "data.tokenizer.vocab_size=8000"]
+        return overrides, f"Bible en→es ({corpus}), SentencePiece unigram 8000 per language", ("en", "es")
+    note = f"toy_translation: the Bible corpus is not built in {corpus} (make data-bible)"
+    print(f"NOTE {note}", flush=True)
+    return ["data=toy_translation"], note, ("src", "tgt")
+
+
+def base_overrides(embedding_size: int, seed: int, decode_batch_tokens: int, work: Path) -> list[str]:
+    """The reference model: bi-GRU encoder, GRU decoder, Bahdanau attention, input feeding, no dropout."""
+    return [
+        "logger=none",
+        "trainer=cpu",
+        "model/encoder=gru",
+        "model/attention=bahdanau",
+        "teacher_forcing=always",
+        "model.encoder.bidirectional=true",
+        "model.encoder.num_layers=1",
+        "model.encoder.dropout=0.0",
+        "model.decoder.input_feeding=true",
+        f"model.embedding_size={embedding_size}",
+        f"paths.output_dir={work / 'seq2seq'}",
+        f"seed={seed}",
+        f"data.batch.eval_max_tokens={decode_batch_tokens}",
+    ]
+
+
+def load_data(cfg: Any) -> Seq2SeqDataModule:
+    """``cfg``'s data module, set up: splits read and filtered, SentencePiece models trained or loaded."""
+    datamodule = Seq2SeqDataModule(cfg.data, cfg.paths.cache_dir, seed=cfg.seed)
+    datamodule.setup("fit")
+    return datamodule
+
+
+# ------------------------------------------------------------------------------------------ matching
+
+
+def model_params(cfg: Any, hidden_size: int, src_vocab: int, tgt_vocab: int) -> int:
+    """Parameters of seq2seq's model with this ``model.hidden_size`` (built on the meta device: no memory)."""
+    model_cfg = OmegaConf.merge(cfg.model, {"hidden_size": hidden_size})
+    with torch.device("meta"):
+        return parameter_count(EncoderDecoder.from_config(model_cfg, src_vocab, tgt_vocab))
+
+
+def match_budget(datamodule: Seq2SeqDataModule, target: float, seed: int, ceiling: int) -> tuple[int, float]:
+    """seq2seq's ``data.batch.max_tokens`` whose batches average ``target`` real target tokens (one epoch)."""
+    dataset = datamodule.datasets["train"]
+    lengths = dataset.lengths()
+    tgt = [len(example.tgt) + 1 for example in dataset.examples]
+
+    def mean_for(budget: int) -> float:
+        return mean_target_tokens(TokenBudgetBatchSampler(lengths, budget, shuffle=True, seed=seed), tgt)
+
+    return calibrate_budget(mean_for, target, low=max(lengths), high=max(ceiling, max(lengths)))
+
+
+# ------------------------------------------------------------------------------------------ measurement
+
+
+def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
+    """Measure this project through its real code paths (run in a process of its own).
+
+    Args:
+        plan: ``overrides`` (Hydra), ``threads``, ``warmup``, ``updates``, ``decode_sentences``,
+            ``beam_size``, ``beam_alpha``, ``max_length_ratio``, ``max_length_constant``.
+    """
+    cpus = pin_threads(plan["threads"])
+    cfg = compose_config(plan["overrides"])
+    torch.manual_seed(cfg.seed)
+    datamodule = load_data(cfg)
+    module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
+    model = module.model
+    optimizers = module.configure_optimizers()
+    optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
+    clip = cfg.trainer.get("gradient_clip_val")
+    profile = seq2seq_flop_profile(model)
+
+    def update(batch: Any) -> None:
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def shape_of(batch: Any) -> BatchShape:
+        return BatchShape.from_lengths(batch.src_lengths.tolist(), (batch.tgt_out != PAD_ID).sum(1).tolist())
+
+    def epoch(number: int) -> Any:
+        loader = datamodule.train_dataloader()
+        loader.batch_sampler.set_epoch(number)
+        return loader
+
+    module.train()
+    with warnings.catch_warnings():  # training_step's self.log() has no Trainer to log to here
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        records = time_updates(cycle(epoch), update, shape_of, plan["warmup"], plan["updates"])
+
+    module.eval()
+    test = PairDataset(datamodule.datasets["test"].examples[: plan["decode_sentences"]])
+    budget = {
+        "max_length_ratio": plan["max_length_ratio"],
+        "max_length_constant": plan["max_length_constant"],
+    }
+    searches = {
+        "greedy": Decoding("greedy", **budget),
+        "beam": Decoding("beam", beam_size=plan["beam_size"], length_penalty=plan["beam_alpha"], **budget),
+    }
+
+    def search(decoding: Decoding) -> Callable[[Any], list[int]]:
+        return lambda batch: [len(tokens) for tokens in decode(model, batch, decoding).tokens]
+
+    decoded = {
+        kind: time_decoding(eval_loader(test, cfg.data.batch.eval_max_tokens), search(decoding))
+        for kind, decoding in searches.items()
+    }
+    return {
+        **decoded,
+        "reference_mean_length": sum(len(e.tgt) for e in test.examples) / len(test),
+        "params": parameter_count(model),
+        "train": summarise_training(records, profile),
+        "flop_profile": asdict(profile),
+        "flop_check": flop_check(model, profile),
+        "peak_rss_mib": peak_rss_mib(),
+        "cpus": cpus,
+        "threads": torch.get_num_threads(),
+        "setup": {
+            "embedding_size": cfg.model.embedding_size,
+            "hidden_size": cfg.model.hidden_size,
+            "max_tokens": cfg.data.batch.max_tokens,
+            "eval_max_tokens": cfg.data.batch.eval_max_tokens,
+            "src_vocab": datamodule.src_tokenizer.vocab_size,
+            "tgt_vocab": datamodule.tgt_tokenizer.vocab_size,
+        },
+    }
+
+
+def flop_check(model: nn.Module, profile: FlopProfile) -> dict[str, int]:
+    """Counted (``FlopCounterMode``) vs predicted forward FLOPs on an unpadded 2 × 5 → 2 × 4 batch."""
+    src = torch.full((2, 5), 5, dtype=torch.long)
+    tgt = torch.full((2, 4), 5, dtype=torch.long)
+    counted = counted_flops(lambda: model(src, torch.tensor([5, 5]), tgt))
+    return {"counted": counted, "predicted": profile.forward(BatchShape.from_lengths([5, 5], [4, 4]))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        raise SystemExit(f"usage: {Path(__file__).name} PLAN.json OUT.json")
+    plan_path, out_path = argv
+    result = run_seq2seq(json.loads(Path(plan_path).read_text(encoding="utf-8")))
+    Path(out_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

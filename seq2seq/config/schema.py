@@ -1,0 +1,167 @@
+"""The types of the run config: Hydra structured configs (dataclasses) mirroring ``conf/``.
+
+``conf/*.yaml`` holds the values and a comment on every key; these dataclasses say what type each key has.
+:func:`seq2seq.config.checks.validate_train` merges a composed config onto them (OmegaConf converts
+``"3"`` to ``3`` and refuses ``"abc"`` for an int, naming the key) before checking ranges and combinations.
+Sections whose options differ in their keys (``data``, ``teacher_forcing``, ``decoding``) declare the union of
+those keys; the trainer's keys are Lightning's own and are checked by Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EncoderConfig:
+    rnn_type: str = "gru"
+    bidirectional: bool = True
+    num_layers: int = 1
+    dropout: float = 0.0
+
+
+@dataclass
+class AttentionConfig:
+    name: str = "bahdanau"
+    size: int | None = None
+
+
+@dataclass
+class DecoderConfig:
+    num_layers: int = 1
+    dropout: float = 0.0
+    input_feeding: bool = True
+
+
+@dataclass
+class ModelConfig:
+    embedding_size: int = 128
+    hidden_size: int = 128
+    context: str = "every_step"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+@dataclass
+class PlateauConfig:
+    factor: float = 0.5
+    patience: int = 1
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    scheduler: str | None = "plateau"
+    plateau: PlateauConfig = field(default_factory=PlateauConfig)
+    min_lr: float = 1.0e-5
+
+
+@dataclass
+class EvalConfig:
+    length_buckets: list[int] = field(default_factory=lambda: [1, 11, 21, 31, 41, 51])
+    attention_examples: int = 4
+    max_positions: int = 60
+
+
+@dataclass
+class DecodingConfig:
+    name: str = "greedy"
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_length_ratio: float = 1.5
+    max_length_constant: float = 10
+
+
+@dataclass
+class TeacherForcingConfig:
+    schedule: str = "always"
+    ratio: float | None = None  # constant
+    k: float | None = None  # linear, exponential, inverse_sigmoid
+    c: float | None = None  # linear
+    min_ratio: float | None = None  # linear
+    feedback: str = "argmax"
+
+
+@dataclass
+class TokenizerConfig:
+    model_type: str = "unigram"
+    vocab_size: int = 8000
+
+
+@dataclass
+class BatchConfig:
+    max_tokens: int = 2500
+    eval_max_tokens: int = 12000
+
+
+@dataclass
+class PreprocessConfig:
+    normalize: str | None = None
+    lowercase: bool = False
+    dedupe: bool = False
+    min_words: int = 1
+    max_ratio: float | None = None
+
+
+@dataclass
+class DataConfig:
+    """The union of the keys of ``conf/data/*.yaml``: synthetic tasks, files, the Bible, hub sets."""
+
+    name: str = "toy_translation"
+    source: str = "synthetic"
+    length_buckets: list[int] = field(default_factory=lambda: [1, 11, 21, 31, 41, 51])
+    max_words: int | None = 100
+    reverse_source: bool = False
+    num_workers: int = 0
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    # synthetic
+    task: str | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    min_len: int | None = None
+    max_len: int | None = None
+    seed: int = 0
+    symbols: int | None = None
+    # files
+    format: str = "two_files"
+    dir: str | None = None
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    files: Any = None
+    tsv: Any = None
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    hub: Any = None
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str | None = None
+    entity: str | None = None
+    mode: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """``conf/train.yaml`` after composition (``trainer``, ``callbacks``, ``paths`` stay untyped)."""
+
+    seed: int = 1234
+    threads: int | None = None
+    ckpt_path: str | None = None
+    tags: list[str] = field(default_factory=list)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: Any = None
+    callbacks: Any = None
+    paths: Any = None

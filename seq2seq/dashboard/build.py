@@ -1,0 +1,91 @@
+"""The sweep dashboard, built only from files on disk: ``<out_dir>/index.html`` and its PNGs.
+
+Reads every ``results.json`` under a sweep (Hydra multirun) directory, plus each job's ``metrics.csv``,
+``plots/attention/*.png`` and ``influence.json`` when present, and writes (default ``<sweep_dir>/dashboard/``):
+
+1. BLEU vs. source length, one line per model variant (the view of Bahdanau et al. 2015, Fig. 2);
+   empty length buckets are gaps, not zeros.
+2. test BLEU vs. hidden size, one line per attention variant (when the sweep has several sizes).
+3. a sortable table of all jobs, failed ones highlighted with their error.
+4. training curves (train/loss, val/bleu vs. step), accuracy by output position, attention heatmaps.
+5. influence by source position, one line per variant (``seq2seq.analysis.influence``, docs/influence.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from seq2seq.dashboard import figures
+from seq2seq.dashboard.html import format_value, render_page
+from seq2seq.dashboard.runs import Run, job_table, load_runs
+
+INFLUENCE_CAPTION = (
+    "Norm of the gradient of log p(reference) with respect to each source embedding, normalised per "
+    "sentence and shown as n·p (1 = every token equally), averaged over the test sentences; one line per job "
+    "with an influence.json (docs/influence.md)."
+)
+
+
+def sweep_name(sweep_dir: Path) -> str:
+    """The last two parts of the path, e.g. "2024-01-01/12-00-00" for a Hydra multirun dir."""
+    return "/".join(Path(sweep_dir).resolve().parts[-2:])
+
+
+def build_dashboard(sweep_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write the dashboard (index.html and its PNGs) for `sweep_dir`; returns the path of index.html."""
+    return write_dashboard(load_runs(sweep_dir), Path(sweep_dir), out_dir)
+
+
+def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write index.html and the PNGs for `runs` into `out_dir` (default `<sweep_dir>/dashboard`)."""
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "dashboard"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = [
+        ("BLEU by source length bucket, one line per model variant (cf. Bahdanau et al. 2015, Fig. 2); "
+         "empty buckets are gaps.", figures.bleu_by_length(runs, out_dir / "bleu_by_length.png")),
+        ("Test BLEU vs. hidden size, one line per attention variant (seeds averaged).",
+         figures.bleu_vs_hidden(runs, out_dir / "bleu_vs_hidden.png")),
+        ("Token accuracy by output position.", figures.position_accuracy(runs, out_dir / "position_accuracy.png")),
+    ]  # fmt: skip
+    curves = figures.training_curves(runs, out_dir / "training_curves.png")
+    influence = figures.influence(runs, out_dir / "influence.png")
+    columns, rows = job_table(runs)
+    failed = sum(r.status == "failed" for r in runs)
+    completed = sum(r.completed for r in runs)
+    page = render_page(
+        title=f"Sweep {sweep_name(sweep_dir)}",
+        subtitle=f"{len(runs)} jobs: {completed} completed, {failed} failed · {sweep_dir.resolve()} · "
+        f"generated {datetime.now():%Y-%m-%d %H:%M}",
+        results=[(caption, png) for caption, png in results if png is not None],
+        columns=columns,
+        rows=rows,
+        training=[("Training curves from each job's metrics.csv.", curves)] if curves else [],
+        heatmaps=[(r.job, r.heatmaps) for r in runs if r.heatmaps],
+        influence=[(INFLUENCE_CAPTION, influence)] if influence else [],
+    )
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def print_summary(runs: list[Run], console: Console) -> None:
+    """The job table in the terminal (rich), failed jobs in red with their error."""
+    columns, rows = job_table(runs)
+    table = Table(title=f"{len(runs)} jobs", header_style="bold")
+    for i, column in enumerate(columns):
+        numeric = any(isinstance(row.cells[i], int | float) for row in rows)
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        style = "red" if row.status == "failed" else None
+        table.add_row(*(escape(format_value(v)) for v in row.cells), style=style)
+    console.print(table)
+    for row in rows:
+        if row.error:
+            console.print(
+                f"[red]job {escape(str(row.cells[0]))} failed:[/red] {escape(row.error)}", highlight=False
+            )

@@ -1,0 +1,77 @@
+"""``seq2seq-dashboard sweep_dir=DIR [out_dir=DIR]`` (also ``python -m seq2seq.dashboard``, ``make dashboard``).
+
+Writes the dashboard (:mod:`seq2seq.dashboard.build`), prints the job table, and when W&B is online also
+saves a W&B Report (optional package ``wandb-workspaces``); offline it prints how to ``wandb sync`` the runs
+instead. It never prompts and never waits on W&B for long.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from seq2seq.dashboard.build import print_summary, sweep_name, write_dashboard
+from seq2seq.dashboard.runs import Run, load_runs
+from seq2seq.evaluation import tracking
+from seq2seq.evaluation.console import make_console
+
+USAGE = "usage: seq2seq-dashboard sweep_dir=DIR [out_dir=DIR]"
+WANDB_TIMEOUT_S = 60.0  # the W&B report is given up after this long
+
+
+def maybe_wandb_report(
+    sweep_dir: Path, runs: list[Run], console: Console, timeout_s: float = WANDB_TIMEOUT_S
+) -> str | None:
+    """Create a W&B Report when W&B is online and logged in, else print how to sync; returns its URL."""
+    logger = next((r.config["logger"] for r in runs if isinstance(r.config.get("logger"), dict)), {})
+    url, why = tracking.try_wandb_report(
+        title=f"Sweep {sweep_name(sweep_dir)}",
+        description=f"{len(runs)} jobs from {Path(sweep_dir).resolve()}",
+        project=logger.get("project"),
+        entity=logger.get("entity"),
+        timeout_s=timeout_s,
+    )
+    if url is None:
+        hint = f"W&B report skipped; to upload offline runs: wandb sync {sweep_dir}/**/wandb/offline-run-*"
+        console.print(hint + (f" ({why})" if why else ""), highlight=False, soft_wrap=True)
+        return None
+    console.print(f"W&B report: {url}", highlight=False, soft_wrap=True)
+    return url
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """`sweep_dir=DIR [out_dir=DIR]` (Hydra-style key=value) → dict; a clear error for anything else."""
+    allowed = ("sweep_dir", "out_dir")
+    args = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in allowed or not value:
+            raise ValueError(f"unexpected argument {arg!r}; {USAGE}")
+        args[key] = value
+    if "sweep_dir" not in args:
+        raise ValueError(f"missing sweep_dir=DIR; {USAGE}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = make_console()
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        sweep_dir = Path(args["sweep_dir"])
+        runs = load_runs(sweep_dir)
+    except (ValueError, FileNotFoundError) as err:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        return 2
+    index = write_dashboard(runs, sweep_dir, args.get("out_dir"))
+    print_summary(runs, console)
+    maybe_wandb_report(sweep_dir, runs, console)
+    console.print(f"dashboard: {index.resolve()}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def run() -> None:
+    """The console script's entry: exit with :func:`main`'s status."""
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""What a run leaves behind, written the same way by training and by ``evaluate``.
+
+A scored test split becomes ``predictions/test.tsv``, ``results.json``, ``plots/bleu_by_length.png``,
+``plots/position_accuracy.png`` and their W&B counterparts (:func:`write_outputs`); attention heatmaps of a
+few sentences spread over lengths go to ``plots/attention/<prefix>_<index>.png`` and W&B images
+(:func:`draw_attention_maps`, after each validation and at the end of ``evaluate``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import Logger
+
+from seq2seq.evaluation.plots import plot_attention, plot_bleu_by_length, plot_position_accuracy
+from seq2seq.evaluation.record import PREDICTIONS, RESULTS, write_json_atomic, write_predictions
+from seq2seq.evaluation.scoring import SplitScores
+from seq2seq.evaluation.tracking import log_bleu_by_length, log_images, log_summary
+from seq2seq.inference.translator import Translation, Translator
+
+
+def split_metrics(test: SplitScores) -> dict[str, float]:
+    """``results.json``'s ``test/*`` metrics of a scored test split."""
+    metrics = {f"test/{name}": value for name, value in test.scores.items()}
+    metrics["test/loss"] = test.loss
+    if test.attention_entropy is not None:
+        metrics["test/attention_entropy"] = test.attention_entropy
+    return metrics
+
+
+def split_records(test: SplitScores) -> dict[str, Any]:
+    """The per-bucket and per-position lists of ``results.json`` that come from the test split."""
+    return {
+        "bleu_by_length": test.bleu_by_length,
+        "position_accuracy": test.position_accuracy,  # free-running (the decoding config), per output token
+        "teacher_forced_position_accuracy": test.teacher_forced_position_accuracy,
+    }
+
+
+def write_outputs(
+    out_dir: Path, results: dict[str, Any], test: SplitScores, loggers: Sequence[Logger]
+) -> None:
+    """Predictions, ``results.json``, the two plots, and the same to W&B (tables, images, the run summary).
+
+    ``results`` is the finished ``results.json`` document of the run (it holds ``test``'s scores).
+    """
+    write_predictions(out_dir / PREDICTIONS, test.sources, test.references, test.hypotheses)
+    write_json_atomic(out_dir / RESULTS, results)
+    series = {"test": results["bleu_by_length"]}
+    if results.get("val_bleu_by_length"):
+        series["val (best)"] = results["val_bleu_by_length"]
+    plot = plot_bleu_by_length(series, out_dir / "plots" / "bleu_by_length.png")
+    plot_position_accuracy(
+        {"free-running": test.position_accuracy, "teacher-forced": test.teacher_forced_position_accuracy},
+        out_dir / "plots" / "position_accuracy.png",
+    )
+    final = {k: v for k, v in results["metrics"].items() if v is not None and math.isfinite(v)}
+    for logger in loggers:
+        logger.log_metrics(final)
+    # the final test metrics are the run's summary on the W&B dashboard
+    log_summary(loggers, {**final, "params": results["params"], "status": results["status"]})
+    log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)
+    log_bleu_by_length(loggers, "val/bleu_by_length", results.get("val_bleu_by_length") or [])
+
+
+def pick_examples(sources: Sequence[str], count: int) -> list[int]:
+    """``count`` indices spread evenly over the source lengths, shortest to longest (ties by position)."""
+    if count <= 0 or not sources:
+        return []
+    by_length = sorted(range(len(sources)), key=lambda i: (len(sources[i].split()), i))
+    if count >= len(sources):
+        return by_length
+    last = len(sources) - 1
+    return [by_length[round(k * last / max(count - 1, 1))] for k in range(count)]
+
+
+def save_attention_maps(
+    translations: Sequence[Translation], names: Sequence[str], out_dir: str | Path
+) -> list[Path]:
+    """One ``<name>.png`` heatmap per translation that has attention weights; returns the paths written."""
+    paths = []
+    for name, translation in zip(names, translations, strict=True):
+        if translation.attention is None:
+            continue
+        paths.append(
+            plot_attention(
+                translation.attention.numpy(),
+                translation.source_pieces,
+                translation.output_pieces,
+                Path(out_dir) / f"{name}.png",
+                title=f"{name}: {translation.text}"[:120],
+            )
+        )
+    return paths
+
+
+def draw_attention_maps(
+    translator: Translator,
+    sources: Sequence[str],
+    count: int,
+    out_dir: Path,
+    loggers: Sequence[Logger],
+    prefix: str,
+    step: int | None = None,
+) -> list[Path]:
+    """Translate ``count`` of ``sources`` spread over lengths and save their attention as
+    ``<out_dir>/<prefix>_<index>.png`` (index in ``sources``), logged to W&B under ``<prefix>/attention``.
+
+    The caller checks that the model has attention (:data:`~seq2seq.inference.translator.NO_ATTENTION` otherwise).
+    """
+    picks = pick_examples(sources, count)
+    if not picks:
+        return []
+    translations = translator.translate([sources[i] for i in picks], return_attention=True)
+    names = [f"{prefix}_{i:05d}" for i in picks]
+    paths = save_attention_maps(translations, names, out_dir)
+    captions = [
+        f"{n}: {t.source} → {t.text}"
+        for n, t in zip(names, translations, strict=True)
+        if t.attention is not None
+    ]
+    log_images(loggers, f"{prefix}/attention", paths, captions, step=step)
+    return paths
+
+
+def with_val(metrics: dict[str, float], best_val: Mapping[str, Any] | None, best_bleu: float | None) -> dict:
+    """Add the best validation's ``val/bleu`` (NaN when none ran) and attention entropy to ``metrics``."""
+    metrics = {**metrics, "val/bleu": float(best_bleu) if best_bleu is not None else float("nan")}
+    if best_val and best_val.get("attention_entropy") is not None:
+        metrics["val/attention_entropy"] = best_val["attention_entropy"]
+    return metrics

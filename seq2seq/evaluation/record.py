@@ -1,0 +1,221 @@
+"""The run record: ``results.json`` written and read back, and the names runs go by.
+
+``results.json`` (schema 1, docs/architecture.md) is the contract between a run and everything that reviews
+it: the dashboard, W&B, ``scripts/compare_runs.py``. This module is its only writer and its only reader
+(:class:`RunRecord`), and the one place that says which Hydra choices a run records (:data:`CHOICE_GROUPS`)
+and how a run is labelled in tables, plots and W&B tags (:func:`run_label`, :func:`run_tags`).
+
+It imports only the standard library, so ``scripts/compare_runs.py`` runs with a plain ``python``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+RESULTS = "results.json"
+PREDICTIONS = Path("predictions") / "test.tsv"
+CHOICE_GROUPS = ("data", "model/encoder", "model/attention", "teacher_forcing", "decoding")
+TAGGED_CHOICES = {
+    "model/attention": "attention",
+    "model/encoder": "encoder",
+    "data": "data",
+    "teacher_forcing": "tf",
+}
+# where each choice is found in a resolved run config (for runs read back without Hydra)
+CHOICE_KEYS = {
+    "data": ("data", "name"),
+    "model/encoder": ("model", "encoder", "rnn_type"),
+    "model/attention": ("model", "attention", "name"),
+    "teacher_forcing": ("teacher_forcing", "schedule"),
+    "decoding": ("decoding", "name"),
+}
+
+
+class RecordError(ValueError):
+    """A ``results.json`` that cannot be read: missing, not JSON, or of another schema."""
+
+
+# ------------------------------------------------------------------------------------------ names
+
+
+def _get(tree: Any, keys: Sequence[str]) -> Any:
+    for key in keys:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def choices_from_config(config: Mapping[str, Any]) -> dict[str, str]:
+    """The ``choices`` of ``results.json``, read back from a resolved run config (a dict or DictConfig)."""
+    found = {group: _get(config, keys) for group, keys in CHOICE_KEYS.items()}
+    return {group: str(choice) for group, choice in found.items() if choice is not None}
+
+
+def run_label(
+    choices: Mapping[str, str],
+    config: Mapping[str, Any],
+    *,
+    hidden: bool = True,
+    context: bool = False,
+    extra: Sequence[str] = (),
+) -> str:
+    """A run's name in tables and plots, e.g. ``gru + bahdanau, h=128``.
+
+    Args:
+        hidden: add ``h=<model.hidden_size>``.
+        context: for ``attention=none``, add the context mode: ``gru + none (init)``.
+        extra: further choice groups to name, e.g. ``("teacher_forcing",)`` → ``…, teacher_forcing=always``.
+    """
+    attention = choices.get("model/attention", "?")
+    label = f"{choices.get('model/encoder', '?')} + {attention}"
+    mode = _get(config, ("model", "context"))
+    if context and attention == "none" and mode is not None:
+        label += f" ({mode})"
+    size = _get(config, ("model", "hidden_size"))
+    if hidden and size is not None:
+        label += f", h={size}"
+    return label + "".join(f", {group}={choices.get(group, '?')}" for group in extra)
+
+
+def run_tags(choices: Mapping[str, str], config: Mapping[str, Any]) -> list[str]:
+    """W&B tags: ``attention:bahdanau``, ``encoder:gru``, ``data:…``, ``tf:…``, ``hidden:128``, then ``tags``."""
+    tags = [f"{short}:{choices[group]}" for group, short in TAGGED_CHOICES.items() if group in choices]
+    tags.append(f"hidden:{_get(config, ('model', 'hidden_size'))}")
+    return tags + [str(tag) for tag in (config.get("tags") or [])]
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON via a temporary file and rename, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
+    ) as tmp:
+        json.dump(_clean(data), tmp, indent=2, allow_nan=False)
+        tmp.write("\n")
+    os.replace(tmp.name, path)
+
+
+def build_results(
+    *,
+    status: str,
+    choices: Mapping[str, str],
+    config: dict,
+    error: str | None = None,
+    params: int | None = None,
+    metrics: dict[str, float] | None = None,
+    bleu_by_length: list[dict] | None = None,
+    train: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict:
+    """The ``results.json`` document, schema 1 (docs/architecture.md lists every key)."""
+    return {
+        "schema": SCHEMA,
+        "status": status,
+        "error": error,
+        "choices": {group: choices[group] for group in CHOICE_GROUPS if group in choices},
+        "config": config,
+        "params": params,
+        "metrics": metrics or {},
+        "bleu_by_length": bleu_by_length or [],
+        "train": train or {},
+        **extra,
+    }
+
+
+def write_predictions(
+    path: Path, sources: Sequence[str], references: Sequence[str], hypotheses: Sequence[str]
+) -> None:
+    """Tab-separated ``source reference hypothesis`` with a header, raw detokenized text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer.writerow(["source", "reference", "hypothesis"])
+        writer.writerows(zip(sources, references, hypotheses, strict=True))
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+@dataclass
+class RunRecord:
+    """A run's ``results.json``, read back (see :func:`build_results` for the keys)."""
+
+    path: Path  # the run directory
+    status: str
+    error: str | None = None
+    choices: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    params: int | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    bleu_by_length: list[dict[str, Any]] = field(default_factory=list)
+    val_bleu_by_length: list[dict[str, Any]] = field(default_factory=list)
+    position_accuracy: list[float | None] | None = None
+    teacher_forced_position_accuracy: list[float | None] | None = None
+    train: dict[str, float | None] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> RunRecord:
+        """Read ``<run_dir>/results.json``.
+
+        Raises:
+            RecordError: missing, unreadable, not a JSON object, or not schema 1.
+        """
+        path = Path(run_dir) / RESULTS
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise RecordError(f"{path}: cannot read {RESULTS} ({err})") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            schema = data.get("schema") if isinstance(data, dict) else None
+            raise RecordError(f"{path}: schema {schema!r} is not supported (expected {SCHEMA})")
+        return cls(
+            path=Path(run_dir),
+            status=str(data.get("status") or "unknown"),
+            error=data.get("error"),
+            choices=data.get("choices") or {},
+            config=data.get("config") or {},
+            params=data.get("params"),
+            metrics=data.get("metrics") or {},
+            bleu_by_length=data.get("bleu_by_length") or [],
+            val_bleu_by_length=data.get("val_bleu_by_length") or [],
+            position_accuracy=data.get("position_accuracy"),
+            teacher_forced_position_accuracy=data.get("teacher_forced_position_accuracy"),
+            train=data.get("train") or {},
+        )
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def hidden_size(self) -> int | None:
+        return _get(self.config, ("model", "hidden_size"))
+
+    def label(self, **options: Any) -> str:
+        """:func:`run_label` of this run."""
+        return run_label(self.choices, self.config, **options)

@@ -1,0 +1,155 @@
+"""Corpus scores on detokenized text (sacrebleu BLEU and chrF, exact match) and their split by source length.
+
+All scores are on a 0–100 scale. Length buckets count *source words* (whitespace tokens of the raw
+source), as in Bahdanau et al. (2015, Fig. 2) and Cho et al. (2014): ``edges=[1, 11, 21]`` gives the
+buckets ``1-10``, ``11-20`` and ``21+``. An empty bucket has ``n = 0`` and null scores, never 0 BLEU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sacrebleu.metrics import BLEU, CHRF
+
+from seq2seq.data.lengths import bucket_bounds, words
+
+DEFAULT_EDGES = (1, 11, 21, 31, 41, 51)
+
+
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """sacrebleu corpus BLEU and chrF, and the percentage of exact matches."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    if not hypotheses:
+        raise ValueError("cannot score an empty set of hypotheses")
+    hyps, refs = list(hypotheses), [list(references)]
+    exact = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True))
+    return {
+        "bleu": BLEU().corpus_score(hyps, refs).score,
+        "chrf": CHRF().corpus_score(hyps, refs).score,
+        "exact_match": 100.0 * exact / len(hypotheses),
+    }
+
+
+def bleu_by_length(
+    sources: Sequence[str],
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    edges: Sequence[int] = DEFAULT_EDGES,
+) -> list[dict]:
+    """Score each source-length bucket separately (the ``bleu_by_length`` list of ``results.json``).
+
+    Sources shorter than the first edge are counted in no bucket.
+    """
+    rows = []
+    for label, low, high in bucket_bounds(edges):
+        members = [
+            i for i, src in enumerate(sources) if low <= words(src) and (high is None or words(src) <= high)
+        ]
+        row = {"bucket": label, "min_len": low, "max_len": high, "n": len(members)}
+        if members:
+            row.update(corpus_scores([hypotheses[i] for i in members], [references[i] for i in members]))
+        else:
+            row.update({"bleu": None, "chrf": None, "exact_match": None})
+        rows.append(row)
+    return rows
+
+
+def position_accuracy(correct: Sequence[Sequence[bool]], max_positions: int = 60) -> list[float | None]:
+    """Token accuracy at each output position: ``result[i]`` is the fraction of sentences whose reference
+    has more than ``i`` tokens and whose token ``i`` was right (None where no reference is that long).
+
+    ``correct[s][i]`` says whether position ``i`` of sentence ``s`` matched the reference token. In
+    free-running decoding one early error shifts or corrupts what follows, so the curve falls with the
+    position; under teacher forcing it stays flat — the gap is exposure bias (Bengio et al. 2015).
+    """
+    curve: list[float | None] = []
+    for i in range(max_positions):
+        column = [row[i] for row in correct if len(row) > i]
+        curve.append(100.0 * sum(column) / len(column) if column else None)
+    return curve
+
+
+@dataclass
+class SentenceOutput:
+    """What validation/test keep of one sentence until the split is scored (gathered from every rank).
+
+    Attributes:
+        index: position in the split; source, reference: its text; hypothesis: the detokenized search output.
+        entropy, steps: attention entropy summed over the hypothesis steps, and their number (0 without
+            attention).
+        free, forced: per reference token, whether the free-running / teacher-forced prediction was right.
+        nll, tokens: summed cross-entropy of the reference (teacher-forced, EOS included) and its token count.
+    """
+
+    index: int
+    source: str
+    reference: str
+    hypothesis: str
+    entropy: float
+    steps: int
+    free: list[bool]
+    forced: list[bool]
+    nll: float
+    tokens: int
+
+
+@dataclass
+class SplitScores:
+    """A split scored at corpus level: what ``results.json``, the plots and the logs report of it.
+
+    Attributes:
+        scores: ``bleu``, ``chrf``, ``exact_match``; loss: mean cross-entropy per target token.
+        attention_entropy: mean over every target step of the split (nats); None without attention.
+    """
+
+    sources: list[str]
+    references: list[str]
+    hypotheses: list[str]
+    scores: dict[str, float]
+    loss: float
+    attention_entropy: float | None
+    bleu_by_length: list[dict]
+    position_accuracy: list[float | None]
+    teacher_forced_position_accuracy: list[float | None]
+
+    def logged(self) -> dict[str, float]:
+        """The scalars logged per split: ``loss``, ``ppl``, the scores and (with attention) the entropy."""
+        logged = {"loss": self.loss, "ppl": math.exp(min(self.loss, 50.0)), **self.scores}
+        if self.attention_entropy is not None:
+            logged["attention_entropy"] = self.attention_entropy
+        return logged
+
+    def summary(self) -> dict[str, Any]:
+        """The plain-data part kept of the best validation (inside checkpoints)."""
+        return {
+            "scores": self.scores,
+            "bleu_by_length": self.bleu_by_length,
+            "attention_entropy": self.attention_entropy,
+            "position_accuracy": self.position_accuracy,
+        }
+
+
+def score_split(outputs: Sequence[SentenceOutput], edges: Sequence[int], max_positions: int) -> SplitScores:
+    """Corpus scores, BLEU by source length, attention entropy and per-position accuracy of a whole split.
+
+    ``outputs`` must hold every sentence of the split exactly once, in split order.
+    """
+    sources = [out.source for out in outputs]
+    references = [out.reference for out in outputs]
+    hypotheses = [out.hypothesis for out in outputs]
+    steps = sum(out.steps for out in outputs)
+    return SplitScores(
+        sources=sources,
+        references=references,
+        hypotheses=hypotheses,
+        scores=corpus_scores(hypotheses, references),
+        loss=sum(out.nll for out in outputs) / max(sum(out.tokens for out in outputs), 1),
+        attention_entropy=sum(out.entropy for out in outputs) / steps if steps > 0 else None,
+        bleu_by_length=bleu_by_length(sources, hypotheses, references, edges),
+        position_accuracy=position_accuracy([out.free for out in outputs], max_positions),
+        teacher_forced_position_accuracy=position_accuracy([out.forced for out in outputs], max_positions),
+    )

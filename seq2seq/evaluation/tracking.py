@@ -1,0 +1,215 @@
+"""Experiment tracking: every line of W&B code, and the local CSV history every run keeps.
+
+W&B runs offline unless online is configured, and never blocks or asks for a login. A training or
+evaluation job logs through Lightning's :class:`~pytorch_lightning.loggers.WandbLogger` (one W&B run per
+job, closed by :func:`finish_wandb` even on failure); the analyses log one standalone run each
+(:func:`log_analysis`); the dashboard may save a W&B Report (:func:`create_wandb_report`). ``metrics.csv``
+(Lightning's CSVLogger) is written by every run whatever the tracker, so curves can be reviewed offline.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+
+from seq2seq.evaluation.record import run_tags
+
+LOGGERS = ("wandb", "csv", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+LENGTH_COLUMNS = ("bucket", "min_len", "max_len", "n", "bleu", "chrf", "exact_match")
+
+
+def build_loggers(cfg: Any, run_dir: Path, choices: Mapping[str, str], resume: bool = False) -> list[Logger]:
+    """The local CSV history plus the tracker named by ``logger.name``.
+
+    Args:
+        cfg: the run config (``logger``, ``model.hidden_size`` and ``tags`` are read).
+        resume: the run continues a checkpoint; in a run directory that already has a W&B run, that run
+            goes on (same id) rather than a new one starting.
+    """
+    if resume:  # metrics.csv was set aside: the CSVLogger's warning that it would delete it does not apply
+        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    if cfg.logger.name == "wandb":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        previous = previous_wandb_id(run_dir) if resume else None
+        loggers.append(
+            WandbLogger(
+                id=previous,
+                resume="allow" if previous else None,
+                project=cfg.logger.project,
+                entity=cfg.logger.get("entity"),
+                group=cfg.logger.get("group"),
+                job_type=cfg.logger.get("job_type", "train"),
+                tags=run_tags(choices, cfg),
+                save_dir=str(run_dir),
+                mode=cfg.logger.mode,
+                log_model=False,
+            )
+        )
+    return loggers
+
+
+def previous_wandb_id(run_dir: Path) -> str | None:
+    """The id of the newest W&B run kept in ``<run_dir>/wandb`` (``[offline-]run-<time>-<id>``), if any."""
+    runs = sorted(
+        (path for path in (Path(run_dir) / "wandb").glob("*run-*-*") if path.is_dir()),
+        key=lambda path: path.name.removeprefix("offline-"),
+    )
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def finish_wandb() -> None:
+    """Close the W&B run of this job, if any, so multirun jobs never leak runs."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def wandb_loggers(loggers: Sequence[Logger]) -> list[WandbLogger]:
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def log_summary(loggers: Sequence[Logger], values: Mapping[str, Any]) -> None:
+    """Set the W&B run summary (what the W&B dashboard shows for a finished run)."""
+    for logger in wandb_loggers(loggers):
+        logger.experiment.summary.update(dict(values))
+
+
+def log_images(
+    loggers: Sequence[Logger],
+    key: str,
+    paths: Sequence[Path],
+    captions: Sequence[str],
+    step: int | None = None,
+) -> None:
+    """Log PNG files as ``wandb.Image``s to every W&B logger (nothing without one), each under
+    ``<key>/<file stem>`` so one example's maps form a history across validations."""
+    for logger in wandb_loggers(loggers):
+        for path, caption in zip(paths, captions, strict=True):
+            logger.log_image(key=f"{key}/{Path(path).stem}", images=[str(path)], caption=[caption], step=step)
+
+
+def log_bleu_by_length(
+    loggers: Sequence[Logger], key: str, rows: Sequence[dict[str, Any]], image: Path | None = None
+) -> None:
+    """Log ``bleu_by_length`` rows to W&B as a table, a line plot (BLEU vs. shortest length in the bucket)
+    and, when given, the PNG of :func:`seq2seq.evaluation.plots.plot_bleu_by_length`."""
+    targets = wandb_loggers(loggers)
+    if not targets or not rows:
+        return
+    import wandb
+
+    data = [[row.get(column) for column in LENGTH_COLUMNS] for row in rows]
+    for logger in targets:
+        table = wandb.Table(columns=list(LENGTH_COLUMNS), data=data)
+        logged: dict[str, Any] = {
+            key: table,
+            f"{key}_plot": wandb.plot.line(table, "min_len", "bleu", title=f"{key}: BLEU by source length"),
+        }
+        if image is not None:
+            logged[f"{key}_png"] = wandb.Image(str(image))
+        logger.experiment.log(logged)
+
+
+def log_analysis(
+    logger_cfg: Any,
+    out_dir: Path,
+    job_type: str,
+    config: Mapping[str, Any],
+    tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[Any]]]],
+    images: Mapping[str, Path],
+    tags: Sequence[str] = (),
+    group: str | None = None,
+) -> None:
+    """One standalone W&B run for an analysis (influence, retention): its config, tables and figures.
+
+    Args:
+        tables: key → (columns, rows); images: key → PNG.
+    """
+    import wandb
+
+    run = wandb.init(
+        mode=logger_cfg.mode,
+        project=logger_cfg.project,
+        entity=logger_cfg.get("entity"),
+        group=group,
+        job_type=job_type,
+        tags=list(tags),
+        config=dict(config),
+        dir=str(out_dir),
+    )
+    try:
+        logged: dict[str, Any] = {
+            key: wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+            for key, (columns, rows) in tables.items()
+        }
+        logged.update({key: wandb.Image(str(png)) for key, png in images.items()})
+        run.log(logged)
+    finally:
+        wandb.finish()
+
+
+# ------------------------------------------------------------------------------------------ W&B Report
+
+
+def create_wandb_report(title: str, description: str, project: str | None, entity: str | None) -> str | None:
+    """Save a W&B Report of a project's runs (package ``wandb-workspaces``); None without an API key."""
+    import wandb
+    import wandb_workspaces.reports.v2 as wr
+
+    if not wandb.login(prompt=False, verify=False):
+        return None
+    project = project or os.environ.get("WANDB_PROJECT") or "seq2seq"
+    entity = entity or os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
+    panels = [
+        wr.BarPlot(title="test BLEU", metrics=["test/bleu"]),
+        wr.LinePlot(title="val/bleu", x="Step", y=["val/bleu"]),
+        wr.LinePlot(title="train/loss", x="Step", y=["train/loss"]),
+    ]
+    report = wr.Report(
+        project=project,
+        entity=entity,
+        title=title,
+        description=description,
+        blocks=[wr.PanelGrid(runsets=[wr.Runset(entity=entity, project=project)], panels=panels)],
+    )
+    report.save()
+    return report.url
+
+
+def try_wandb_report(
+    title: str, description: str, project: str | None, entity: str | None, timeout_s: float
+) -> tuple[str | None, str | None]:
+    """:func:`create_wandb_report`, which must never fail or block: ``(url, None)`` or ``(None, why)``.
+
+    Any problem (W&B offline, no key, no network, no package, an API change, no answer within
+    ``timeout_s``) is returned as one line.
+    """
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return None, None
+    outcome: dict[str, Any] = {}
+
+    def create() -> None:
+        try:
+            outcome["url"] = create_wandb_report(title, description, project, entity)
+        except ImportError as err:
+            outcome["why"] = f"{err.name} is not installed; pip install wandb-workspaces"
+        except Exception as err:  # see the docstring: report and skip, whatever it is
+            outcome["why"] = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+
+    worker = threading.Thread(target=create, daemon=True)  # a daemon: a hung request cannot hold the exit
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        return None, f"no answer from W&B within {timeout_s:g} s"
+    if outcome.get("url") is None and "why" not in outcome:
+        return None, "no W&B API key configured"
+    return outcome.get("url"), outcome.get("why")

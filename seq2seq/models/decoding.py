@@ -1,0 +1,77 @@
+"""One entry to search: :func:`decode` runs greedy or beam search for a batch as a :class:`Decoding` says.
+
+Validation, test, translation, the analyses and the benchmark all decode through it, so the choice between
+the searches and the output budget ``ceil(ratio · |x| + constant)`` are made in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from seq2seq.models.search import Hypotheses, beam_search, greedy_search, max_output_lengths
+from seq2seq.models.seq2seq import EncoderDecoder
+
+SEARCHES = ("greedy", "beam")
+
+
+class SourceBatch(Protocol):
+    """What decoding reads of a batch: padded source ids ``(B, S)`` and their lengths ``(B,)``."""
+
+    src: Tensor
+    src_lengths: Tensor
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The ``decoding`` config: which search, its beam and length penalty, and the output budget.
+
+    Attributes:
+        name: ``greedy`` | ``beam``.
+        beam_size, length_penalty: beam search only (GNMT length penalty α, Wu et al. 2016).
+        max_length_ratio, max_length_constant: output budget ``ceil(ratio · |x| + constant)`` tokens.
+    """
+
+    name: str = "greedy"
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_length_ratio: float = 1.5
+    max_length_constant: float = 10
+
+    def __post_init__(self) -> None:
+        if self.name not in SEARCHES:
+            raise ValueError(f"decoding={self.name!r} is not available; choose one of {SEARCHES}")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Decoding:
+        """From a ``decoding`` config node (``conf/decoding/*.yaml``); missing keys keep their defaults."""
+        fields = ("name", "beam_size", "length_penalty", "max_length_ratio", "max_length_constant")
+        return cls(**{key: cfg[key] for key in fields if key in cfg and cfg[key] is not None})
+
+    def max_lengths(self, src_lengths: Tensor) -> Tensor:
+        """Each sentence's output budget ``(B,)``."""
+        return max_output_lengths(src_lengths, self.max_length_ratio, self.max_length_constant)
+
+
+def decode(
+    model: EncoderDecoder, batch: SourceBatch, decoding: Decoding, return_attention: bool = False
+) -> Hypotheses:
+    """Search a batch with ``decoding``'s search; returns token ids (no BOS/EOS) per sentence."""
+    inputs = (
+        model,
+        batch.src,
+        batch.src_lengths,
+        decoding.max_lengths(batch.src_lengths),
+        model.bos_id,
+        model.eos_id,
+    )
+    if decoding.name == "beam":
+        return beam_search(
+            *inputs,
+            beam_size=int(decoding.beam_size),
+            alpha=float(decoding.length_penalty),
+            return_attention=return_attention,
+        )
+    return greedy_search(*inputs, return_attention=return_attention)

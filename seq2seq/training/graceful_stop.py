@@ -1,0 +1,108 @@
+"""Stopping on a signal between two training steps, with ``checkpoints/last.ckpt`` saved (:class:`GracefulStop`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[int, Any], Any] | int | None
+
+
+class GracefulStop(Callback):
+    """SIGTERM, SIGINT (Ctrl+C) and SLURM's pre-emption signal stop training between two steps, with
+    ``last_path`` saved.
+
+    While a fit trains, these signals only note that a stop was asked for. After each training step the
+    ranks agree on it (any rank that got a signal stops them all) and hand it to Lightning's SIGTERM handling
+    on every rank at once: Lightning finishes the step, with its validation and checkpoints, and raises
+    :class:`~pytorch_lightning.utilities.exceptions.SIGTERMException` everywhere; this callback then saves
+    ``last_path``. (Lightning's own SIGTERM handler broadcasts from inside the signal handler, which deadlocks
+    when another rank waits in a gradient all-reduce; it is replaced while training.) The pre-emption signal
+    is routed here only when a Python handler waits for it (submitit's, which requeues the SLURM job);
+    :meth:`pass_on` gives it to that handler once the run has recorded the interruption. A second Ctrl+C
+    aborts at once.
+
+    Args:
+        last_path: the checkpoint written on a stop (``<run_dir>/checkpoints/last.ckpt``).
+        preemption_signal: the signal submitit uses (``SIG$SUBMITIT_PREEMPT_SIGNAL``, default ``SIGUSR2``).
+    """
+
+    def __init__(self, last_path: str | Path, preemption_signal: str | None = None) -> None:
+        self.last_path = Path(last_path)
+        name = preemption_signal or "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").removeprefix(
+            "SIG"
+        )
+        self.preemption_signal: signal.Signals | None = getattr(signal, name, None)
+        self.signum: int | None = None  # the signal that stopped training, once agreed on
+        self.saved: Path | None = None  # the checkpoint written on the stop
+        self._received: int | None = None  # a signal this process got
+        self._lightning: Handler = None  # Lightning's SIGTERM handler for this fit
+        self._replaced: dict[int, Handler] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._lightning = signal.getsignal(signal.SIGTERM)
+        handled = [signal.SIGTERM, signal.SIGINT]
+        if self.preemption_signal is not None and callable(signal.getsignal(self.preemption_signal)):
+            handled.append(self.preemption_signal)
+        for signum in handled:  # Lightning puts back the handlers it found when the fit ends
+            self._replaced[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C aborts at once
+        if self._received is None:
+            self._received = signum
+            log.warning(
+                "%s: stopping after the current training step; the checkpoint goes to %s%s",
+                signal.Signals(signum).name,
+                self.last_path,
+                " (Ctrl+C again to abort now)" if signum == signal.SIGINT else "",
+            )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.signum is not None:
+            return
+        stop = self._received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # every rank, every step
+        if stop:
+            self.signum = self._received or signal.SIGTERM  # a rank that got none stops with the others
+            if callable(self._lightning):
+                self._lightning(signal.SIGTERM, None)  # on every rank together: its broadcast pairs up
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        self.signum = self.signum or self._received or signal.SIGTERM
+        trainer.save_checkpoint(self.last_path, weights_only=False)  # every rank takes part; rank 0 writes
+        self.saved = self.last_path
+        if trainer.is_global_zero:
+            log.warning(
+                "%s: training stopped at step %d; saved %s",
+                signal.Signals(self.signum).name,
+                trainer.global_step,
+                self.last_path,
+            )
+
+    def pass_on(self) -> None:
+        """Give the pre-emption signal to the handler it replaced (submitit's: requeue the job and exit)."""
+        if self.signum == self.preemption_signal and callable(handler := self._replaced.get(self.signum)):
+            handler(self.signum, None)

@@ -1,0 +1,244 @@
+"""The LightningModule: loss, teacher forcing, optimisation, and the validation/test steps.
+
+Validation and test decode every sentence (:func:`~seq2seq.models.decoding.decode`) and keep per-sentence
+outputs; at the end of the split they are gathered from every rank and scored once at corpus level
+(:func:`~seq2seq.evaluation.scoring.score_split`), so every score (loss included) is exactly that of a single
+process. Batches carry their text, so the module scores whatever loader it is given (the data module's, or
+``evaluate``'s).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from seq2seq.data.batching import Batch
+from seq2seq.data.encoding import PairEncoder
+from seq2seq.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
+from seq2seq.inference.checkpoint import build_model
+from seq2seq.inference.translator import Translator
+from seq2seq.models.attention import attention_entropy
+from seq2seq.models.decoding import Decoding, decode
+from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.training.teacher_forcing import teacher_forcing_ratio
+
+
+class Seq2SeqModule(pl.LightningModule):
+    """Trains an :class:`EncoderDecoder` and scores it.
+
+    Args:
+        cfg: the composed run config (reads ``model``, ``optim``, ``teacher_forcing``, ``decoding``, ``eval``;
+            ``data`` for the text encoding of attention maps).
+        src_tokenizer, tgt_tokenizer: SentencePiece tokenizers (saved inside checkpoints).
+        model: an already built (e.g. trained) model; by default a new one from ``cfg.model``.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig | dict,
+        src_tokenizer: Tokenizer,
+        tgt_tokenizer: Tokenizer,
+        model: EncoderDecoder | None = None,
+    ) -> None:
+        super().__init__()
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        self.cfg = cfg
+        self.src_tokenizer = src_tokenizer
+        self.tgt_tokenizer = tgt_tokenizer
+        self.model = model if model is not None else build_model(cfg, src_tokenizer, tgt_tokenizer)
+        self.decoding = Decoding.from_config(cfg.decoding)
+        self._outputs: list[SentenceOutput] = []  # of the split being evaluated, this rank's sentences
+        self.test_results: SplitScores | None = None
+        self.val_results: dict[str, Any] = {}  # of the latest validation (SplitScores.summary())
+        self.best_val_results: dict[str, Any] = {}  # of the validation with the highest val/bleu so far
+        self.train_tokens = 0
+        self.train_seconds = 0.0
+        self._batch_start = 0.0
+
+    @property
+    def has_attention(self) -> bool:
+        return self.model.decoder.attention is not None
+
+    def translator(self) -> Translator:
+        """Raw text in, translations out, with this module's model, tokenizers and decoding."""
+        encoder = PairEncoder.from_config(self.cfg.data, self.src_tokenizer, self.tgt_tokenizer)
+        return Translator(self.model, encoder, self.decoding, self.cfg.data.batch.eval_max_tokens)
+
+    # ---------------------------------------------------------------- training
+
+    def loss(self, batch: Batch, ratio: float = 1.0) -> torch.Tensor:
+        """Mean cross-entropy over non-padding target tokens (optionally label-smoothed)."""
+        return self.loss_and_logits(batch, ratio)[0]
+
+    def loss_and_logits(
+        self, batch: Batch, ratio: float = 1.0, reduction: str = "mean"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss — mean over non-padding target tokens, or with ``reduction="none"`` per token ``(B, T)``
+        (0 at padding) — and the logits ``(B, T, V)`` it was computed from."""
+        logits, _ = self.model(
+            batch.src,
+            batch.src_lengths,
+            batch.tgt_in,
+            teacher_forcing_ratio=ratio,
+            sample_feedback=self.cfg.teacher_forcing.get("feedback", "argmax") == "sample",
+        )  # (B, T, V)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            batch.tgt_out.reshape(-1),
+            ignore_index=PAD_ID,
+            label_smoothing=float(self.cfg.optim.label_smoothing),
+            reduction=reduction,
+        )
+        if reduction == "none":
+            loss = loss.view_as(batch.tgt_out)  # (B, T)
+        return loss, logits
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        ratio = teacher_forcing_ratio(self.cfg.teacher_forcing, self.global_step)
+        loss = self.loss(batch, ratio)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
+        size = batch.src.size(0)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/teacher_forcing_ratio", ratio, batch_size=size)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        seconds = time.perf_counter() - self._batch_start
+        tokens = batch.num_target_tokens
+        self.train_tokens += tokens
+        self.train_seconds += seconds
+        self.log(
+            "train/tokens_per_s", tokens / max(seconds, 1e-9), prog_bar=True, batch_size=batch.src.size(0)
+        )
+
+    def configure_optimizers(self) -> Any:
+        optim = self.cfg.optim
+        optimizer = torch.optim.Adam(self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        if optim.scheduler in (None, "none"):
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=optim.plateau.factor,
+            patience=optim.plateau.patience,
+            min_lr=optim.min_lr,
+        )
+        # Stepped by this module after each validation (on_validation_epoch_end), so the step is part of the
+        # checkpoint written after it; Lightning's own epoch-end step would be lost when resuming there.
+        config = {"scheduler": scheduler, "monitor": "val/bleu", "interval": "epoch", "strict": False}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's epoch-end step: nothing, the plateau scheduler steps after each validation."""
+
+    def _step_plateau(self, bleu: float) -> None:
+        """``optim.plateau``: after each validation of a fit, the learning rate drops if val/bleu stalls."""
+        if self.trainer.state.fn != "fit":
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(bleu)
+
+    # ---------------------------------------------------------------- validation and test
+
+    def _eval_step(self, batch: Batch) -> None:
+        token_loss, logits = self.loss_and_logits(batch, reduction="none")  # (B, T), (B, T, V)
+        nll = token_loss.sum(dim=1).tolist()  # (B,)
+        counts = batch.tgt_out.ne(PAD_ID).sum(dim=1).tolist()  # (B,)
+        forced = logits.argmax(-1).eq(batch.tgt_out).tolist()  # (B, T): teacher-forced predictions right?
+        hyps = decode(self.model, batch, self.decoding, return_attention=self.has_attention)
+        attention = hyps.attention or [None] * len(hyps.tokens)
+        references = batch.tgt_out.tolist()
+        for row, (index, tokens, weights) in enumerate(
+            zip(batch.indices.tolist(), hyps.tokens, attention, strict=True)
+        ):
+            reference = references[row][: references[row].index(EOS_ID)]  # the reference tokens, no EOS
+            self._outputs.append(
+                SentenceOutput(
+                    index=index,
+                    source=batch.sources[row],
+                    reference=batch.references[row],
+                    hypothesis=self.tgt_tokenizer.decode(tokens),
+                    entropy=0.0 if weights is None else float(attention_entropy(weights).sum()),
+                    steps=0 if weights is None else weights.size(0),
+                    free=[i < len(tokens) and tokens[i] == token for i, token in enumerate(reference)],
+                    forced=forced[row][: len(reference)],
+                    nll=nll[row],
+                    tokens=counts[row],
+                )
+            )
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._outputs = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _gather_outputs(self, expected: int, stage: str) -> list[SentenceOutput]:
+        """This split's per-sentence outputs from every rank, in split order (sums then do not depend on the
+        ranks); every one of its ``expected`` sentences exactly once."""
+        local, self._outputs = self._outputs, []
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+            local = [item for part in gathered for item in part]
+        outputs = sorted(local, key=lambda out: out.index)
+        if [out.index for out in outputs] != list(range(expected)):
+            raise RuntimeError(
+                f"{stage}: decoded {len({out.index for out in outputs})} distinct of {expected} sentences "
+                f"({len(outputs)} outputs); every sentence must be decoded exactly once"
+            )
+        return outputs
+
+    def _score(self, stage: str, dataloader: Any) -> SplitScores:
+        """Score the split the ``dataloader`` served and log ``<stage>/loss``, ``/ppl``, ``/bleu``, …"""
+        outputs = self._gather_outputs(len(dataloader.dataset), stage)
+        result = score_split(outputs, list(self.cfg.eval.length_buckets), int(self.cfg.eval.max_positions))
+        for name, value in result.logged().items():
+            # every rank holds the same value: the max over ranks keeps it exact (a mean may round)
+            self.log(f"{stage}/{name}", value, sync_dist=True, reduce_fx="max")
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # a few batches only: nothing to score at corpus level
+            self._outputs = []
+            return
+        result = self._score("val", self.trainer.val_dataloaders)
+        self.val_results = result.summary()
+        best = self.best_val_results.get("scores", {}).get("bleu")
+        if best is None or result.scores["bleu"] > best:
+            self.best_val_results = self.val_results
+        self._step_plateau(result.scores["bleu"])
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._score("test", self.trainer.test_dataloaders)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tokenizers"] = {
+            "src": self.src_tokenizer.model_proto,
+            "tgt": self.tgt_tokenizer.model_proto,
+        }
+        checkpoint["best_val_results"] = self.best_val_results
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best_val_results = checkpoint.get("best_val_results", self.best_val_results)
