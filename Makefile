@@ -49,7 +49,7 @@ test: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) -m seq2seq.evaluate $(ARGS)
 
-## translate: make translate ARGS="ckpt_path=... input=in.txt" (reads stdin without input=)
+## translate: make translate ARGS="ckpt_path=<checkpoint or run dir> input=in.txt" (reads stdin without input=)
 translate: $(STAMP)
 	$(PY) -m seq2seq.translate $(ARGS)
 

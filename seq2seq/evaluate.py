@@ -26,7 +26,7 @@ from seq2seq.config import CONF_DIR
 from seq2seq.config.checks import validate_evaluate
 from seq2seq.data.datamodule import eval_loader, load_split
 from seq2seq.data.errors import DataError
-from seq2seq.data.parallel import read_parallel
+from seq2seq.data.parallel import Pairs, read_parallel
 from seq2seq.evaluation.artifacts import draw_attention_maps, split_metrics, split_records, write_outputs
 from seq2seq.evaluation.console import print_evaluation
 from seq2seq.evaluation.record import RESULTS, build_results, choices_from_config, write_json_atomic
@@ -36,8 +36,6 @@ from seq2seq.inference.translator import NO_ATTENTION
 from seq2seq.training.module import Seq2SeqModule
 
 log = logging.getLogger("seq2seq.evaluate")
-
-Pairs = list[tuple[str, str]]
 
 
 def scored_pairs(cfg: DictConfig, trained: TrainedModel) -> tuple[Pairs, str]:

@@ -37,6 +37,7 @@ from torch import Tensor
 from seq2seq.config import CONF_DIR
 from seq2seq.data.batching import Batch, PairDataset, collate
 from seq2seq.data.datamodule import load_split
+from seq2seq.data.parallel import Pairs
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.evaluation.console import make_console
 from seq2seq.evaluation.plots import plot_influence
@@ -47,7 +48,6 @@ from seq2seq.models.seq2seq import EncoderDecoder
 
 CONFIG = "conf/influence.yaml"
 SCHEMA = 1
-Pairs = list[tuple[str, str]]
 TABLE_POSITIONS = (1, 2, 3, 5, 10, 20, 30, 40, 50, 60)  # absolute positions shown in the terminal table
 TABLE_COLUMNS = ("group", "axis", "bin", "mean", "std", "n")
 USAGE = "usage: python -m seq2seq.analysis.influence run_dir=<training run dir> [ckpt_path=<file>]"

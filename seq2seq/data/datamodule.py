@@ -13,7 +13,7 @@ from seq2seq.data.batching import PairDataset, TokenBudgetBatchSampler, collate
 from seq2seq.data.encoding import PairEncoder
 from seq2seq.data.errors import DataError
 from seq2seq.data.filters import Preprocess, normalize_pairs, preprocess_splits
-from seq2seq.data.parallel import read_split
+from seq2seq.data.parallel import Pairs, read_split
 from seq2seq.data.standard_sets import ensure_corpus
 from seq2seq.data.synthetic import make_splits
 from seq2seq.data.tokenizer import Tokenizer, load_or_train
@@ -21,7 +21,6 @@ from seq2seq.data.tokenizer import Tokenizer, load_or_train
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-Pairs = list[tuple[str, str]]
 
 
 def load_raw_pairs(data_cfg: Any) -> dict[str, Pairs]:
