@@ -1,6 +1,6 @@
 """One entry to search: :func:`decode` runs greedy or beam search for a batch as a :class:`Decoding` says.
 
-Validation, test, translation, the analyses and the benchmark all decode through it, so the choice between
+Validation, test, translation, attention maps and the benchmark all decode through it, so the choice between
 the searches and the output budget ``ceil(ratio · |x| + constant)`` are made in one place.
 """
 
