@@ -102,9 +102,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.output_dir)
     check_output_dir(out_dir)
     validate_evaluate(cfg)
-    ckpt = find_checkpoint(
-        *((cfg.run_dir, "run_dir") if cfg.run_dir is not None else (cfg.ckpt_path, "ckpt_path"))
-    )
+    option = "run_dir" if cfg.run_dir is not None else "ckpt_path"
+    ckpt = find_checkpoint(cfg[option], option)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluate.yaml").write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
     trained = load_checkpoint(ckpt)

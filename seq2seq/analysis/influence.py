@@ -302,9 +302,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir={run_dir} does not exist or is not a directory; {USAGE}")
-    checkpoint = find_checkpoint(
-        cfg.get("ckpt_path") or run_dir, "ckpt_path" if cfg.get("ckpt_path") else "run_dir"
-    )
+    option = "ckpt_path" if cfg.get("ckpt_path") else "run_dir"  # another checkpoint, else the run's
+    checkpoint = find_checkpoint(cfg[option], option)
     trained = load_checkpoint(checkpoint, map_location=cfg.device)
     pairs, dataset = load_test_split(trained, settings["max_sentences"])
     summary = model_summary(trained.cfg)

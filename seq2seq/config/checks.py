@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from seq2seq.config.schema import DecodingConfig, LoggerConfig, TrainConfig
 from seq2seq.data.filters import Preprocess
+from seq2seq.data.lengths import bucket_bounds
 from seq2seq.data.standard_sets import FILE_SOURCES
 from seq2seq.data.synthetic import TASKS
 from seq2seq.data.tokenizer import MODEL_TYPES
@@ -71,9 +72,10 @@ def _fraction(option: str, value: float, closed: bool = True) -> None:
 
 
 def _length_buckets(option: str, edges: Any) -> None:
-    edges = list(edges or [])
-    ok = bool(edges) and edges[0] >= 1 and all(b > a for a, b in zip(edges, edges[1:], strict=False))
-    _check(ok, f"{option}={edges}: need increasing lower edges starting at >= 1, e.g. [1,11,21,31]")
+    try:
+        bucket_bounds(edges, option)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_decoding(dec: Any, option: str = "decoding") -> None:

@@ -14,11 +14,17 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def bucket_bounds(edges: Sequence[int]) -> list[tuple[str, int, int | None]]:
-    """``[1, 11, 21]`` → ``[("1-10", 1, 10), ("11-20", 11, 20), ("21+", 21, None)]``."""
-    edges = [int(e) for e in edges]
+def bucket_bounds(
+    edges: Sequence[int], option: str = "eval.length_buckets"
+) -> list[tuple[str, int, int | None]]:
+    """``[1, 11, 21]`` → ``[("1-10", 1, 10), ("11-20", 11, 20), ("21+", 21, None)]``.
+
+    Raises:
+        ValueError: the edges do not increase from 1 or more; the message names ``option``.
+    """
+    edges = [int(e) for e in edges or []]
     if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-        raise ValueError(f"eval.length_buckets={edges}: need increasing lower edges starting at >= 1")
+        raise ValueError(f"{option}={edges}: need increasing lower edges starting at >= 1, e.g. [1,11,21,31]")
     bounds = []
     for low, high in zip(edges, [*edges[1:], None], strict=True):
         if high is None:

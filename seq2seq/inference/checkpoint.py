@@ -14,6 +14,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class TrainedModel:
     tgt_tokenizer: Tokenizer
     best_val_results: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def encoder(self) -> PairEncoder:
         """Text → ids as in training (the checkpoint's ``data.preprocess`` and ``data.reverse_source``)."""
         return PairEncoder.from_config(self.cfg.data, self.src_tokenizer, self.tgt_tokenizer)
