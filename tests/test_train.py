@@ -9,6 +9,7 @@ import pytest
 
 from seq2seq.train import train
 from tests.conftest import TINY, run_module
+from tests.wandb_records import read_run
 
 ENCODERS = ["rnn", "gru", "lstm"]
 ATTENTIONS = ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"]
@@ -106,12 +107,26 @@ def test_a_small_model_learns_the_copy_task(tiny_cfg):
     assert results["metrics"]["test/exact_match"] >= 60.0, results["metrics"]
 
 
-def test_wandb_offline_run_leaves_a_run_directory(tiny_cfg, tmp_path, monkeypatch):
+def test_final_metrics_are_a_summary_not_a_logged_step(tiny_cfg, tmp_path, monkeypatch):
+    """Honest curves: the best val/bleu and the test scores go to results.json and the W&B summary; the
+    history (metrics.csv, W&B) holds only real measurements, at the steps they were made."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = tiny_cfg("logger=wandb")
-    train(cfg)
-    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+    results = train(tiny_cfg("logger=wandb", "trainer.val_check_interval=2"))  # one validation, after step 2
+    run = tmp_path / "run"
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert all(row["epoch"] != "" for row in rows)  # every row is one of Lightning's own
+    val_steps = {int(row["step"]) for row in rows if row["val/bleu"]}
+    assert val_steps == {1}  # global_step after two steps is 1 (Lightning counts from 0 in the log)
+    assert [int(row["step"]) for row in rows if row["test/bleu"]] == [3]  # once, when tested
+    assert not [row for row in rows if row["step"] == "0" and (row["val/bleu"] or row["test/bleu"])]
+
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    wandb_run = read_run(offline)
+    logged = [h for h in wandb_run.history if "val/bleu" in h]
+    assert [h["trainer/global_step"] for h in logged] == [1]
+    assert len([h for h in wandb_run.history if "test/bleu" in h]) == 1
+    assert wandb_run.summary["val/bleu"] == pytest.approx(results["metrics"]["val/bleu"])
+    assert wandb_run.summary["test/bleu"] == pytest.approx(results["metrics"]["test/bleu"])
     import wandb
 
     assert wandb.run is None  # finished

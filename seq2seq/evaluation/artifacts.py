@@ -57,10 +57,9 @@ def write_outputs(
         {"free-running": test.position_accuracy, "teacher-forced": test.teacher_forced_position_accuracy},
         out_dir / "plots" / "position_accuracy.png",
     )
+    # the final metrics (test, best validation) are the run's summary, never a logged step: the test metrics
+    # were logged by trainer.test at the step they were measured, and the best val/bleu at its validation
     final = {k: v for k, v in results["metrics"].items() if v is not None and math.isfinite(v)}
-    for logger in loggers:
-        logger.log_metrics(final)
-    # the final test metrics are the run's summary on the W&B dashboard
     log_summary(loggers, {**final, "params": results["params"], "status": results["status"]})
     log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)
     log_bleu_by_length(loggers, "val/bleu_by_length", results.get("val_bleu_by_length") or [])
