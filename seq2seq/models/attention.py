@@ -14,7 +14,8 @@ variant            score(q, h̄_j)                           paper
 =================  ======================================  ==========================================
 
 The part of each score that depends only on the source (``U h̄`` and ``W h̄``) is computed once per
-batch by :meth:`Attention.project_keys`, not at every decoder step.
+batch by :meth:`Attention.project_keys`, not at every decoder step. :meth:`Attention.forward_all` reads
+for all ``T`` queries of a teacher-forced target at once (``models/unroll.py``): the same maths, batched.
 
 Where the query comes from differs: Bahdanau attends with the *previous* decoder state ``s_{i-1}``
 before the RNN step; Luong attends with the *current* state ``h_t`` after it. Each class says which in
@@ -58,6 +59,18 @@ class Attention(nn.Module):
         context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)
         return context, weights
 
+    def score_all(self, queries: Tensor, keys: Tensor) -> Tensor:
+        """Scores ``(B, T, S)`` for ``T`` queries ``(B, T, H)`` at once."""
+        raise NotImplementedError
+
+    def forward_all(
+        self, queries: Tensor, keys: Tensor, memory: Tensor, mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` for ``T`` queries ``(B, T, H)`` at once → context ``(B, T, H)``, weights ``(B, T, S)``."""
+        scores = self.score_all(queries, keys).masked_fill(~mask.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, T, S)
+        return torch.bmm(weights, memory), weights
+
 
 class AdditiveScore(Attention):
     """vᵀ tanh(W q + U h̄): shared by Bahdanau (query = s_{i-1}) and Luong concat (query = h_t).
@@ -75,8 +88,16 @@ class AdditiveScore(Attention):
         return self.key_layer(memory)  # (B, S, A)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        energy = torch.tanh(self.query_layer(query).unsqueeze(1) + keys)  # (B, S, A)
+        return self.score_projected(self.query_layer(query), keys)
+
+    def score_projected(self, projected: Tensor, keys: Tensor) -> Tensor:
+        """The score from an already projected query ``W q`` ``(B, A)`` → ``(B, S)``."""
+        energy = torch.tanh(projected.unsqueeze(1) + keys)  # (B, S, A)
         return self.energy_layer(energy).squeeze(-1)  # (B, S)
+
+    def score_all(self, queries: Tensor, keys: Tensor) -> Tensor:
+        energy = torch.tanh(self.query_layer(queries).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
+        return self.energy_layer(energy).squeeze(-1)  # (B, T, S)
 
 
 class BahdanauAttention(AdditiveScore):
@@ -99,6 +120,9 @@ class LuongDotAttention(Attention):
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
+
+    def score_all(self, queries: Tensor, keys: Tensor) -> Tensor:
+        return torch.bmm(queries, keys.transpose(1, 2))  # (B, T, S)
 
 
 class LuongGeneralAttention(LuongDotAttention):

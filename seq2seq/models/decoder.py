@@ -65,7 +65,7 @@ class StackedCell(nn.Module):
             else:
                 inputs = cell(inputs, hidden[layer])
             outputs.append(inputs)
-        h = torch.stack(outputs)  # (L, B, H)
+        h = outputs[0].unsqueeze(0) if len(outputs) == 1 else torch.stack(outputs)  # (L, B, H)
         return inputs, ((h, torch.stack(cells)) if self.is_lstm else h)
 
 
@@ -236,31 +236,42 @@ class RecurrentDecoder(nn.Module):
         Returns:
             logits ``(B, T, V)`` and, if asked, attention weights ``(B, T, S)`` (None without attention).
         """
+        if teacher_forcing_ratio >= 1.0:
+            attentional, weights = self.unroll(targets_in, memory, state, return_attention)
+            return self.logits(attentional), weights
         steps = targets_in.size(1)
         embedded = self.embedding(targets_in)  # (B, T, E)
-        mixing = teacher_forcing_ratio < 1.0
-        attentionals, all_weights, step_logits = [], [], []
+        all_weights, step_logits = [], []
         prev = embedded[:, 0]
         for t in range(steps):
             attentional, state, weights = self.forward_step(prev, state, memory)
             if return_attention and weights is not None:
                 all_weights.append(weights)
-            if not mixing:
-                attentionals.append(attentional)
-                if t + 1 < steps:
-                    prev = embedded[:, t + 1]
-                continue
             logits = self.logits(attentional)  # (B, V)
             step_logits.append(logits)
             if t + 1 < steps:
                 prev = self._mixed_input(
                     logits, targets_in[:, t + 1], teacher_forcing_ratio, sample_feedback, generator
                 )
-        logits = (
-            self.logits(torch.stack(attentionals, dim=1)) if not mixing else torch.stack(step_logits, dim=1)
-        )
         weights = torch.stack(all_weights, dim=1) if all_weights else None  # (B, T, S)
-        return logits, weights
+        return torch.stack(step_logits, dim=1), weights
+
+    def unroll(
+        self, targets_in: Tensor, memory: Memory, state: DecoderState, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced step loop: attentional vectors ``h̃`` ``(B, T, H)`` and attention ``(B, T, S)`` or None.
+
+        The reference for the fast unrolls of ``unroll.py``, which compute the same.
+        """
+        embedded = self.embedding(targets_in)  # (B, T, E)
+        attentionals, all_weights = [], []
+        for t in range(embedded.size(1)):
+            attentional, state, weights = self.forward_step(embedded[:, t], state, memory)
+            attentionals.append(attentional)
+            if return_attention and weights is not None:
+                all_weights.append(weights)
+        weights = torch.stack(all_weights, dim=1) if all_weights else None  # (B, T, S)
+        return torch.stack(attentionals, dim=1), weights
 
     def _mixed_input(
         self,

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from seq2seq.models.attention import build_attention
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder
 from seq2seq.models.encoders import RecurrentEncoder
+from seq2seq.models.unroll import teacher_forced
 
 
 class EncoderDecoder(nn.Module):
@@ -21,7 +22,13 @@ class EncoderDecoder(nn.Module):
         attention: ``none`` | ``bahdanau`` | ``luong_dot`` | ``luong_general`` | ``luong_concat``.
         context: for ``attention=none``: ``init`` (Sutskever 2014) or ``every_step`` (Cho 2014).
         pad_id, bos_id, eos_id: the special target ids (padding is masked; search starts at BOS, ends at EOS).
+
+    Attributes:
+        fast_unroll: teacher forcing (ratio 1) through :mod:`seq2seq.models.unroll` (fused or hoisted, tested
+            equal to the decoder's step loop); False runs the step loop (``model.fast_unroll``).
     """
+
+    fast_unroll: bool = True
 
     def __init__(
         self,
@@ -113,9 +120,22 @@ class EncoderDecoder(nn.Module):
         teacher_forcing_ratio: float = 1.0,
         sample_feedback: bool = False,
         return_attention: bool = False,
+        features: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """Logits ``(B, T, V)`` for decoder inputs ``(B, T)`` (BOS-prefixed targets), and optionally attention."""
+        """Logits ``(B, T, V)`` for decoder inputs ``(B, T)`` (BOS-prefixed targets), and optionally attention.
+
+        With ``features`` (teacher forcing only) the attentional vectors ``h̃`` ``(B, T, H)`` instead of logits,
+        for a loss that applies the output layer itself (``training/chunked_loss.py``).
+        """
         memory, state = self.encode(src, src_lengths)
+        if teacher_forcing_ratio >= 1.0 and (self.fast_unroll or features):
+            if self.fast_unroll:
+                out, weights = teacher_forced(self.decoder, targets_in, memory, state, return_attention)
+            else:
+                out, weights = self.decoder.unroll(targets_in, memory, state, return_attention)
+            return (out if features else self.decoder.logits(out)), weights
+        if features:
+            raise ValueError("features=True needs pure teacher forcing (teacher_forcing_ratio=1)")
         return self.decoder(
             targets_in,
             memory,

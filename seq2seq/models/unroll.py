@@ -1,0 +1,183 @@
+"""Fast teacher-forced unrolls of :class:`~seq2seq.models.decoder.RecurrentDecoder`: its step loop's maths, tested equal.
+
+Under teacher forcing every decoder input ``y_{t-1}`` is known in advance, so what does not depend on the
+previous step need not wait for it:
+
+* **fused** — when no step reads the previous step's output except through the recurrent state (``attention=none``
+  and Luong attention, both without input feeding), the recurrence is one fused RNN call per layer over the whole
+  target (the oneDNN / cuDNN kernel ``nn.GRU`` uses, through ``torch._VF`` with the decoder's own cell weights);
+  attention, ``h̃ = tanh(W_c [h; c])`` and the output layer then run once over all ``T`` steps.
+* **hoisted** — otherwise (Bahdanau's query is the previous state; input feeding reads the previous ``h̃``) the
+  loop stays, but the embedding columns of the first layer's input projection (``W_ie y_{t-1} + b_i`` for all
+  ``t``: one ``(T·B, E) × (E, G)`` product) and the padding mask are computed once; with one layer the
+  recurrent projection ``W_hh s_{i-1}`` and Bahdanau's query projection ``W s_{i-1}`` are one product; the cell
+  maths is written out on the gates (PyTorch's GRU / LSTM / tanh-RNN equations, ``torch.nn`` docs) so nothing is
+  copied into a concatenated input.
+
+Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps the decoder's step loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import _VF, Tensor
+
+from seq2seq.models.attention import AdditiveScore
+from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell
+from seq2seq.models.encoders import RecurrentState
+
+_FUSED = {"rnn": _VF.rnn_tanh, "gru": _VF.gru, "lstm": _VF.lstm}
+
+
+def can_fuse(decoder: RecurrentDecoder) -> bool:
+    """True when no step's input depends on the previous step's output (only on the recurrent state)."""
+    bahdanau = decoder.attention is not None and decoder.attention.query_is_previous_state
+    return not decoder.input_feeding and not bahdanau
+
+
+def teacher_forced(
+    decoder: RecurrentDecoder,
+    targets_in: Tensor,
+    memory: Memory,
+    state: DecoderState,
+    return_attention: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Attentional vectors ``h̃`` ``(B, T, H)`` for decoder inputs ``(B, T)`` (BOS first), and attention ``(B, T, S)``.
+
+    Equal (within float rounding) to :meth:`RecurrentDecoder.forward` with ratio 1 before its output layer.
+    """
+    if can_fuse(decoder):
+        return fused_unroll(decoder, targets_in, memory, state, return_attention)
+    return hoisted_unroll(decoder, targets_in, memory, state, return_attention)
+
+
+def fused_recurrence(rnn: StackedCell, inputs: Tensor, hidden: RecurrentState) -> Tensor:
+    """The cell stack over a whole sequence: inputs ``(B, T, I)``, initial hidden ``(L, B, H)`` → top outputs ``(B, T, H)``.
+
+    One fused call per layer with the cells' own weights (``nn.GRUCell`` and ``nn.GRU`` share the gate layout),
+    dropout between layers as in :class:`StackedCell`.
+    """
+    rnn_type = "lstm" if rnn.is_lstm else ("gru" if isinstance(rnn.cells[0], torch.nn.GRUCell) else "rnn")
+    outputs = inputs
+    for layer, cell in enumerate(rnn.cells):
+        if layer > 0:
+            outputs = rnn.dropout(outputs)
+        weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+        if rnn.is_lstm:
+            initial = (hidden[0][layer : layer + 1], hidden[1][layer : layer + 1])
+        else:
+            initial = hidden[layer : layer + 1]
+        # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+        outputs = _FUSED[rnn_type](outputs, initial, weights, True, 1, 0.0, False, False, True)[0]
+    return outputs
+
+
+def fused_unroll(
+    decoder: RecurrentDecoder, targets_in: Tensor, memory: Memory, state: DecoderState, return_attention: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The recurrence in one fused call per layer, then attention and ``W_c`` over all steps."""
+    embedded = decoder.embedding(targets_in)  # (B, T, E)
+    steps = embedded.size(1)
+    if decoder.context_every_step:
+        fixed = memory.context.unsqueeze(1).expand(-1, steps, -1)  # (B, T, H)
+        embedded = torch.cat([embedded, fixed], dim=-1)
+    rnn_out = fused_recurrence(decoder.rnn, embedded, state.hidden)  # (B, T, H)
+    weights = None
+    if decoder.attention is not None:
+        context, weights = decoder.attention.forward_all(rnn_out, memory.keys, memory.outputs, memory.mask)
+        features = torch.cat([rnn_out, context], dim=-1)
+    elif decoder.context_every_step:
+        features = torch.cat([rnn_out, fixed], dim=-1)
+    else:
+        features = rnn_out
+    attentional = torch.tanh(decoder.output_layer(features))  # (B, T, H)
+    return attentional, (weights if return_attention else None)
+
+
+def cell_from_gates(rnn_type: str, gates_x: Tensor, gates_h: Tensor, hidden: Tensor, cell: Tensor | None):
+    """One cell update from its input gates ``W_ih x + b_ih`` and recurrent gates ``W_hh h + b_hh`` ``(B, G)``.
+
+    Returns the new ``h`` and (LSTM) ``c``; the equations of ``nn.GRUCell`` / ``nn.LSTMCell`` / ``nn.RNNCell``.
+    """
+    if rnn_type == "gru":
+        size = hidden.size(-1)
+        rz = torch.sigmoid(gates_x[:, : 2 * size] + gates_h[:, : 2 * size])
+        r, z = rz[:, :size], rz[:, size:]
+        n = torch.tanh(gates_x[:, 2 * size :] + r * gates_h[:, 2 * size :])
+        return torch.lerp(n, hidden, z), None  # (1 - z) n + z h
+    if rnn_type == "lstm":
+        i, f, g, o = (gates_x + gates_h).chunk(4, dim=1)
+        c = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    return torch.tanh(gates_x + gates_h), None
+
+
+def hoisted_unroll(
+    decoder: RecurrentDecoder, targets_in: Tensor, memory: Memory, state: DecoderState, return_attention: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The step loop with the input-independent work done once (module docstring)."""
+    rnn, attention = decoder.rnn, decoder.attention
+    rnn_type = decoder.rnn_type
+    first = rnn.cells[0]
+    embedded = decoder.embedding(targets_in.t())  # (T, B, E): one contiguous (B, E) slice per step
+    size_e = embedded.size(-1)
+    pre = F.linear(embedded, first.weight_ih[:, :size_e], first.bias_ih)  # (T, B, G)
+    w_rest = first.weight_ih[:, size_e:].t()  # (2H or H, G): input feeding and/or context columns
+    bahdanau = attention is not None and attention.query_is_previous_state
+    invalid = ~memory.mask  # (B, S)
+    # One layer: s_{i-1} feeds both W_hh and Bahdanau's W; one product for both.
+    joint = bahdanau and len(rnn.cells) == 1 and isinstance(attention, AdditiveScore)
+    if joint:
+        w_joint = torch.cat([first.weight_hh, attention.query_layer.weight]).t()  # (H, G + A)
+        b_joint = torch.cat([first.bias_hh, first.bias_hh.new_zeros(attention.query_layer.out_features)])
+    gates = first.weight_hh.size(0)
+    is_lstm = rnn.is_lstm
+    hs = list(state.hidden[0] if is_lstm else state.hidden)  # per layer (B, H)
+    cs = list(state.hidden[1]) if is_lstm else [None] * len(hs)
+    attentional = state.attentional
+    attentionals, all_weights = [], []
+    for t in range(embedded.size(0)):
+        rest, weights, context = [], None, None
+        if decoder.input_feeding:
+            rest.append(attentional)
+        gates_h = None
+        if bahdanau:
+            if joint:
+                both = torch.addmm(b_joint, hs[0], w_joint)
+                gates_h, projected = both[:, :gates], both[:, gates:]
+                scores = attention.score_projected(projected, memory.keys)
+            else:
+                scores = attention.score(hs[-1], memory.keys)
+            context, weights = _read(scores, invalid, memory.outputs)
+        elif decoder.context_every_step:
+            context = memory.context
+        if context is not None:
+            rest.append(context)
+        gates_x = torch.addmm(pre[t], rest[0] if len(rest) == 1 else torch.cat(rest, dim=-1), w_rest)
+        if gates_h is None:
+            gates_h = F.linear(hs[0], first.weight_hh, first.bias_hh)
+        hs[0], cs[0] = cell_from_gates(rnn_type, gates_x, gates_h, hs[0], cs[0])
+        out = hs[0]
+        for layer in range(1, len(hs)):
+            cell = rnn.cells[layer]
+            if is_lstm:
+                hs[layer], cs[layer] = cell(rnn.dropout(out), (hs[layer], cs[layer]))
+            else:
+                hs[layer] = cell(rnn.dropout(out), hs[layer])
+            out = hs[layer]
+        if attention is not None and not bahdanau:
+            context, weights = attention(out, memory.keys, memory.outputs, memory.mask)
+        features = out if context is None else torch.cat([out, context], dim=-1)
+        attentional = torch.tanh(decoder.output_layer(features))  # (B, H)
+        attentionals.append(attentional)
+        if return_attention and weights is not None:
+            all_weights.append(weights)
+    weights = torch.stack(all_weights, dim=1) if all_weights else None
+    return torch.stack(attentionals, dim=1), weights
+
+
+def _read(scores: Tensor, invalid: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax over the real source positions and the context: as :meth:`Attention.forward` with a hoisted mask."""
+    weights = torch.softmax(scores.masked_fill(invalid, float("-inf")), dim=-1)  # (B, S)
+    return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
