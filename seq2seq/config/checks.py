@@ -22,10 +22,11 @@ from seq2seq.data.standard_sets import FILE_SOURCES
 from seq2seq.data.synthetic import TASKS
 from seq2seq.data.tokenizer import MODEL_TYPES
 from seq2seq.evaluation.tracking import LOGGERS, WANDB_MODES
-from seq2seq.models.attention import ATTENTIONS
+from seq2seq.models.choices import ATTENTION_NAMES, LOCAL
 from seq2seq.models.decoder import CONTEXT_MODES
 from seq2seq.models.decoding import SEARCHES
 from seq2seq.models.encoders import RNN_TYPES
+from seq2seq.models.local_attention import LOCAL_MODES, LOCAL_SCORES
 from seq2seq.training.teacher_forcing import FEEDBACK, SCHEDULES
 
 SCHEDULERS = ("plateau", "none")
@@ -95,7 +96,11 @@ def check_logger(logger: Any) -> None:
 
 def check_model(model: Any) -> None:
     _choice("model/encoder (model.encoder.rnn_type)", model.encoder.rnn_type, RNN_TYPES)
-    _choice("model/attention (model.attention.name)", model.attention.name, ("none", *ATTENTIONS))
+    _choice("model/attention (model.attention.name)", model.attention.name, ATTENTION_NAMES)
+    if model.attention.name == LOCAL:
+        _choice("model.attention.score", model.attention.score, LOCAL_SCORES)
+        _choice("model.attention.mode", model.attention.mode, LOCAL_MODES)
+        _at_least("model.attention.window", model.attention.window, 1)
     _choice("model.context", model.context, CONTEXT_MODES)
     _at_least("model.embedding_size", model.embedding_size, 1)
     _at_least("model.hidden_size", model.hidden_size, 1)

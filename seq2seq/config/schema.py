@@ -25,6 +25,9 @@ class EncoderConfig:
 class AttentionConfig:
     name: str = "bahdanau"
     size: int | None = None
+    score: str | None = None  # luong_local: dot | general | concat
+    mode: str | None = None  # luong_local: p | m
+    window: int | None = None  # luong_local: D
 
 
 @dataclass

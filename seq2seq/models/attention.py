@@ -41,7 +41,9 @@ class Attention(nn.Module):
         """Unnormalised scores ``(B, S)`` for a query ``(B, H)`` and projected keys ``(B, S, K)``."""
         raise NotImplementedError
 
-    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int = 0
+    ) -> tuple[Tensor, Tensor]:
         """One attention read.
 
         Args:
@@ -49,6 +51,7 @@ class Attention(nn.Module):
             keys: ``(B, S, K)`` from :meth:`project_keys`.
             memory: ``(B, S, H)`` encoder outputs (the values).
             mask: ``(B, S)`` bool, True at real source tokens.
+            step: the 0-based target step (global attention ignores it; local attention places its window).
 
         Returns:
             context ``(B, H)`` and weights ``(B, S)`` (rows sum to 1, zero at padding).

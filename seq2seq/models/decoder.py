@@ -97,10 +97,12 @@ class Memory:
 
 @dataclass
 class DecoderState:
-    """Recurrent state ``(L, B, H)`` (LSTM: ``(h, c)``) and the last attentional vector ``h̃`` ``(B, H)``."""
+    """Recurrent state ``(L, B, H)`` (LSTM: ``(h, c)``), the last attentional vector ``h̃`` ``(B, H)`` and the
+    number of steps taken (local attention's monotonic position)."""
 
     hidden: RecurrentState
     attentional: Tensor
+    step: int = 0
 
     def index_select(self, index: Tensor) -> DecoderState:
         hidden = (
@@ -108,7 +110,7 @@ class DecoderState:
             if isinstance(self.hidden, tuple)
             else self.hidden.index_select(1, index)
         )
-        return DecoderState(hidden, self.attentional.index_select(0, index))
+        return DecoderState(hidden, self.attentional.index_select(0, index), self.step)
 
 
 def top_layer(hidden: RecurrentState) -> Tensor:
@@ -197,7 +199,7 @@ class RecurrentDecoder(nn.Module):
         context = None
         if self.attention is not None and self.attention.query_is_previous_state:
             context, weights = self.attention(
-                top_layer(state.hidden), memory.keys, memory.outputs, memory.mask
+                top_layer(state.hidden), memory.keys, memory.outputs, memory.mask, step=state.step
             )
         elif self.context_every_step:
             context = memory.context
@@ -205,10 +207,12 @@ class RecurrentDecoder(nn.Module):
             inputs.append(context)
         rnn_out, hidden = self.rnn(torch.cat(inputs, dim=-1), state.hidden)  # (B, H)
         if self.attention is not None and not self.attention.query_is_previous_state:
-            context, weights = self.attention(rnn_out, memory.keys, memory.outputs, memory.mask)
+            context, weights = self.attention(
+                rnn_out, memory.keys, memory.outputs, memory.mask, step=state.step
+            )
         features = rnn_out if context is None else torch.cat([rnn_out, context], dim=-1)
         attentional = torch.tanh(self.output_layer(features))  # (B, H)
-        return attentional, DecoderState(hidden, attentional), weights
+        return attentional, DecoderState(hidden, attentional, state.step + 1), weights
 
     def logits(self, attentional: Tensor) -> Tensor:
         """``(..., H)`` → ``(..., V)``."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from seq2seq.models.attention import build_attention
+from seq2seq.models.choices import build_attention
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder
 from seq2seq.models.encoders import RecurrentEncoder
 from seq2seq.models.unroll import teacher_forced
@@ -19,7 +19,8 @@ class EncoderDecoder(nn.Module):
         src_vocab_size, tgt_vocab_size: vocabulary sizes.
         embedding_size, hidden_size: shared by encoder and decoder (``model.embedding_size``, ``model.hidden_size``).
         rnn_type: ``rnn`` | ``gru`` | ``lstm`` for both encoder and decoder.
-        attention: ``none`` | ``bahdanau`` | ``luong_dot`` | ``luong_general`` | ``luong_concat``.
+        attention: ``none`` | ``bahdanau`` | ``luong_dot`` | ``luong_general`` | ``luong_concat`` | ``luong_local``.
+        attention_options: ``luong_local`` only: ``score``, ``mode`` and ``window`` (``local_attention.py``).
         context: for ``attention=none``: ``init`` (Sutskever 2014) or ``every_step`` (Cho 2014).
         pad_id, bos_id, eos_id: the special target ids (padding is masked; search starts at BOS, ends at EOS).
 
@@ -44,6 +45,7 @@ class EncoderDecoder(nn.Module):
         decoder_dropout: float = 0.0,
         attention: str = "bahdanau",
         attention_size: int | None = None,
+        attention_options: dict | None = None,
         input_feeding: bool = True,
         context: str = "every_step",
         pad_id: int = 0,
@@ -68,7 +70,13 @@ class EncoderDecoder(nn.Module):
             hidden_size,
             decoder_layers,
             decoder_dropout,
-            build_attention(attention, hidden_size, hidden_size, attention_size or hidden_size),
+            build_attention(
+                attention,
+                hidden_size,
+                hidden_size,
+                attention_size or hidden_size,
+                **(attention_options or {}),
+            ),
             input_feeding=input_feeding,
             context=context,
             pad_id=pad_id,
@@ -99,6 +107,7 @@ class EncoderDecoder(nn.Module):
             decoder_dropout=dec.dropout,
             attention=model_cfg.attention.name,
             attention_size=model_cfg.attention.get("size"),
+            attention_options={key: model_cfg.attention.get(key) for key in ("score", "mode", "window")},
             input_feeding=dec.input_feeding,
             context=model_cfg.context,
             pad_id=pad_id,

@@ -1,0 +1,34 @@
+"""The names the model config groups choose between, and the attention each name builds.
+
+``model/attention`` names: ``none``, the global mechanisms of ``attention.py`` and ``luong_local``
+(``local_attention.py``). The config checks derive their option lists from these constants, so a mechanism
+registered here is a valid choice everywhere.
+"""
+
+from __future__ import annotations
+
+from seq2seq.models.attention import ATTENTIONS, Attention
+from seq2seq.models.attention import build_attention as build_global_attention
+from seq2seq.models.local_attention import LocalAttention
+
+LOCAL = "luong_local"
+ATTENTION_NAMES: tuple[str, ...] = ("none", *ATTENTIONS, LOCAL)
+
+
+def build_attention(
+    name: str,
+    query_size: int,
+    memory_size: int,
+    attention_size: int,
+    score: str | None = None,
+    mode: str | None = None,
+    window: int | None = None,
+) -> Attention | None:
+    """``none`` → None; ``luong_local`` → :class:`LocalAttention` (``score``, ``mode``, ``window``); else global."""
+    if name == LOCAL:
+        return LocalAttention(
+            query_size, memory_size, attention_size, score or "general", mode or "p", window or 10
+        )
+    if name not in ATTENTION_NAMES:
+        raise ValueError(f"unknown attention {name!r}: choose one of {ATTENTION_NAMES}")
+    return build_global_attention(name, query_size, memory_size, attention_size)

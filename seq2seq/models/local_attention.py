@@ -1,0 +1,100 @@
+"""Luong local attention (Luong, Pham & Manning 2015, §3.2): attend only to a window around a position p_t.
+
+At target step ``t`` the decoder state ``h_t`` (B, H) chooses an aligned source position ``p_t`` and reads only
+the source positions ``s`` with ``|s - p_t| ≤ D`` (the window ``[p_t - D, p_t + D]``):
+
+* **local-m** (monotonic, ``mode="m"``): ``p_t = t`` — source and target assumed aligned in order (clamped to
+  the last real source position). The weights are eq. (7): a softmax of the scores inside the window.
+* **local-p** (predictive, ``mode="p"``): ``p_t = S · sigmoid(v_pᵀ tanh(W_p h_t))`` (eq. 9), ``S`` the
+  sentence's own source length, so ``p_t ∈ [0, S]``; the softmax inside the window is multiplied by a Gaussian
+  centred on ``p_t`` (eq. 10): ``a_t(s) = align(h_t, h̄_s) · exp(-(s - p_t)² / (2σ²))`` with ``σ = D / 2``.
+  As in the paper the product is not renormalised, so local-p weights sum to at most 1.
+
+The score inside the window is any of Luong's three (``dot``, ``general``, ``concat``; see ``attention.py``).
+Positions count from 0; padding and positions outside the window get exactly zero weight. Luong et al. found
+local-p with the ``general`` score best (their Table 4), hence the defaults.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from seq2seq.models.attention import (
+    Attention,
+    LuongConcatAttention,
+    LuongDotAttention,
+    LuongGeneralAttention,
+)
+
+LOCAL_MODES = ("p", "m")  # predictive (local-p), monotonic (local-m)
+LOCAL_SCORES: dict[str, type[Attention]] = {
+    "dot": LuongDotAttention,
+    "general": LuongGeneralAttention,
+    "concat": LuongConcatAttention,
+}
+
+
+class LocalAttention(Attention):
+    """Luong local attention, queried with the current decoder state ``h_t`` after the RNN step.
+
+    Args:
+        query_size, memory_size: sizes of ``h_t`` and of the encoder outputs ``h̄_s``.
+        attention_size: the ``concat`` score's layer and the position predictor's ``W_p`` output size.
+        score: ``dot`` | ``general`` | ``concat``.
+        mode: ``p`` (local-p) | ``m`` (local-m).
+        window: ``D``, the half-width of the window (at least 1).
+    """
+
+    def __init__(
+        self,
+        query_size: int,
+        memory_size: int,
+        attention_size: int,
+        score: str = "general",
+        mode: str = "p",
+        window: int = 10,
+    ) -> None:
+        super().__init__()
+        if score not in LOCAL_SCORES:
+            raise ValueError(f"local attention score={score!r}: choose one of {sorted(LOCAL_SCORES)}")
+        if mode not in LOCAL_MODES:
+            raise ValueError(f"local attention mode={mode!r}: choose one of {LOCAL_MODES}")
+        if window < 1:
+            raise ValueError(f"local attention window={window}: must be at least 1")
+        self.mode, self.window = mode, int(window)
+        self.sigma = self.window / 2.0
+        self.scorer = LOCAL_SCORES[score](query_size, memory_size, attention_size)
+        if mode == "p":
+            self.position_layer = nn.Linear(query_size, attention_size, bias=False)  # W_p
+            self.position_energy = nn.Linear(attention_size, 1, bias=False)  # v_p
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        return self.scorer.project_keys(memory)
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        return self.scorer.score(query, keys)
+
+    def aligned_position(self, query: Tensor, lengths: Tensor, step: int) -> Tensor:
+        """``p_t`` per sentence, ``(B,)`` float: ``S · sigmoid(v_pᵀ tanh(W_p h_t))`` or ``min(t, S - 1)``."""
+        if self.mode == "p":
+            gate = torch.sigmoid(self.position_energy(torch.tanh(self.position_layer(query)))).squeeze(-1)
+            return lengths.to(gate.dtype) * gate
+        return torch.clamp(lengths - 1, max=step).to(query.dtype)
+
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """One local read at target step ``step`` (0-based): context ``(B, H)`` and weights ``(B, S)``."""
+        lengths = mask.sum(dim=-1)  # (B,)
+        centre = self.aligned_position(query, lengths, step)  # (B,)
+        positions = torch.arange(mask.size(1), device=mask.device, dtype=centre.dtype)  # (S,)
+        distance = positions.unsqueeze(0) - centre.unsqueeze(1)  # (B, S)
+        # p_t ∈ [0, S] and D ≥ 1, so the window always holds at least one real position.
+        inside = mask & (distance.abs() <= self.window)
+        scores = self.score(query, keys).masked_fill(~inside, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # eq. (7) inside the window
+        if self.mode == "p":
+            weights = weights * torch.exp(-(distance**2) / (2 * self.sigma**2))  # eq. (10)
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)
+        return context, weights
