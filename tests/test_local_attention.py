@@ -134,3 +134,30 @@ def test_tiny_training_run(tiny_cfg, mode):
     assert results["choices"]["model/attention"] == "luong_local"
     assert results["config"]["model"]["attention"]["window"] == 10
     assert results["metrics"]["test/attention_entropy"] is not None
+
+
+@pytest.mark.parametrize("mode", ["p", "m"])
+@pytest.mark.parametrize("input_feeding", [False, True])  # fused and hoisted unrolls
+def test_fast_teacher_forced_unroll_equals_the_step_loop(mode, input_feeding):
+    torch.manual_seed(0)
+    model = EncoderDecoder(
+        11,
+        13,
+        6,
+        8,
+        attention="luong_local",
+        input_feeding=input_feeding,
+        attention_options={"mode": mode, "window": 2},
+    ).double()
+    src = torch.randint(4, 11, (3, 9))
+    src[1, 6:] = 0
+    lengths = torch.tensor([9, 6, 9])
+    tgt_in = torch.randint(4, 13, (3, 8))
+    results = []
+    for fast in (True, False):
+        model.fast_unroll = fast
+        results.append(model(src, lengths, tgt_in, return_attention=True))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    if mode == "m":
+        assert results[0][1][0, 7, :5].eq(0).all() and results[0][1][0, 7, 5:].gt(0).all()

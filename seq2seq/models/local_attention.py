@@ -75,26 +75,44 @@ class LocalAttention(Attention):
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return self.scorer.score(query, keys)
 
-    def aligned_position(self, query: Tensor, lengths: Tensor, step: int) -> Tensor:
-        """``p_t`` per sentence, ``(B,)`` float: ``S · sigmoid(v_pᵀ tanh(W_p h_t))`` or ``min(t, S - 1)``."""
+    def score_all(self, queries: Tensor, keys: Tensor) -> Tensor:
+        return self.scorer.score_all(queries, keys)
+
+    def aligned_position(self, query: Tensor, lengths: Tensor, step: int = 0) -> Tensor:
+        """``p_t``: ``S · sigmoid(v_pᵀ tanh(W_p h_t))`` (local-p) or ``min(t, S - 1)`` (local-m), as float.
+
+        ``query`` ``(B, H)`` at step ``step`` → ``(B,)``; or ``(B, T, H)`` at steps ``step … step + T - 1`` → ``(B, T)``.
+        """
+        single = query.dim() == 2
+        queries = query.unsqueeze(1) if single else query  # (B, T, H)
+        sizes = lengths.unsqueeze(1)  # (B, 1)
         if self.mode == "p":
-            gate = torch.sigmoid(self.position_energy(torch.tanh(self.position_layer(query)))).squeeze(-1)
-            return lengths.to(gate.dtype) * gate
-        return torch.clamp(lengths - 1, max=step).to(query.dtype)
+            gate = torch.sigmoid(self.position_energy(torch.tanh(self.position_layer(queries)))).squeeze(-1)
+            centre = sizes.to(gate.dtype) * gate  # (B, T)
+        else:
+            steps = torch.arange(step, step + queries.size(1), device=queries.device).unsqueeze(0)  # (1, T)
+            centre = torch.minimum(steps, sizes - 1).to(queries.dtype)  # (B, T)
+        return centre.squeeze(1) if single else centre
 
     def forward(
         self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, step: int = 0
     ) -> tuple[Tensor, Tensor]:
         """One local read at target step ``step`` (0-based): context ``(B, H)`` and weights ``(B, S)``."""
+        context, weights = self.forward_all(query.unsqueeze(1), keys, memory, mask, step)
+        return context.squeeze(1), weights.squeeze(1)
+
+    def forward_all(
+        self, queries: Tensor, keys: Tensor, memory: Tensor, mask: Tensor, first_step: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Reads for ``T`` queries ``(B, T, H)`` at steps ``first_step …``: context ``(B, T, H)``, weights ``(B, T, S)``."""
         lengths = mask.sum(dim=-1)  # (B,)
-        centre = self.aligned_position(query, lengths, step)  # (B,)
+        centre = self.aligned_position(queries, lengths, first_step)  # (B, T)
         positions = torch.arange(mask.size(1), device=mask.device, dtype=centre.dtype)  # (S,)
-        distance = positions.unsqueeze(0) - centre.unsqueeze(1)  # (B, S)
+        distance = positions.view(1, 1, -1) - centre.unsqueeze(-1)  # (B, T, S)
         # p_t ∈ [0, S] and D ≥ 1, so the window always holds at least one real position.
-        inside = mask & (distance.abs() <= self.window)
-        scores = self.score(query, keys).masked_fill(~inside, float("-inf"))
+        inside = mask.unsqueeze(1) & (distance.abs() <= self.window)
+        scores = self.score_all(queries, keys).masked_fill(~inside, float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # eq. (7) inside the window
         if self.mode == "p":
             weights = weights * torch.exp(-(distance**2) / (2 * self.sigma**2))  # eq. (10)
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)
-        return context, weights
+        return torch.bmm(weights, memory), weights

@@ -167,7 +167,7 @@ def hoisted_unroll(
                 hs[layer] = cell(rnn.dropout(out), hs[layer])
             out = hs[layer]
         if attention is not None and not bahdanau:
-            context, weights = attention(out, memory.keys, memory.outputs, memory.mask)
+            context, weights = attention(out, memory.keys, memory.outputs, memory.mask, step=state.step + t)
         features = out if context is None else torch.cat([out, context], dim=-1)
         attentional = torch.tanh(decoder.output_layer(features))  # (B, H)
         attentionals.append(attentional)
