@@ -189,6 +189,7 @@ def validate_train(cfg: Any) -> None:
         lambda: _choice("optim.scheduler", typed_cfg.optim.scheduler or "none", SCHEDULERS),
         lambda: _fraction("optim.label_smoothing", typed_cfg.optim.label_smoothing, closed=False),
         lambda: _at_least("threads", typed_cfg.threads, 1, allow_none=True),
+        lambda: _at_least("speed.loss_chunk", typed_cfg.speed.loss_chunk, 0),
         lambda: check_precision(cfg.trainer),
     ]
     for rule in rules:

@@ -48,6 +48,13 @@ class ModelConfig:
 
 
 @dataclass
+class SpeedConfig:
+    fast_unroll: bool = True
+    loss_chunk: int = 4096
+    compile: bool = False
+
+
+@dataclass
 class PlateauConfig:
     factor: float = 0.5
     patience: int = 1
@@ -159,6 +166,7 @@ class TrainConfig:
     ckpt_path: str | None = None
     tags: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -27,6 +27,7 @@ from seq2seq.inference.translator import Translator
 from seq2seq.models.attention import attention_entropy
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.training.chunked_loss import linear_cross_entropy
 from seq2seq.training.teacher_forcing import teacher_forcing_ratio
 
 
@@ -54,6 +55,9 @@ class Seq2SeqModule(pl.LightningModule):
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.model = model if model is not None else build_model(cfg, src_tokenizer, tgt_tokenizer)
+        speed = cfg.get("speed") or {}  # configs saved before the speed node existed: the defaults
+        self.model.fast_unroll = bool(speed.get("fast_unroll", True))
+        self.loss_chunk = int(speed.get("loss_chunk", 4096))  # 0: the full (B, T, V) logits
         self.decoding = Decoding.from_config(cfg.decoding)
         self._outputs: list[SentenceOutput] = []  # of the split being evaluated, this rank's sentences
         self.test_results: SplitScores | None = None
@@ -75,8 +79,23 @@ class Seq2SeqModule(pl.LightningModule):
     # ---------------------------------------------------------------- training
 
     def loss(self, batch: Batch, ratio: float = 1.0) -> torch.Tensor:
-        """Mean cross-entropy over non-padding target tokens (optionally label-smoothed)."""
-        return self.loss_and_logits(batch, ratio)[0]
+        """Mean cross-entropy over non-padding target tokens (optionally label-smoothed).
+
+        Under pure teacher forcing with ``speed.loss_chunk`` > 0 the output layer and the loss run in chunks
+        of tokens (:func:`~seq2seq.training.chunked_loss.linear_cross_entropy`; same loss and gradients).
+        """
+        if ratio < 1.0 or self.loss_chunk <= 0:
+            return self.loss_and_logits(batch, ratio)[0]
+        features, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in, features=True)  # (B, T, H)
+        decoder = self.model.decoder
+        return linear_cross_entropy(
+            decoder.dropout(features).reshape(-1, features.size(-1)),
+            decoder.generator,
+            batch.tgt_out.reshape(-1),
+            ignore_index=PAD_ID,
+            label_smoothing=float(self.cfg.optim.label_smoothing),
+            chunk=self.loss_chunk,
+        )
 
     def loss_and_logits(
         self, batch: Batch, ratio: float = 1.0, reduction: str = "mean"

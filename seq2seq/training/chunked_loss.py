@@ -1,0 +1,88 @@
+"""Output layer and cross-entropy in chunks of tokens: the training loss without the ``(B, T, V)`` logits.
+
+The mean cross-entropy of ``softmax(W x + b)`` over the non-padding targets (with label smoothing ``ε``, as
+``F.cross_entropy`` defines it: ``(1-ε)·(-log p_y) + ε·mean_v(-log p_v)``) has the gradient
+``∂L/∂z = (softmax(z) - q) / N`` with ``q = (1-ε)·onehot(y) + ε/V`` for each of the ``N`` real tokens. So the
+forward pass can compute, ``chunk`` tokens at a time, each chunk's logits, its loss *and* its gradients for
+``x``, ``W`` and ``b``, and keep only those: the logits of one chunk live at a time instead of the full
+``(B·T, V)`` tensor and its gradient. The FLOPs are the same as the plain layer's forward and backward
+(the two backward products run in the forward pass). Tested equal to ``F.cross_entropy(generator(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        features: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        targets: Tensor,
+        ignore_index: int,
+        smoothing: float,
+        chunk: int,
+    ) -> Tensor:
+        real = targets != ignore_index
+        count = real.sum().clamp(min=1)
+        grad_x = torch.zeros_like(features)
+        dtype = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums at least in float32
+        grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
+        grad_b = torch.zeros(bias.shape, dtype=dtype, device=bias.device)
+        total = features.new_zeros((), dtype=dtype)
+        vocab = weight.size(0)
+        for start in range(0, features.size(0), chunk):
+            x = features[start : start + chunk]  # (C, H)
+            y = targets[start : start + chunk]
+            keep = real[start : start + chunk]
+            logits = torch.nn.functional.linear(x, weight, bias).to(dtype)  # (C, V)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            safe = y.masked_fill(~keep, 0)
+            nll = -log_probs.gather(1, safe.unsqueeze(1)).squeeze(1)  # (C,)
+            token_loss = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+            total = total + token_loss.masked_fill(~keep, 0).sum()
+            grad = log_probs.exp_()  # softmax, in place of the log-probabilities
+            if smoothing:
+                grad.sub_(smoothing / vocab)
+            grad.scatter_add_(1, safe.unsqueeze(1), torch.full_like(nll, -(1 - smoothing)).unsqueeze(1))
+            grad.mul_(keep.unsqueeze(1).float() / count)  # (C, V): ∂L/∂logits, zero at padding
+            grad_x[start : start + chunk] = (grad @ weight.to(grad.dtype)).to(features.dtype)
+            grad_w += grad.t() @ x.to(grad.dtype)
+            grad_b += grad.sum(dim=0)
+        ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
+        return total / count
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        return grad_x * grad_output, grad_w * grad_output, grad_b * grad_output, None, None, None, None
+
+
+def linear_cross_entropy(
+    features: Tensor,
+    layer: torch.nn.Linear,
+    targets: Tensor,
+    ignore_index: int,
+    label_smoothing: float = 0.0,
+    chunk: int = 2048,
+) -> Tensor:
+    """Mean cross-entropy of ``layer(features)`` against ``targets``, ``chunk`` tokens at a time.
+
+    Args:
+        features: ``(N, H)`` inputs of the output layer (``h̃`` after dropout).
+        layer: the output layer ``W_s`` (``V × H`` weight and a bias).
+        targets: ``(N,)`` gold ids; ``ignore_index`` (padding) counts for nothing.
+        label_smoothing: ``ε`` of ``F.cross_entropy``.
+        chunk: tokens whose logits are computed at once.
+    """
+    if layer.bias is None:
+        raise ValueError("linear_cross_entropy needs an output layer with a bias")
+    return _LinearCrossEntropy.apply(
+        features, layer.weight, layer.bias, targets, ignore_index, float(label_smoothing), int(chunk)
+    )

@@ -1,0 +1,63 @@
+"""The chunked output layer + cross-entropy equals F.cross_entropy of the full logits, loss and gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.data.batching import Batch
+from seq2seq.data.tokenizer import BOS_ID, PAD_ID, Tokenizer, train_tokenizer
+from seq2seq.training.chunked_loss import linear_cross_entropy
+from seq2seq.training.module import Seq2SeqModule
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_equals_full_logits_cross_entropy(smoothing, chunk):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 11).double()
+    features = torch.randn(4, 6, 5, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(1, 11, (4, 6))
+    targets[1, 3:] = 0  # padding
+    targets[3, 1:] = 0
+
+    def grads(loss):
+        return torch.autograd.grad(loss * 3.0, [features, layer.weight, layer.bias])
+
+    full = F.cross_entropy(
+        layer(features).reshape(-1, 11), targets.reshape(-1), ignore_index=0, label_smoothing=smoothing
+    )
+    chunked = linear_cross_entropy(features.reshape(-1, 5), layer, targets.reshape(-1), 0, smoothing, chunk)
+    torch.testing.assert_close(chunked.double(), full, rtol=1e-6, atol=1e-7)
+    chunked_grads = grads(chunked)
+    for a, b in zip(chunked_grads, grads(full), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    # padding rows get no gradient at all
+    assert chunked_grads[0].reshape(4, 6, 5)[3, 1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "none"])
+def test_module_training_loss_is_the_same_with_and_without_chunks(tiny_cfg, attention):
+    """Seq2SeqModule.loss with speed.loss_chunk equals the full-logits loss, gradients included."""
+    cfg = tiny_cfg(f"model/attention={attention}", "speed.loss_chunk=5", "optim.label_smoothing=0.1")
+    proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
+    torch.manual_seed(0)
+    module = Seq2SeqModule(cfg, Tokenizer(proto), Tokenizer(proto))
+    assert module.loss_chunk == 5 and module.model.fast_unroll
+    g = torch.Generator().manual_seed(0)
+    vocab = module.model.decoder.generator.out_features
+    tgt = torch.randint(4, vocab, (3, 6), generator=g)
+    tgt[1, 4:] = PAD_ID
+    tgt_in = torch.cat([torch.full((3, 1), BOS_ID), tgt[:, :-1].clamp(min=0)], dim=1)
+    src = torch.randint(4, vocab, (3, 5), generator=g)
+    batch = Batch(src, torch.tensor([5, 5, 5]), tgt_in, tgt, torch.arange(3))
+    module.loss_chunk = 0
+    full = module.loss(batch)
+    full.backward()
+    expected = {n: p.grad.clone() for n, p in module.named_parameters()}
+    module.zero_grad()
+    module.loss_chunk = 5
+    chunked = module.loss(batch)
+    chunked.backward()
+    torch.testing.assert_close(chunked, full)
+    for name, param in module.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], msg=name, rtol=1e-5, atol=1e-6)
