@@ -58,13 +58,14 @@ def scored_pairs(cfg: DictConfig, trained: TrainedModel) -> tuple[Pairs, str]:
 
 
 def evaluation_config(trained: TrainedModel, cfg: DictConfig) -> DictConfig:
-    """The checkpoint's run config with this evaluation's decoding, length buckets and batch budget."""
+    """The checkpoint's run config with this evaluation's decoding, length buckets, bootstrap and batch budget."""
     model_cfg = copy.deepcopy(trained.cfg)
     with open_dict(model_cfg):
         if cfg.get("decoding") is not None:
             model_cfg.decoding = cfg.decoding
         if cfg.length_buckets is not None:
             model_cfg.eval.length_buckets = list(cfg.length_buckets)
+        model_cfg.eval.bootstrap = int(cfg.get("bootstrap", 0))
         if cfg.batch_tokens is not None:
             model_cfg.data.batch.eval_max_tokens = int(cfg.batch_tokens)
     return model_cfg

@@ -40,6 +40,7 @@ def test_the_shipped_configs_pass(tiny_cfg, tmp_path):
         (["optim.scheduler=cosine"], r"optim\.scheduler='cosine': choose one of plateau, none"),
         (["optim.lr=0"], r"optim\.lr=0\.0: must be positive"),
         (["eval.length_buckets=[1,20,10]"], r"eval\.length_buckets=\[1, 20, 10\]: need increasing lower edges"),
+        (["eval.bootstrap=1"], r"eval\.bootstrap=1: give the number of bootstrap resamples .* or 0 for no intervals"),
         (["logger=wandb", "logger.mode=sometimes"], r"logger\.mode='sometimes': choose one of offline, online"),
         (["data.task=shuffle"], r"data\.task='shuffle': choose one of copy, reverse, sort, toy_translation"),
         (["data.tokenizer.model_type=wordpiece"], r"data\.tokenizer\.model_type='wordpiece'"),
@@ -72,6 +73,8 @@ def test_evaluate_and_translate_options():
         validate_evaluate(_compose("evaluate", "run_dir=r", "ckpt_path=c"))
     with pytest.raises(ConfigError, match="split='train': choose one of test, val"):
         validate_evaluate(_compose("evaluate", "run_dir=r", "split=train"))
+    with pytest.raises(ConfigError, match="bootstrap=-5: give the number of bootstrap resamples"):
+        validate_evaluate(_compose("evaluate", "run_dir=r", "bootstrap=-5"))
     with pytest.raises(ConfigError, match=r"decoding\.beam_size=0"):
         validate_evaluate(_compose("evaluate", "run_dir=r", "decoding=beam", "decoding.beam_size=0"))
     validate_translate(_compose("translate", "ckpt_path=c"))

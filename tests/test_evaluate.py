@@ -93,7 +93,10 @@ def test_evaluate_rescores_the_test_set_into_a_new_directory(trained, tmp_path):
     assert results["evaluated"]["sentences"] == 12
     for key in ("test/bleu", "test/chrf", "test/exact_match", "test/loss", "test/attention_entropy"):
         assert results["metrics"][key] == pytest.approx(training["metrics"][key], abs=1e-6)
-    assert results["bleu_by_length"] == training["bleu_by_length"]
+    assert results["bleu_by_length"] == training["bleu_by_length"]  # their bleu_ci too: sacrebleu's seed
+    for key in ("test/bleu_ci", "test/chrf_ci"):
+        assert results["metrics"][key] == pytest.approx(training["metrics"][key], abs=1e-6)
+    assert results["sacrebleu"] == training["sacrebleu"]
     assert read_predictions(out / "predictions" / "test.tsv") == read_predictions(
         trained / "predictions" / "test.tsv"
     )
@@ -118,8 +121,11 @@ def test_evaluate_files_with_other_buckets_and_beam_size_one(trained, tmp_path):
             "decoding=beam",
             "decoding.beam_size=1",
             "attention_examples=0",
+            "bootstrap=0",
         )
     )
+    assert "test/bleu_ci" not in results["metrics"] and "bs:" not in results["sacrebleu"]["bleu"]
+    assert all("bleu_ci" not in row for row in results["bleu_by_length"])
     sources = [r[0] for r in rows]
     assert [r["bucket"] for r in results["bleu_by_length"]] == ["1-2", "3-5", "6+"]
     assert [r["n"] for r in results["bleu_by_length"]] == bucket_counts(sources, [(1, 2), (3, 5), (6, None)])

@@ -41,3 +41,30 @@ def test_attention_heatmap_grows_with_the_sentences_and_checks_its_labels(tmp_pa
     with pytest.raises(ValueError, match=r"shape \(2, 3\) do not match 2 output and 4 source pieces"):
         plot_attention(np.ones((2, 3)) / 3, ["a", "b", "c", "d"], ["x", "y"], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_intervals_are_drawn_around_bleu_by_length_and_position_accuracy(tmp_path):
+    from matplotlib.image import imread
+
+    from seq2seq.evaluation.plots import length_intervals, plot_bleu_by_length, plot_position_accuracy
+
+    rows = [
+        {"bucket": "1-10", "min_len": 1, "max_len": 10, "n": 30, "bleu": 40.0},
+        {"bucket": "11+", "min_len": 11, "max_len": None, "n": 0, "bleu": None},
+    ]
+    with_ci = [{**rows[0], "bleu_ci": [30.0, 55.0]}, {**rows[1], "bleu_ci": None}]
+    assert length_intervals({"a": with_ci, "b": rows}, ["1-10", "11+"]) == {
+        "a": [[30.0, 55.0], None],
+        "b": [None, None],
+    }
+    plain = imread(plot_bleu_by_length({"test": rows}, tmp_path / "plain.png"))
+    bars = imread(plot_bleu_by_length({"test": with_ci}, tmp_path / "bars.png"))
+    assert plain.shape == bars.shape and (plain != bars).any()
+    curve = {"free": [90.0, 80.0, None]}
+    plain = imread(plot_position_accuracy(curve, tmp_path / "p0.png"))
+    band = imread(
+        plot_position_accuracy(
+            curve, tmp_path / "p1.png", intervals={"free": [[85.0, 94.0], [70.0, 88.0], None]}
+        )
+    )
+    assert plain.shape == band.shape and (plain != band).any()

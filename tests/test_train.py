@@ -67,6 +67,22 @@ def test_run_directory_contract(tiny_cfg, tmp_path):
     first, *rest = results["bleu_by_length"]
     assert first["n"] == 12  # all test sources have 2-8 words
     assert all(b["n"] == 0 and b["bleu"] is None for b in rest)
+    # 95 % bootstrap intervals (eval.bootstrap: 1000 by default), each containing its point score
+    metrics = results["metrics"]
+    for key in ("test/bleu", "test/chrf", "val/bleu"):
+        low, high = metrics[f"{key}_ci"]
+        assert low <= metrics[key] <= high
+    assert first["bleu_ci"][0] <= first["bleu"] <= first["bleu_ci"][1]
+    assert all(b["bleu_ci"] is None for b in rest)
+    for row in results["val_bleu_by_length"]:
+        assert (
+            row["bleu_ci"] is None if row["n"] == 0 else row["bleu_ci"][0] <= row["bleu"] <= row["bleu_ci"][1]
+        )
+    assert "bs:1000|seed:12345" in results["sacrebleu"]["bleu"] and "bs:1000" in results["sacrebleu"]["chrf"]
+    free_ci = results["position_accuracy_ci"]
+    assert all(
+        lo <= v <= hi for (lo, hi), v in zip(free_ci[:8], results["position_accuracy"][:8], strict=True)
+    )
     assert set(results["train"]) >= {"steps", "epochs", "wall_s", "tokens_per_s"}
     # Exposure bias: free-running and teacher-forced token accuracy per output position (test sentences have
     # at most 8 words, so positions past 8 have no data).

@@ -169,6 +169,13 @@ def check_precision(trainer_cfg: Any) -> None:
         )
 
 
+def _bootstrap(option: str, value: int) -> None:
+    _check(
+        value == 0 or value >= 2,
+        f"{option}={value}: give the number of bootstrap resamples (e.g. 1000), or 0 for no intervals",
+    )
+
+
 def validate_train(cfg: Any) -> None:
     """Everything ``seq2seq-train`` reads, checked before the first file is opened.
 
@@ -185,6 +192,7 @@ def validate_train(cfg: Any) -> None:
         lambda: _length_buckets("eval.length_buckets", typed_cfg.eval.length_buckets),
         lambda: _at_least("eval.attention_examples", typed_cfg.eval.attention_examples, 0),
         lambda: _at_least("eval.max_positions", typed_cfg.eval.max_positions, 1),
+        lambda: _bootstrap("eval.bootstrap", typed_cfg.eval.bootstrap),
         lambda: _check(typed_cfg.optim.lr > 0, f"optim.lr={typed_cfg.optim.lr}: must be positive"),
         lambda: _choice("optim.scheduler", typed_cfg.optim.scheduler or "none", SCHEDULERS),
         lambda: _fraction("optim.label_smoothing", typed_cfg.optim.label_smoothing, closed=False),
@@ -210,6 +218,7 @@ def validate_evaluate(cfg: Any) -> None:
     if cfg.length_buckets is not None:
         _length_buckets("length_buckets", cfg.length_buckets)
     _at_least("attention_examples", cfg.attention_examples, 0)
+    _bootstrap("bootstrap", cfg.get("bootstrap", 0))
     _at_least("max_words", cfg.max_words, 1, allow_none=True)
     _at_least("batch_tokens", cfg.batch_tokens, 1, allow_none=True)
     _choice("accelerator", cfg.accelerator, ("auto", "cpu", "gpu"))

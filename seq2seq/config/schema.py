@@ -75,6 +75,7 @@ class EvalConfig:
     length_buckets: list[int] = field(default_factory=lambda: [1, 11, 21, 31, 41, 51])
     attention_examples: int = 4
     max_positions: int = 60
+    bootstrap: int = 1000
 
 
 @dataclass

@@ -22,9 +22,11 @@ from seq2seq.evaluation.tracking import log_bleu_by_length, log_images, log_summ
 from seq2seq.inference.translator import Translation, Translator
 
 
-def split_metrics(test: SplitScores) -> dict[str, float]:
-    """``results.json``'s ``test/*`` metrics of a scored test split."""
-    metrics = {f"test/{name}": value for name, value in test.scores.items()}
+def split_metrics(test: SplitScores) -> dict[str, Any]:
+    """``results.json``'s ``test/*`` metrics of a scored test split, with ``test/bleu_ci`` and
+    ``test/chrf_ci`` (``[low, high]``) when it was resampled."""
+    metrics: dict[str, Any] = {f"test/{name}": value for name, value in test.scores.items()}
+    metrics.update({f"test/{name}_ci": interval for name, interval in test.intervals.items()})
     metrics["test/loss"] = test.loss
     if test.attention_entropy is not None:
         metrics["test/attention_entropy"] = test.attention_entropy
@@ -32,11 +34,15 @@ def split_metrics(test: SplitScores) -> dict[str, float]:
 
 
 def split_records(test: SplitScores) -> dict[str, Any]:
-    """The per-bucket and per-position lists of ``results.json`` that come from the test split."""
+    """The per-bucket and per-position lists of ``results.json`` that come from the test split, and the
+    sacrebleu signatures of its scores."""
     return {
         "bleu_by_length": test.bleu_by_length,
         "position_accuracy": test.position_accuracy,  # free-running (the decoding config), per output token
         "teacher_forced_position_accuracy": test.teacher_forced_position_accuracy,
+        "position_accuracy_ci": test.position_accuracy_ci,  # Wilson 95 %, per position
+        "teacher_forced_position_accuracy_ci": test.teacher_forced_position_accuracy_ci,
+        "sacrebleu": test.signatures,
     }
 
 
@@ -56,10 +62,15 @@ def write_outputs(
     plot_position_accuracy(
         {"free-running": test.position_accuracy, "teacher-forced": test.teacher_forced_position_accuracy},
         out_dir / "plots" / "position_accuracy.png",
+        intervals={
+            "free-running": test.position_accuracy_ci,
+            "teacher-forced": test.teacher_forced_position_accuracy_ci,
+        },
     )
     # the final metrics (test, best validation) are the run's summary, never a logged step: the test metrics
-    # were logged by trainer.test at the step they were measured, and the best val/bleu at its validation
-    final = {k: v for k, v in results["metrics"].items() if v is not None and math.isfinite(v)}
+    # were logged by trainer.test at the step they were measured, and the best val/bleu at its validation;
+    # scalars only: the intervals stay in results.json
+    final = {k: v for k, v in results["metrics"].items() if isinstance(v, int | float) and math.isfinite(v)}
     log_summary(loggers, {**final, "params": results["params"], "status": results["status"]})
     log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)
     log_bleu_by_length(loggers, "val/bleu_by_length", results.get("val_bleu_by_length") or [])
@@ -126,8 +137,11 @@ def draw_attention_maps(
 
 
 def with_val(metrics: dict[str, float], best_val: Mapping[str, Any] | None, best_bleu: float | None) -> dict:
-    """Add the best validation's ``val/bleu`` (NaN when none ran) and attention entropy to ``metrics``."""
+    """Add the best validation's ``val/bleu`` (NaN when none ran), its ``val/bleu_ci`` (when resampled) and
+    attention entropy to ``metrics``."""
     metrics = {**metrics, "val/bleu": float(best_bleu) if best_bleu is not None else float("nan")}
+    if best_val and (best_val.get("intervals") or {}).get("bleu"):
+        metrics["val/bleu_ci"] = best_val["intervals"]["bleu"]
     if best_val and best_val.get("attention_entropy") is not None:
         metrics["val/attention_entropy"] = best_val["attention_entropy"]
     return metrics

@@ -22,14 +22,26 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def with_interval(value: float | None, interval: Sequence[float] | None, digits: int = 1) -> str:
+    """``52.9 [48.3, 57.4]``: a score and its 95 % interval (the score alone when it has none)."""
+    if value is None or not interval:
+        return _fmt(value, digits)
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 def length_table(rows: Sequence[dict], title: str) -> Table:
-    """BLEU, chrF and exact match per source-length bucket (``bleu_by_length`` rows); empty ones show —."""
+    """BLEU (with its 95 % interval when resampled), chrF and exact match per source-length bucket
+    (``bleu_by_length`` rows); empty ones show —."""
     table = Table(title=title)
-    for column in ("bucket", "n", "BLEU", "chrF", "exact %"):
+    for column in ("bucket", "n", "BLEU [95% CI]", "chrF", "exact %"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            row["bucket"], str(row["n"]), _fmt(row["bleu"]), _fmt(row["chrf"]), _fmt(row["exact_match"])
+            row["bucket"],
+            str(row["n"]),
+            with_interval(row["bleu"], row.get("bleu_ci")),
+            _fmt(row["chrf"]),
+            _fmt(row["exact_match"]),
         )
     return table
 
@@ -51,10 +63,12 @@ def print_summary(results: dict, run_dir: str, console: Console | None = None) -
     table.add_row("model", run_label(choices, results["config"], hidden=False))
     table.add_row("data", choices.get("data", "?"))
     table.add_row("decoding", choices.get("decoding", "?"))
-    table.add_row("test BLEU", _fmt(metrics.get("test/bleu")))
-    table.add_row("test chrF", _fmt(metrics.get("test/chrf")))
+    table.add_row("test BLEU [95% CI]", with_interval(metrics.get("test/bleu"), metrics.get("test/bleu_ci")))
+    table.add_row("test chrF [95% CI]", with_interval(metrics.get("test/chrf"), metrics.get("test/chrf_ci")))
     table.add_row("test exact match (%)", _fmt(metrics.get("test/exact_match")))
-    table.add_row("best val BLEU", _fmt(metrics.get("val/bleu")))
+    table.add_row(
+        "best val BLEU [95% CI]", with_interval(metrics.get("val/bleu"), metrics.get("val/bleu_ci"))
+    )
     attention = choices.get("model/attention")
     table.add_row("test attention entropy (nats)", _entropy(metrics, "test/attention_entropy", attention))
     table.add_row("parameters", f"{results['params']:,}")
@@ -83,8 +97,8 @@ def print_evaluation(results: dict, out_dir: str, console: Console | None = None
     table.add_row("scored", evaluated["data"])
     table.add_row("sentences", str(evaluated["sentences"]))
     table.add_row("decoding", evaluated["decoding"])
-    table.add_row("BLEU", _fmt(metrics.get("test/bleu")))
-    table.add_row("chrF", _fmt(metrics.get("test/chrf")))
+    table.add_row("BLEU [95% CI]", with_interval(metrics.get("test/bleu"), metrics.get("test/bleu_ci")))
+    table.add_row("chrF [95% CI]", with_interval(metrics.get("test/chrf"), metrics.get("test/chrf_ci")))
     table.add_row("exact match (%)", _fmt(metrics.get("test/exact_match")))
     table.add_row("loss", _fmt(metrics.get("test/loss"), 3))
     table.add_row(

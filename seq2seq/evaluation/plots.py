@@ -41,6 +41,30 @@ def length_series(
     return buckets, values, counts
 
 
+def length_intervals(
+    named_rows: Mapping[str, Sequence[dict]], buckets: Sequence[str]
+) -> dict[str, list[list[float] | None]]:
+    """Per name, the ``bleu_ci`` ``[low, high]`` of each of ``buckets`` (None: empty, missing or not resampled)."""
+    intervals = {}
+    for name, rows in named_rows.items():
+        by_bucket = {row["bucket"]: row for row in rows}
+        intervals[name] = [(by_bucket.get(b) or {}).get("bleu_ci") or None for b in buckets]
+    return intervals
+
+
+def _error_bars(ax, x: np.ndarray, y: np.ndarray, bounds: Sequence[list[float] | None], color: str) -> float:
+    """Draw 95 % intervals as error bars around ``y`` (points without one get none); returns the top end."""
+    has = np.array([b is not None and not math.isnan(v) for b, v in zip(bounds, y, strict=True)], dtype=bool)
+    if not has.any():
+        return 0.0
+    low = np.array([b[0] for b, h in zip(bounds, has, strict=True) if h])
+    high = np.array([b[1] for b, h in zip(bounds, has, strict=True) if h])
+    centre = y[has]
+    yerr = np.vstack([np.maximum(centre - low, 0), np.maximum(high - centre, 0)])
+    ax.errorbar(x[has], centre, yerr=yerr, fmt="none", ecolor=color, capsize=3, alpha=0.7, linewidth=1)
+    return float(high.max())
+
+
 def plot_bleu_by_length(
     named_rows: Mapping[str, Sequence[dict]],
     path: str | Path,
@@ -50,12 +74,13 @@ def plot_bleu_by_length(
     """One line per series (e.g. ``{"test": rows, "val (best)": rows}``, or one per run of a sweep) over the
     length buckets of ``results.json``'s ``bleu_by_length`` rows (:func:`length_series`).
 
-    Empty buckets are gaps, not zeros; with ``annotate_n`` each point is labelled with its ``n``. The y axis
-    starts at 0, so a flat line near 0 does not look like a result.
+    Empty buckets are gaps, not zeros; with ``annotate_n`` each point is labelled with its ``n``. Rows with
+    ``bleu_ci`` get 95 % error bars. The y axis starts at 0, so a flat line near 0 does not look like a result.
     """
     if not named_rows:
         raise ValueError("plot_bleu_by_length needs at least one series of bleu_by_length rows")
     buckets, values, counts = length_series(named_rows)
+    intervals = length_intervals(named_rows, buckets)
     fig = Figure(figsize=(max(5.0, 0.9 * len(buckets) + 2.0), 3.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(buckets))
@@ -63,7 +88,7 @@ def plot_bleu_by_length(
     for name, curve in values.items():
         y = np.array([math.nan if v is None else v for v in curve], dtype=float)
         (line,) = ax.plot(x, y, marker="o", label=name)
-        top = max([top, *y[~np.isnan(y)]])
+        top = max([top, *y[~np.isnan(y)], _error_bars(ax, x, y, intervals[name], line.get_color())])
         if not annotate_n:
             continue
         for xi, yi, n in zip(x, y, counts[name], strict=True):
@@ -144,8 +169,10 @@ def plot_position_accuracy(
     curves: Mapping[str, Sequence[float | None]],
     path: str | Path,
     title: str = "token accuracy by output position",
+    intervals: Mapping[str, Sequence[Sequence[float] | None]] | None = None,
 ) -> Path:
-    """One line per curve of ``results.json``'s ``position_accuracy`` lists (percent; None = no data).
+    """One line per curve of ``results.json``'s ``position_accuracy`` lists (percent; None = no data), with a
+    band for each curve that has ``intervals`` (its ``*_ci`` list: Wilson 95 % ``[low, high]`` per position).
 
     Free-running against teacher-forced accuracy shows exposure bias: the gap that opens after the first error.
     """
@@ -153,7 +180,14 @@ def plot_position_accuracy(
     ax = fig.subplots()
     for name, curve in curves.items():
         y = np.array([math.nan if v is None else v for v in curve], dtype=float)
-        ax.plot(np.arange(1, len(y) + 1), y, label=name)
+        x = np.arange(1, len(y) + 1)
+        (line,) = ax.plot(x, y, label=name)
+        bounds = (intervals or {}).get(name) or []
+        if bounds:
+            low, high = (
+                np.array([math.nan if b is None else b[k] for b in bounds], dtype=float) for k in (0, 1)
+            )
+            ax.fill_between(x[: len(low)], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("output position (tokens)")
     ax.set_ylabel("token accuracy (%)")
     ax.set_ylim(0, 102)

@@ -3,18 +3,23 @@
 All scores are on a 0–100 scale. Length buckets count *source words* (whitespace tokens of the raw
 source), as in Bahdanau et al. (2015, Fig. 2) and Cho et al. (2014): ``edges=[1, 11, 21]`` gives the
 buckets ``1-10``, ``11-20`` and ``21+``. An empty bucket has ``n = 0`` and null scores, never 0 BLEU.
+
+With ``bootstrap = n > 1`` (``eval.bootstrap``) the corpus BLEU and chrF of a split, and the BLEU of each
+non-empty bucket (resampled within the bucket), get a 95 % bootstrap interval ``[low, high]``; each
+per-position accuracy always gets a Wilson interval (:mod:`seq2seq.evaluation.intervals`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
 from seq2seq.data.lengths import bucket_bounds, words
+from seq2seq.evaluation.intervals import bootstrap_interval, wilson_interval
 
 DEFAULT_EDGES = (1, 11, 21, 31, 41, 51)
 
@@ -34,15 +39,33 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[
     }
 
 
+def corpus_intervals(
+    hypotheses: Sequence[str], references: Sequence[str], bootstrap: int
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """95 % bootstrap intervals of corpus BLEU and chrF (``{"bleu": [low, high], "chrf": …}``, empty when
+    ``bootstrap`` < 2) and the sacrebleu signature of each metric (with ``bs:`` and ``seed:`` when resampled)."""
+    intervals, signatures = {}, {}
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
+        interval = bootstrap_interval(metric, hypotheses, references, bootstrap)
+        if interval is not None:
+            intervals[name] = interval
+        elif hypotheses:
+            metric.corpus_score(list(hypotheses), [list(references)])  # the signature needs the references
+        signatures[name] = metric.get_signature().format()
+    return intervals, signatures
+
+
 def bleu_by_length(
     sources: Sequence[str],
     hypotheses: Sequence[str],
     references: Sequence[str],
     edges: Sequence[int] = DEFAULT_EDGES,
+    bootstrap: int = 0,
 ) -> list[dict]:
     """Score each source-length bucket separately (the ``bleu_by_length`` list of ``results.json``).
 
-    Sources shorter than the first edge are counted in no bucket.
+    Sources shorter than the first edge are counted in no bucket. With ``bootstrap`` > 1 each row has
+    ``bleu_ci``: ``[low, high]`` from resampling the bucket's own sentences (null for an empty bucket).
     """
     rows = []
     for label, low, high in bucket_bounds(edges):
@@ -50,10 +73,13 @@ def bleu_by_length(
             i for i, src in enumerate(sources) if low <= words(src) and (high is None or words(src) <= high)
         ]
         row = {"bucket": label, "min_len": low, "max_len": high, "n": len(members)}
+        hyps, refs = [hypotheses[i] for i in members], [references[i] for i in members]
         if members:
-            row.update(corpus_scores([hypotheses[i] for i in members], [references[i] for i in members]))
+            row.update(corpus_scores(hyps, refs))
         else:
             row.update({"bleu": None, "chrf": None, "exact_match": None})
+        if bootstrap > 1:
+            row["bleu_ci"] = bootstrap_interval(BLEU(), hyps, refs, bootstrap)
         rows.append(row)
     return rows
 
@@ -71,6 +97,17 @@ def position_accuracy(correct: Sequence[Sequence[bool]], max_positions: int = 60
         column = [row[i] for row in correct if len(row) > i]
         curve.append(100.0 * sum(column) / len(column) if column else None)
     return curve
+
+
+def position_intervals(
+    correct: Sequence[Sequence[bool]], max_positions: int = 60
+) -> list[list[float] | None]:
+    """Wilson 95 % intervals of :func:`position_accuracy`'s values, position by position (None where it is)."""
+    intervals = []
+    for i in range(max_positions):
+        column = [row[i] for row in correct if len(row) > i]
+        intervals.append(wilson_interval(sum(column), len(column)))
+    return intervals
 
 
 @dataclass
@@ -104,6 +141,9 @@ class SplitScores:
     Attributes:
         scores: ``bleu``, ``chrf``, ``exact_match``; loss: mean cross-entropy per target token.
         attention_entropy: mean over every target step of the split (nats); None without attention.
+        intervals: 95 % bootstrap ``[low, high]`` of ``bleu`` and ``chrf`` (empty when not resampled);
+            signatures: sacrebleu's signature of each metric.
+        position_accuracy_ci, teacher_forced_position_accuracy_ci: Wilson intervals of the two curves.
     """
 
     sources: list[str]
@@ -115,6 +155,10 @@ class SplitScores:
     bleu_by_length: list[dict]
     position_accuracy: list[float | None]
     teacher_forced_position_accuracy: list[float | None]
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    signatures: dict[str, str] = field(default_factory=dict)
+    position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
+    teacher_forced_position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
 
     def logged(self) -> dict[str, float]:
         """The scalars logged per split: ``loss``, ``ppl``, the scores and (with attention) the entropy."""
@@ -127,14 +171,18 @@ class SplitScores:
         """The plain-data part kept of the best validation (inside checkpoints)."""
         return {
             "scores": self.scores,
+            "intervals": self.intervals,
             "bleu_by_length": self.bleu_by_length,
             "attention_entropy": self.attention_entropy,
             "position_accuracy": self.position_accuracy,
         }
 
 
-def score_split(outputs: Sequence[SentenceOutput], edges: Sequence[int], max_positions: int) -> SplitScores:
-    """Corpus scores, BLEU by source length, attention entropy and per-position accuracy of a whole split.
+def score_split(
+    outputs: Sequence[SentenceOutput], edges: Sequence[int], max_positions: int, bootstrap: int = 0
+) -> SplitScores:
+    """Corpus scores, BLEU by source length, attention entropy and per-position accuracy of a whole split,
+    with their 95 % intervals when ``bootstrap`` > 1 (that many resamples).
 
     ``outputs`` must hold every sentence of the split exactly once, in split order.
     """
@@ -142,6 +190,8 @@ def score_split(outputs: Sequence[SentenceOutput], edges: Sequence[int], max_pos
     references = [out.reference for out in outputs]
     hypotheses = [out.hypothesis for out in outputs]
     steps = sum(out.steps for out in outputs)
+    intervals, signatures = corpus_intervals(hypotheses, references, bootstrap)
+    free, forced = [out.free for out in outputs], [out.forced for out in outputs]
     return SplitScores(
         sources=sources,
         references=references,
@@ -149,7 +199,11 @@ def score_split(outputs: Sequence[SentenceOutput], edges: Sequence[int], max_pos
         scores=corpus_scores(hypotheses, references),
         loss=sum(out.nll for out in outputs) / max(sum(out.tokens for out in outputs), 1),
         attention_entropy=sum(out.entropy for out in outputs) / steps if steps > 0 else None,
-        bleu_by_length=bleu_by_length(sources, hypotheses, references, edges),
-        position_accuracy=position_accuracy([out.free for out in outputs], max_positions),
-        teacher_forced_position_accuracy=position_accuracy([out.forced for out in outputs], max_positions),
+        bleu_by_length=bleu_by_length(sources, hypotheses, references, edges, bootstrap),
+        position_accuracy=position_accuracy(free, max_positions),
+        teacher_forced_position_accuracy=position_accuracy(forced, max_positions),
+        intervals=intervals,
+        signatures=signatures,
+        position_accuracy_ci=position_intervals(free, max_positions),
+        teacher_forced_position_accuracy_ci=position_intervals(forced, max_positions),
     )

@@ -230,7 +230,12 @@ class Seq2SeqModule(pl.LightningModule):
     def _score(self, stage: str, dataloader: Any) -> SplitScores:
         """Score the split the ``dataloader`` served and log ``<stage>/loss``, ``/ppl``, ``/bleu``, …"""
         outputs = self._gather_outputs(len(dataloader.dataset), stage)
-        result = score_split(outputs, list(self.cfg.eval.length_buckets), int(self.cfg.eval.max_positions))
+        result = score_split(
+            outputs,
+            list(self.cfg.eval.length_buckets),
+            int(self.cfg.eval.max_positions),
+            int(self.cfg.eval.get("bootstrap", 0)),  # checkpoints of older runs have no eval.bootstrap
+        )
         for name, value in result.logged().items():
             # every rank holds the same value: the max over ranks keeps it exact (a mean may round)
             self.log(f"{stage}/{name}", value, sync_dist=True, reduce_fx="max")

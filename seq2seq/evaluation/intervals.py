@@ -1,0 +1,51 @@
+"""95 % confidence intervals: sacrebleu's bootstrap for corpus scores, Wilson's for token accuracies.
+
+A corpus score (BLEU, chrF) is recomputed on ``n`` resamples of the sentences, drawn with replacement by
+sacrebleu's own ``_bootstrap_resample`` (Koehn 2004; the machinery behind ``corpus_score(n_bootstrap=n)``,
+seeded by ``SACREBLEU_SEED``, 12345 unless set). The interval is that of sacrebleu's ``estimate_ci``: the
+resampled scores sorted, from the ``⌊n/40⌋``-th to the ``(n-1-⌊n/40⌋)``-th. sacrebleu prints it as
+``μ ± half-width``; ``results.json`` keeps its two ends ``[low, high]``.
+
+A token accuracy is a proportion of independent-enough trials; its interval is Wilson's score interval
+(Wilson 1927), which stays inside [0, 100] and is sensible for 0 or all correct.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from sacrebleu.metrics.base import Metric
+from sacrebleu.significance import _bootstrap_resample
+
+Z95 = 1.959963984540054  # the two-sided 95 % quantile of the standard normal
+
+
+def bootstrap_interval(
+    metric: Metric, hypotheses: Sequence[str], references: Sequence[str], n: int
+) -> list[float] | None:
+    """``[low, high]`` of ``metric`` over ``n`` bootstrap resamples of the sentences; None when ``n`` < 2.
+
+    ``metric`` afterwards carries ``n_bootstrap`` and ``seed``, so its ``get_signature()`` says ``bs:n`` and
+    ``seed:…`` exactly as after ``metric.corpus_score(..., n_bootstrap=n)``.
+    """
+    if n < 2 or not hypotheses:
+        return None
+    stats = metric._extract_corpus_statistics(list(hypotheses), [list(references)])
+    seed, scores = _bootstrap_resample(stats, metric, n)
+    metric.n_bootstrap, metric.seed = n, seed
+    ordered = sorted(score.score for score in scores)
+    lower = n // 40
+    return [float(ordered[lower]), float(ordered[n - lower - 1])]
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> list[float] | None:
+    """Wilson's score interval of the proportion ``successes / trials``, in percent; None for no trials."""
+    if trials <= 0:
+        return None
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends where rounding would miss them
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return [100.0 * low, 100.0 * high]
