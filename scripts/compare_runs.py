@@ -2,8 +2,15 @@
 
 python3 scripts/compare_runs.py outputs/science/bahdanau outputs/science/none
 python3 scripts/compare_runs.py multirun/exposure_bias/<date_time>/[0-9]*
+.venv/bin/python scripts/compare_runs.py RUN RUN ... [--baseline N|RUN] [--resamples 1000] [--trials 10000]
 
-Runs with a plain ``python3``: the run record's reader imports only the standard library.
+Then, against a baseline run (``--baseline``: its position, 1 = first, or its directory; default the first
+``attention=none`` run, else the first), the paired bootstrap and approximate-randomization p-values of
+sacrebleu (``seq2seq.evaluation.significance``) on the sentences of ``predictions/test.tsv``, overall (BLEU,
+chrF) and per length bucket (BLEU). Runs scored on different test sets are refused.
+
+The tables run with a plain ``python3`` (the run record's reader imports only the standard library); the
+paired tests need sacrebleu, i.e. the project's virtualenv, and are skipped with a note without it.
 """
 
 from __future__ import annotations
@@ -55,13 +62,90 @@ def markdown_tables(run_dirs: list[Path], positions: tuple[int, ...] = (1, 5, 10
     return "\n".join(lines)
 
 
+def _p(value: float) -> str:
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def _delta(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1f}"
+
+
+def pick_baseline(records: list[RunRecord], choice: str | None) -> int:
+    """Index of the baseline: ``choice`` as a 1-based position or a run directory; by default the first
+    ``attention=none`` run, else the first."""
+    if choice is None:
+        nones = [i for i, r in enumerate(records) if r.choices.get("model/attention") == "none"]
+        return nones[0] if nones else 0
+    if choice.isdigit() and 1 <= int(choice) <= len(records):
+        return int(choice) - 1
+    for i, r in enumerate(records):
+        if r.path.resolve() == Path(choice).resolve():
+            return i
+    raise ValueError(f"--baseline {choice}: give a position 1-{len(records)} or one of the run directories")
+
+
+def significance_tables(run_dirs: list[Path], baseline: int, n_bootstrap: int, n_trials: int) -> str:
+    """Each run against the baseline run: paired bootstrap / approximate randomization p-values, overall and
+    per length bucket. Raises ``SignificanceError`` for runs scored on different test sets."""
+    from seq2seq.evaluation.significance import compare_to_baseline
+
+    records = [RunRecord.read(d) for d in run_dirs]
+    labels = [r.label(extra=("teacher_forcing",)) for r in records]
+    others = [i for i in range(len(records)) if i != baseline]
+    compared = {
+        i: compare_to_baseline(run_dirs[baseline], run_dirs[i], n_bootstrap, n_trials) for i in others
+    }
+    lines = [
+        f"Paired tests against **{labels[baseline]}** ({run_dirs[baseline]}): sacrebleu's paired bootstrap "
+        f"({n_bootstrap} resamples) and approximate randomization ({n_trials} trials), two-sided p.",
+        "",
+        "| run | BLEU | Δ BLEU | p bootstrap | p AR | chrF | Δ chrF | p bootstrap | p AR |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i in others:
+        overall, _ = compared[i]
+        cells = []
+        for metric in ("BLEU", "chrF"):
+            p = overall.p[metric]
+            cells += [_fmt(overall.system[metric]), _delta(overall.delta(metric)), _p(p["bs"]), _p(p["ar"])]
+        lines.append(f"| {labels[i]} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| source words | n | "
+        + " | ".join(f"{labels[i]}: Δ BLEU (p bootstrap / p AR)" for i in others)
+        + " |",
+        "|---|---:|" + "---:|" * len(others),
+    ]
+    for b, (bucket, first) in enumerate(compared[others[0]][1] if others else []):
+        cells = []
+        for i in others:
+            comparison = compared[i][1][b][1]
+            p = comparison.p.get("BLEU")
+            cells.append(f"{_delta(comparison.delta())} ({_p(p['bs'])} / {_p(p['ar'])})" if p else "—")
+        lines.append(f"| {bucket} | {first.n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding results.json")
+    parser.add_argument("--baseline", help="position (1 = first) or directory of the baseline run")
+    parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    parser.add_argument("--trials", type=int, default=10000, help="approximate randomization trials")
+    parser.add_argument("--no-significance", action="store_true", help="only the tables of scores")
     args = parser.parse_args()
     try:
         print(markdown_tables(args.runs))
-    except RecordError as error:
+        if args.no_significance or len(args.runs) < 2:
+            return
+        baseline = pick_baseline([RunRecord.read(d) for d in args.runs], args.baseline)
+        try:
+            tables = significance_tables(args.runs, baseline, args.resamples, args.trials)
+        except ImportError as error:
+            print(f"\n(paired tests skipped: {error.name} is missing; run with .venv/bin/python)")
+            return
+        print("\n" + tables)
+    except (RecordError, ValueError) as error:  # SignificanceError is a ValueError
         parser.error(str(error))
 
 

@@ -161,6 +161,25 @@ def write_predictions(
 # ------------------------------------------------------------------------------------------ reading
 
 
+def read_predictions(path: Path) -> tuple[list[str], list[str], list[str]]:
+    """Sources, references and hypotheses of a ``predictions/test.tsv`` (:func:`write_predictions`).
+
+    Raises:
+        RecordError: missing, unreadable, or without the ``source reference hypothesis`` header.
+    """
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+    except OSError as err:
+        raise RecordError(f"{path}: cannot read the predictions ({err})") from None
+    if not rows or rows[0] != ["source", "reference", "hypothesis"] or any(len(r) != 3 for r in rows[1:]):
+        raise RecordError(f"{path}: not a predictions file (expected columns source, reference, hypothesis)")
+    sources, references, hypotheses = (
+        (list(column) for column in zip(*rows[1:], strict=True)) if rows[1:] else ([], [], [])
+    )
+    return sources, references, hypotheses
+
+
 @dataclass
 class RunRecord:
     """A run's ``results.json``, read back (see :func:`build_results` for the keys)."""
