@@ -111,3 +111,17 @@ def test_fast_unroll_in_float32_with_dropout_off_in_eval():
     torch.testing.assert_close(model.decoder.logits(features), slow)
     with pytest.raises(ValueError, match="teacher_forcing_ratio=1"):
         model(src, lengths, tgt_in, teacher_forcing_ratio=0.5, features=True)
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_the_eager_step():
+    """speed.compile: the hoisted step through torch.compile (inductor) computes the same; its compile time is kept."""
+    model = _model("gru", "bahdanau", "init", True, 1).float()
+    src, lengths, tgt_in = _batch()
+    eager, _ = model(src, lengths, tgt_in)
+    model.compile_step = True
+    compiled, _ = model(src, lengths, tgt_in)
+    assert unroll.compile_seconds() > 0
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    compiled.sum().backward()  # and it trains
+    assert model.decoder.rnn.cells[0].weight_hh.grad.abs().sum() > 0

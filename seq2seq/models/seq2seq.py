@@ -26,10 +26,12 @@ class EncoderDecoder(nn.Module):
 
     Attributes:
         fast_unroll: teacher forcing (ratio 1) through :mod:`seq2seq.models.unroll` (fused or hoisted, tested
-            equal to the decoder's step loop); False runs the step loop (``model.fast_unroll``).
+            equal to the decoder's step loop); False runs the step loop (``speed.fast_unroll``).
+        compile_step: the fast unroll's per-step function through ``torch.compile`` (``speed.compile``).
     """
 
     fast_unroll: bool = True
+    compile_step: bool = False
 
     def __init__(
         self,
@@ -139,7 +141,9 @@ class EncoderDecoder(nn.Module):
         memory, state = self.encode(src, src_lengths)
         if teacher_forcing_ratio >= 1.0 and (self.fast_unroll or features):
             if self.fast_unroll:
-                out, weights = teacher_forced(self.decoder, targets_in, memory, state, return_attention)
+                out, weights = teacher_forced(
+                    self.decoder, targets_in, memory, state, return_attention, self.compile_step
+                )
             else:
                 out, weights = self.decoder.unroll(targets_in, memory, state, return_attention)
             return (out if features else self.decoder.logits(out)), weights

@@ -14,10 +14,14 @@ previous step need not wait for it:
   maths is written out on the gates (PyTorch's GRU / LSTM / tanh-RNN equations, ``torch.nn`` docs) so nothing is
   copied into a concatenated input.
 
-Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps the decoder's step loop.
+With ``speed.compile`` the hoisted step goes through ``torch.compile`` (inductor on CPU; on CUDA inductor's
+kernels); the recurrence then costs fewer, fused kernels per step. Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps the decoder's step loop.
 """
 
 from __future__ import annotations
+
+import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,14 +46,16 @@ def teacher_forced(
     memory: Memory,
     state: DecoderState,
     return_attention: bool = False,
+    compile: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Attentional vectors ``h̃`` ``(B, T, H)`` for decoder inputs ``(B, T)`` (BOS first), and attention ``(B, T, S)``.
 
     Equal (within float rounding) to :meth:`RecurrentDecoder.forward` with ratio 1 before its output layer.
+    ``compile``: the hoisted loop's step through ``torch.compile`` (:func:`compiled_step`).
     """
     if can_fuse(decoder):
         return fused_unroll(decoder, targets_in, memory, state, return_attention)
-    return hoisted_unroll(decoder, targets_in, memory, state, return_attention)
+    return hoisted_unroll(decoder, targets_in, memory, state, return_attention, compile)
 
 
 def fused_recurrence(rnn: StackedCell, inputs: Tensor, hidden: RecurrentState) -> Tensor:
@@ -114,67 +120,122 @@ def cell_from_gates(rnn_type: str, gates_x: Tensor, gates_h: Tensor, hidden: Ten
 
 
 def hoisted_unroll(
-    decoder: RecurrentDecoder, targets_in: Tensor, memory: Memory, state: DecoderState, return_attention: bool
+    decoder: RecurrentDecoder,
+    targets_in: Tensor,
+    memory: Memory,
+    state: DecoderState,
+    return_attention: bool,
+    compile: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """The step loop with the input-independent work done once (module docstring)."""
     rnn, attention = decoder.rnn, decoder.attention
-    rnn_type = decoder.rnn_type
     first = rnn.cells[0]
     embedded = decoder.embedding(targets_in.t())  # (T, B, E): one contiguous (B, E) slice per step
     size_e = embedded.size(-1)
     pre = F.linear(embedded, first.weight_ih[:, :size_e], first.bias_ih)  # (T, B, G)
     w_rest = first.weight_ih[:, size_e:].t()  # (2H or H, G): input feeding and/or context columns
     bahdanau = attention is not None and attention.query_is_previous_state
-    invalid = ~memory.mask  # (B, S)
     # One layer: s_{i-1} feeds both W_hh and Bahdanau's W; one product for both.
-    joint = bahdanau and len(rnn.cells) == 1 and isinstance(attention, AdditiveScore)
-    if joint:
-        w_joint = torch.cat([first.weight_hh, attention.query_layer.weight]).t()  # (H, G + A)
-        b_joint = torch.cat([first.bias_hh, first.bias_hh.new_zeros(attention.query_layer.out_features)])
-    gates = first.weight_hh.size(0)
-    is_lstm = rnn.is_lstm
-    hs = list(state.hidden[0] if is_lstm else state.hidden)  # per layer (B, H)
-    cs = list(state.hidden[1]) if is_lstm else [None] * len(hs)
+    if bahdanau and len(rnn.cells) == 1 and isinstance(attention, AdditiveScore):
+        w_h = torch.cat([first.weight_hh, attention.query_layer.weight]).t()  # (H, G + A)
+        b_h = torch.cat([first.bias_hh, first.bias_hh.new_zeros(attention.query_layer.out_features)])
+    else:
+        w_h, b_h = first.weight_hh.t(), first.bias_hh
+    hs = list(state.hidden[0] if rnn.is_lstm else state.hidden)  # per layer (B, H)
+    cs = list(state.hidden[1]) if rnn.is_lstm else [None] * len(hs)
+    invalid = ~memory.mask  # (B, S)
     attentional = state.attentional
+    step = compiled_step() if compile else hoisted_step
     attentionals, all_weights = [], []
     for t in range(embedded.size(0)):
-        rest, weights, context = [], None, None
-        if decoder.input_feeding:
-            rest.append(attentional)
-        gates_h = None
-        if bahdanau:
-            if joint:
-                both = torch.addmm(b_joint, hs[0], w_joint)
-                gates_h, projected = both[:, :gates], both[:, gates:]
-                scores = attention.score_projected(projected, memory.keys)
-            else:
-                scores = attention.score(hs[-1], memory.keys)
-            context, weights = _read(scores, invalid, memory.outputs)
-        elif decoder.context_every_step:
-            context = memory.context
-        if context is not None:
-            rest.append(context)
-        gates_x = torch.addmm(pre[t], rest[0] if len(rest) == 1 else torch.cat(rest, dim=-1), w_rest)
-        if gates_h is None:
-            gates_h = F.linear(hs[0], first.weight_hh, first.bias_hh)
-        hs[0], cs[0] = cell_from_gates(rnn_type, gates_x, gates_h, hs[0], cs[0])
-        out = hs[0]
-        for layer in range(1, len(hs)):
-            cell = rnn.cells[layer]
-            if is_lstm:
-                hs[layer], cs[layer] = cell(rnn.dropout(out), (hs[layer], cs[layer]))
-            else:
-                hs[layer] = cell(rnn.dropout(out), hs[layer])
-            out = hs[layer]
-        if attention is not None and not bahdanau:
-            context, weights = attention(out, memory.keys, memory.outputs, memory.mask, step=state.step + t)
-        features = out if context is None else torch.cat([out, context], dim=-1)
-        attentional = torch.tanh(decoder.output_layer(features))  # (B, H)
+        attentional, weights = step(
+            decoder, pre[t], w_rest, w_h, b_h, hs, cs, attentional, memory, invalid, state.step + t
+        )
         attentionals.append(attentional)
         if return_attention and weights is not None:
             all_weights.append(weights)
     weights = torch.stack(all_weights, dim=1) if all_weights else None
     return torch.stack(attentionals, dim=1), weights
+
+
+def hoisted_step(
+    decoder: RecurrentDecoder,
+    pre: Tensor,
+    w_rest: Tensor,
+    w_h: Tensor,
+    b_h: Tensor,
+    hs: list[Tensor],
+    cs: list[Tensor | None],
+    attentional: Tensor,
+    memory: Memory,
+    invalid: Tensor,
+    step: int,
+) -> tuple[Tensor, Tensor | None]:
+    """One step of :func:`hoisted_unroll`: updates ``hs`` / ``cs`` (per layer) in place, returns ``h̃`` and weights.
+
+    ``pre`` ``(B, G)`` is the embedding part of the first layer's input gates; ``w_h`` / ``b_h`` the first layer's
+    recurrent projection, with Bahdanau's query projection appended when they share their input.
+    """
+    rnn, attention = decoder.rnn, decoder.attention
+    bahdanau = attention is not None and attention.query_is_previous_state
+    rest, weights, context = [], None, None
+    if decoder.input_feeding:
+        rest.append(attentional)
+    projected = torch.addmm(b_h, hs[0], w_h)  # (B, G) or (B, G + A)
+    gates = rnn.cells[0].weight_hh.size(0)
+    gates_h = projected[:, :gates]
+    if bahdanau:
+        if projected.size(1) > gates:
+            scores = attention.score_projected(projected[:, gates:], memory.keys)
+        else:
+            scores = attention.score(hs[-1], memory.keys)
+        context, weights = _read(scores, invalid, memory.outputs)
+    elif decoder.context_every_step:
+        context = memory.context
+    if context is not None:
+        rest.append(context)
+    gates_x = torch.addmm(pre, rest[0] if len(rest) == 1 else torch.cat(rest, dim=-1), w_rest)
+    hs[0], cs[0] = cell_from_gates(decoder.rnn_type, gates_x, gates_h, hs[0], cs[0])
+    out = hs[0]
+    for layer in range(1, len(hs)):
+        cell = rnn.cells[layer]
+        if rnn.is_lstm:
+            hs[layer], cs[layer] = cell(rnn.dropout(out), (hs[layer], cs[layer]))
+        else:
+            hs[layer] = cell(rnn.dropout(out), hs[layer])
+        out = hs[layer]
+    if attention is not None and not bahdanau:
+        context, weights = attention(out, memory.keys, memory.outputs, memory.mask, step=step)
+    features = out if context is None else torch.cat([out, context], dim=-1)
+    return torch.tanh(decoder.output_layer(features)), weights  # (B, H)
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def compiled_step() -> Any:
+    """:func:`hoisted_step` through ``torch.compile`` (compiled at its first call, shapes dynamic); one per process.
+
+    The first call's wall time, compilation included, is kept in :data:`COMPILE_SECONDS` for the caller to report.
+    """
+    if "step" not in _COMPILED:
+        compiled = torch.compile(hoisted_step, dynamic=True)
+
+        def timed(*args: Any) -> Any:
+            if "seconds" in _COMPILED:
+                return compiled(*args)
+            start = time.perf_counter()
+            out = compiled(*args)
+            _COMPILED["seconds"] = time.perf_counter() - start
+            return out
+
+        _COMPILED["step"] = timed
+    return _COMPILED["step"]
+
+
+def compile_seconds() -> float | None:
+    """Wall time of the compiled step's first call (tracing and compilation included), None before it."""
+    return _COMPILED.get("seconds")
 
 
 def _read(scores: Tensor, invalid: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:

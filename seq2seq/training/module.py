@@ -9,6 +9,7 @@ process. Batches carry their text, so the module scores whatever loader it is gi
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -27,8 +28,11 @@ from seq2seq.inference.translator import Translator
 from seq2seq.models.attention import attention_entropy
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.models.unroll import compile_seconds
 from seq2seq.training.chunked_loss import linear_cross_entropy
 from seq2seq.training.teacher_forcing import teacher_forcing_ratio
+
+log = logging.getLogger(__name__)
 
 
 class Seq2SeqModule(pl.LightningModule):
@@ -57,6 +61,8 @@ class Seq2SeqModule(pl.LightningModule):
         self.model = model if model is not None else build_model(cfg, src_tokenizer, tgt_tokenizer)
         speed = cfg.get("speed") or {}  # configs saved before the speed node existed: the defaults
         self.model.fast_unroll = bool(speed.get("fast_unroll", True))
+        self.model.compile_step = bool(speed.get("compile", False))
+        self._compile_reported = False
         self.loss_chunk = int(speed.get("loss_chunk", 4096))  # 0: the full (B, T, V) logits
         self.decoding = Decoding.from_config(cfg.decoding)
         self._outputs: list[SentenceOutput] = []  # of the split being evaluated, this rank's sentences
@@ -141,6 +147,10 @@ class Seq2SeqModule(pl.LightningModule):
         self.log(
             "train/tokens_per_s", tokens / max(seconds, 1e-9), prog_bar=True, batch_size=batch.src.size(0)
         )
+        if self.model.compile_step and not self._compile_reported and compile_seconds() is not None:
+            self._compile_reported = True  # the first compiled batch: tracing and compilation included
+            log.info("speed.compile: the decoder step compiled in %.1f s (first call)", compile_seconds())
+            self.log("speed/compile_s", compile_seconds(), batch_size=batch.src.size(0))
 
     def configure_optimizers(self) -> Any:
         optim = self.cfg.optim
