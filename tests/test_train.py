@@ -48,6 +48,7 @@ def test_run_directory_contract(tiny_cfg, tmp_path):
         "data",
         "model/encoder",
         "model/attention",
+        "model/decoder",
         "teacher_forcing",
         "decoding",
     }

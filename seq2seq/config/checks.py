@@ -22,7 +22,7 @@ from seq2seq.data.standard_sets import FILE_SOURCES
 from seq2seq.data.synthetic import TASKS
 from seq2seq.data.tokenizer import MODEL_TYPES
 from seq2seq.evaluation.tracking import LOGGERS, WANDB_MODES
-from seq2seq.models.choices import ATTENTION_NAMES, LOCAL
+from seq2seq.models.choices import ARCHITECTURES, ATTENTION_NAMES, LOCAL, MULTIHEAD
 from seq2seq.models.decoder import CONTEXT_MODES
 from seq2seq.models.decoding import SEARCHES
 from seq2seq.models.encoders import RNN_TYPES
@@ -94,9 +94,38 @@ def check_logger(logger: Any) -> None:
         _choice("logger.mode", logger.mode, WANDB_MODES)
 
 
+def check_transformer(model: Any) -> None:
+    """Transformer sides: heads dividing ``d``, a positive feed-forward size; its own attention, and only it."""
+    encoder, decoder, attention = model.encoder, model.decoder, model.attention.name
+    for side, cfg in (("encoder", encoder), ("decoder", decoder)):
+        if cfg.type == "transformer":
+            _at_least(f"model.{side}.heads", cfg.heads, 1)
+            _at_least(f"model.{side}.ff_size", cfg.ff_size, 1)
+            _check(
+                model.hidden_size % cfg.heads == 0 and model.hidden_size % 2 == 0,
+                f"model.hidden_size={model.hidden_size} (the Transformer's d) must be even and divisible by "
+                f"model.{side}.heads={cfg.heads}",
+            )
+    if decoder.type == "transformer":
+        _check(
+            attention == MULTIHEAD,
+            f"model/attention={attention} does not apply to model/decoder=transformer (it has its own multi-head "
+            "cross-attention): drop the model/attention override",
+        )
+    else:
+        _check(
+            attention != MULTIHEAD,
+            "model/attention=multihead belongs to model/decoder=transformer; choose another attention for the "
+            "recurrent decoder",
+        )
+
+
 def check_model(model: Any) -> None:
+    _choice("model.encoder.type (model/encoder)", model.encoder.type, ARCHITECTURES)
+    _choice("model.decoder.type (model/decoder)", model.decoder.type, ARCHITECTURES)
     _choice("model/encoder (model.encoder.rnn_type)", model.encoder.rnn_type, RNN_TYPES)
     _choice("model/attention (model.attention.name)", model.attention.name, ATTENTION_NAMES)
+    check_transformer(model)
     if model.attention.name == LOCAL:
         _choice("model.attention.score", model.attention.score, LOCAL_SCORES)
         _choice("model.attention.mode", model.attention.mode, LOCAL_MODES)
@@ -105,13 +134,14 @@ def check_model(model: Any) -> None:
     _at_least("model.embedding_size", model.embedding_size, 1)
     _at_least("model.hidden_size", model.hidden_size, 1)
     _check(
-        not model.encoder.bidirectional or model.hidden_size % 2 == 0,
+        model.encoder.type == "transformer" or not model.encoder.bidirectional or model.hidden_size % 2 == 0,
         f"model.hidden_size={model.hidden_size} must be even for a bidirectional encoder (each direction gets "
         "hidden_size // 2 units); choose an even size or model.encoder.bidirectional=false",
     )
     _at_least("model.encoder.num_layers", model.encoder.num_layers, 1)
+    _at_least("model.decoder.num_layers", model.decoder.num_layers, 1)
     _check(
-        model.decoder.num_layers == model.encoder.num_layers,
+        model.decoder.type == "transformer" or model.decoder.num_layers == model.encoder.num_layers,
         f"model.decoder.num_layers={model.decoder.num_layers} must equal model.encoder.num_layers="
         f"{model.encoder.num_layers}: the decoder starts from the encoder's final state of each layer",
     )

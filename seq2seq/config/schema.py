@@ -15,6 +15,9 @@ from typing import Any
 
 @dataclass
 class EncoderConfig:
+    type: str = "rnn"  # rnn | transformer
+    heads: int = 4  # transformer
+    ff_size: int = 512  # transformer
     rnn_type: str = "gru"
     bidirectional: bool = True
     num_layers: int = 1
@@ -32,6 +35,9 @@ class AttentionConfig:
 
 @dataclass
 class DecoderConfig:
+    type: str = "rnn"  # rnn | transformer
+    heads: int = 4  # transformer
+    ff_size: int = 512  # transformer
     num_layers: int = 1
     dropout: float = 0.0
     input_feeding: bool = True

@@ -23,7 +23,7 @@ from typing import Any
 SCHEMA = 1
 RESULTS = "results.json"
 PREDICTIONS = Path("predictions") / "test.tsv"
-CHOICE_GROUPS = ("data", "model/encoder", "model/attention", "teacher_forcing", "decoding")
+CHOICE_GROUPS = ("data", "model/encoder", "model/attention", "model/decoder", "teacher_forcing", "decoding")
 TAGGED_CHOICES = {
     "model/attention": "attention",
     "model/encoder": "encoder",

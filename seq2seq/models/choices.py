@@ -1,7 +1,8 @@
 """The names the model config groups choose between, and the attention each name builds.
 
-``model/attention`` names: ``none``, the global mechanisms of ``attention.py`` and ``luong_local``
-(``local_attention.py``). The config checks derive their option lists from these constants, so a mechanism
+``model/attention`` names: ``none``, the global mechanisms of ``attention.py``, ``luong_local``
+(``local_attention.py``) and ``multihead`` — the Transformer decoder's own cross-attention (``transformer.py``),
+which only that decoder has. ``model.encoder.type`` and ``model.decoder.type``: ``rnn`` or ``transformer``. The config checks derive their option lists from these constants, so a mechanism
 registered here is a valid choice everywhere.
 """
 
@@ -12,7 +13,9 @@ from seq2seq.models.attention import build_attention as build_global_attention
 from seq2seq.models.local_attention import LocalAttention
 
 LOCAL = "luong_local"
-ATTENTION_NAMES: tuple[str, ...] = ("none", *ATTENTIONS, LOCAL)
+MULTIHEAD = "multihead"
+ATTENTION_NAMES: tuple[str, ...] = ("none", *ATTENTIONS, LOCAL, MULTIHEAD)
+ARCHITECTURES: tuple[str, ...] = ("rnn", "transformer")
 
 
 def build_attention(
@@ -28,6 +31,10 @@ def build_attention(
     if name == LOCAL:
         return LocalAttention(
             query_size, memory_size, attention_size, score or "general", mode or "p", window or 10
+        )
+    if name == MULTIHEAD:
+        raise ValueError(
+            "multihead attention is the Transformer decoder's own: use it with model/decoder=transformer"
         )
     if name not in ATTENTION_NAMES:
         raise ValueError(f"unknown attention {name!r}: choose one of {ATTENTION_NAMES}")

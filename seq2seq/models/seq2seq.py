@@ -1,4 +1,9 @@
-"""The encoder–decoder: source embeddings → :class:`RecurrentEncoder` → :class:`RecurrentDecoder`."""
+"""The encoder–decoder: source embeddings → an encoder → a decoder.
+
+Encoders: :class:`RecurrentEncoder` or :class:`TransformerEncoder`; decoders: :class:`RecurrentDecoder` (any
+attention) or :class:`TransformerDecoder`. Every pairing works: the decoder reads the encoder's outputs and
+(recurrent decoder) its final state.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from seq2seq.models.choices import build_attention
+from seq2seq.models.choices import ARCHITECTURES, build_attention
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder
 from seq2seq.models.encoders import RecurrentEncoder
+from seq2seq.models.transformer import TransformerDecoder, TransformerEncoder
 from seq2seq.models.unroll import teacher_forced
 
 
 class EncoderDecoder(nn.Module):
-    """An RNN encoder–decoder with or without attention.
+    """An encoder–decoder: recurrent or Transformer on each side, the recurrent decoder with or without attention.
 
     Args:
         src_vocab_size, tgt_vocab_size: vocabulary sizes.
@@ -22,6 +28,9 @@ class EncoderDecoder(nn.Module):
         attention: ``none`` | ``bahdanau`` | ``luong_dot`` | ``luong_general`` | ``luong_concat`` | ``luong_local``.
         attention_options: ``luong_local`` only: ``score``, ``mode`` and ``window`` (``local_attention.py``).
         context: for ``attention=none``: ``init`` (Sutskever 2014) or ``every_step`` (Cho 2014).
+        encoder_type, decoder_type: ``rnn`` | ``transformer`` (``model.encoder.type``, ``model.decoder.type``);
+            the Transformer's ``*_heads`` and ``*_ff_size`` apply only to it, its ``d`` is ``hidden_size``.
+            A Transformer decoder has its own multi-head cross-attention and ignores ``attention``.
         pad_id, bos_id, eos_id: the special target ids (padding is masked; search starts at BOS, ends at EOS).
 
     Attributes:
@@ -53,18 +62,44 @@ class EncoderDecoder(nn.Module):
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
+        encoder_type: str = "rnn",
+        decoder_type: str = "rnn",
+        encoder_heads: int = 4,
+        encoder_ff_size: int = 512,
+        decoder_heads: int = 4,
+        decoder_ff_size: int = 512,
     ) -> None:
         super().__init__()
-        if decoder_layers != encoder_layers:
+        for side, kind in (("encoder", encoder_type), ("decoder", decoder_type)):
+            if kind not in ARCHITECTURES:
+                raise ValueError(f"model.{side}.type={kind!r}: choose one of {ARCHITECTURES}")
+        if decoder_type == "rnn" and decoder_layers != encoder_layers:
             raise ValueError(
                 f"decoder layers ({decoder_layers}) must equal encoder layers ({encoder_layers}): "
                 "the decoder starts from the encoder's final state of each layer"
             )
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
-        self.encoder = RecurrentEncoder(
-            rnn_type, embedding_size, hidden_size, encoder_layers, bidirectional, encoder_dropout
-        )
+        if encoder_type == "transformer":
+            self.encoder = TransformerEncoder(
+                embedding_size, hidden_size, encoder_layers, encoder_heads, encoder_ff_size, encoder_dropout
+            )
+        else:
+            self.encoder = RecurrentEncoder(
+                rnn_type, embedding_size, hidden_size, encoder_layers, bidirectional, encoder_dropout
+            )
+        if decoder_type == "transformer":
+            self.decoder = TransformerDecoder(
+                tgt_vocab_size,
+                embedding_size,
+                hidden_size,
+                decoder_layers,
+                decoder_heads,
+                decoder_ff_size,
+                decoder_dropout,
+                pad_id,
+            )
+            return
         self.decoder = RecurrentDecoder(
             rnn_type,
             tgt_vocab_size,
@@ -115,6 +150,12 @@ class EncoderDecoder(nn.Module):
             pad_id=pad_id,
             bos_id=bos_id,
             eos_id=eos_id,
+            encoder_type=enc.get("type", "rnn"),
+            decoder_type=dec.get("type", "rnn"),
+            encoder_heads=enc.get("heads", 4),
+            encoder_ff_size=enc.get("ff_size", 512),
+            decoder_heads=dec.get("heads", 4),
+            decoder_ff_size=dec.get("ff_size", 512),
         )
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
@@ -140,7 +181,7 @@ class EncoderDecoder(nn.Module):
         """
         memory, state = self.encode(src, src_lengths)
         if teacher_forcing_ratio >= 1.0 and (self.fast_unroll or features):
-            if self.fast_unroll:
+            if self.fast_unroll and isinstance(self.decoder, RecurrentDecoder):
                 out, weights = teacher_forced(
                     self.decoder, targets_in, memory, state, return_attention, self.compile_step
                 )
