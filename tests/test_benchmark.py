@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchm
 from flops import (  # noqa: E402
     FlopProfile,
     counted_flops,
+    gpu_bf16_peak,
     joeynmt_flop_profile,
     measure_matmul_flops,
     rnn_token_macs,
@@ -29,7 +30,9 @@ from flops import (  # noqa: E402
 from harness import (  # noqa: E402
     BatchShape,
     UpdateRecord,
+    autocast,
     calibrate_budget,
+    check_device,
     closest_size,
     cycle,
     length_before_eos,
@@ -42,6 +45,7 @@ from harness import (  # noqa: E402
     time_updates,
 )
 from report import caveats, compare, format_table  # noqa: E402
+from run import parse_args  # noqa: E402
 from seq2seq_side import run_seq2seq  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ counts
@@ -266,11 +270,20 @@ def _results(ours, joey):
     return {"systems": systems, "comparison": compare(systems), "matmul_flops_per_s": 5e10, "beam_size": 5}
 
 
+def _with_lightning(system, tokens_per_s, utilisation=0.6):
+    system["lightning"] = {"tgt_tokens_per_s": tokens_per_s}
+    system["train"]["flop_utilisation"] = utilisation
+    return system
+
+
 def test_compare_computes_ratios_and_targets():
-    results = _results(_system(1600, 9000, 2000, 900), _system(1000, 4000, 1100, 1000, params=1_040_000))
+    ours = _with_lightning(_system(3200, 13000, 2000, 900), 2800)
+    results = _results(ours, _system(1000, 4000, 1100, 1000, params=1_040_000))
     ratios, met = results["comparison"]["ratios"], results["comparison"]["met"]
-    assert ratios["train_tokens_per_s"] == pytest.approx(1.6)
+    assert ratios["train_tokens_per_s"] == pytest.approx(3.2)
     assert ratios["beam_tokens_per_s"] == pytest.approx(2000 / 1100)
+    assert ratios["lightning_vs_harness"] == pytest.approx(2800 / 3200)
+    assert ratios["lightning_train_tokens_per_s"] == pytest.approx(2.8)
     assert met == {
         "params": True,
         "padding_efficiency": True,
@@ -278,20 +291,39 @@ def test_compare_computes_ratios_and_targets():
         "train_tokens_per_s": True,
         "greedy_tokens_per_s": True,
         "beam_tokens_per_s": False,
+        "lightning_vs_harness": False,  # 0.875 < 0.90
+        "flop_utilisation": True,
     }
+    # results written before the Lightning row existed: no ratio, no mark
+    old = _results(_system(3200, 9000, 2000, 900), _system(1000, 4000, 1100, 1000))["comparison"]
+    assert old["ratios"]["lightning_vs_harness"] is None and old["met"]["lightning_vs_harness"] is None
 
 
 def test_format_table_shows_both_systems_ratios_and_marks():
-    table = format_table(_results(_system(1600, 9000, 2000, 900), _system(1000, 4000, 1100, 1000)))
+    ours = _with_lightning(_system(1600, 9000, 2000, 900), 1500, utilisation=0.768)
+    table = format_table(_results(ours, _system(1000, 4000, 1100, 1000)))
     lines = table.splitlines()
     assert lines[0] == "|  | seq2seq | JoeyNMT 2.3.0 | seq2seq / JoeyNMT | target |"
     assert all(line.count("|") == 6 for line in lines)
     train = next(line for line in lines if line.startswith("| train: target tokens/s"))
-    assert "| 1,600 | 1,000 | 1.60× | ≥ 1.5× ✓ |" in train
+    assert "| 1,600 | 1,000 | 1.60× | ≥ 3× ✗ |" in train
+    lightning = next(line for line in lines if line.startswith("| train through Lightning's Trainer"))
+    assert "| 1,500 | – | 1.50× | ≥ 0.90 × harness (0.94) ✓ |" in lightning
     beam = next(line for line in lines if line.startswith("| beam 5: output tokens/s"))
-    assert beam.endswith("≥ 2× ✗ |")
+    assert beam.endswith("≥ 3× ✗ |")
     utilisation = next(line for line in lines if "FLOP utilisation (of 50 GFLOP/s" in line)
-    assert "| 76.8 % | 48.0 % |" in utilisation
+    assert "| 76.8 % | 48.0 % |" in utilisation and utilisation.endswith("≥ 50 % (Bible) ✓ |")
+    assert not any("MFU" in line for line in lines)  # CPU results: no GPU peak row
+
+
+def test_format_table_on_cuda_adds_mfu_and_gpu_memory():
+    ours, joey = _system(1600, 9000, 2000, 900), _system(1000, 4000, 1100, 1000)
+    ours["peak_gpu_mib"], joey["peak_gpu_mib"] = 512.0, 700.0
+    results = {**_results(ours, joey), "gpu_bf16_peak_flops": 1e12}
+    lines = format_table(results).splitlines()
+    mfu = next(line for line in lines if "MFU (of the GPU's 1 TFLOP/s bf16 peak)" in line)
+    assert "| 3.8 % | 2.4 % |" in mfu  # 2.4e7 FLOPs/token × 1600 tokens/s / 1e12
+    assert "| 512 | 700 |" in next(line for line in lines if line.startswith("| peak GPU memory"))
 
 
 def test_skipped_beam_search_is_shown_and_flagged():
@@ -300,6 +332,8 @@ def test_skipped_beam_search_is_shown_and_flagged():
     assert results["comparison"]["met"]["beam_tokens_per_s"] is None
     beam = next(line for line in format_table(results).splitlines() if line.startswith("| beam 5: output"))
     assert "| skipped | 1,100 | –× |" in beam
+    lightning = next(line for line in format_table(results).splitlines() if "Lightning" in line)
+    assert "| – | – | –× |" in lightning  # not measured: shown as such
     assert any("beam skipped" in note for note in caveats(results))
 
 
@@ -348,6 +382,11 @@ def test_seq2seq_side_end_to_end(tmp_path, restore_threads):
     result = run_seq2seq(plan)
     train = result["train"]
     assert train["updates"] == 2 and train["tgt_tokens_per_s"] > 0
+    # the same updates through Lightning's Trainer, the real training loop: same batch sizes
+    lightning = result["lightning"]
+    assert lightning["updates"] == 2 and lightning["tgt_tokens_per_s"] > 0
+    assert lightning["tgt_tokens_per_update"] == pytest.approx(train["tgt_tokens_per_update"], rel=0.5)
+    assert result["device"] == "cpu" and result["peak_gpu_mib"] is None
     assert 0 < train["padding_efficiency"]["all"] <= 1
     assert result["flop_check"]["counted"] == result["flop_check"]["predicted"]
     for kind in ("greedy", "beam"):
@@ -359,3 +398,32 @@ def test_seq2seq_side_end_to_end(tmp_path, restore_threads):
     assert result["params"] == sum(p.numel() for p in EncoderDecoder(
         result["setup"]["src_vocab"], result["setup"]["tgt_vocab"], 8, 16).parameters())  # fmt: skip
     assert result["peak_rss_mib"] > 0
+
+
+# ------------------------------------------------------------------------------------------ GPU options
+
+
+def test_cuda_options_are_checked_before_anything_runs():
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device=cuda: torch .* sees no CUDA device"):
+            check_device("cuda")
+    with pytest.raises(SystemExit, match="choose cpu or cuda"):
+        check_device("tpu")
+    assert check_device("cpu") == torch.device("cpu")
+    assert parse_args(["--device", "cuda"]).precision == "bf16"  # bf16 autocast by default on a GPU
+    assert parse_args([]).precision == "32"
+    with pytest.raises(SystemExit):
+        parse_args(["--precision", "bf16"])  # CPU autocast is not what the benchmark measures
+    with pytest.raises(SystemExit):
+        parse_args(["--joeynmt-fp16"])
+
+
+def test_autocast_and_gpu_peaks():
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "32"):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    assert gpu_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert gpu_bf16_peak("NVIDIA H100 PCIe") == 756e12
+    assert gpu_bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert gpu_bf16_peak("Tesla V100-SXM2-16GB") is None  # no bf16: MFU needs --gpu-peak-tflops

@@ -127,16 +127,47 @@ def counted_flops(run: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def measure_matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
-    """Dense float32 matmul FLOP/s of this process's threads: best of repeated ``size³`` products."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+def measure_matmul_flops(
+    size: int = 1024, seconds: float = 2.0, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """Dense matmul FLOP/s: best of repeated ``size³`` products (this process's threads; or one GPU)."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty(size, size, device=device, dtype=dtype)
     torch.mm(a, b, out=out)  # warm-up
+
+    def sync() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
+
     best = 0.0
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or best == 0.0:
+        sync()
         start = time.perf_counter()
         for _ in range(4):
             torch.mm(a, b, out=out)
+        sync()
         best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
     return best
+
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, FLOP/s; the MFU denominator on CUDA.
+# Matched by substring of torch.cuda.get_device_name(); --gpu-peak-tflops overrides.
+GPU_BF16_PEAKS = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,  # SXM ("NVIDIA H100 80GB HBM3")
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+}
+
+
+def gpu_bf16_peak(name: str) -> float | None:
+    """The data-sheet dense bf16 peak of the GPU called ``name``, None when unknown (e.g. V100: no bf16)."""
+    for key, peak in GPU_BF16_PEAKS.items():
+        if key in name:
+            return peak
+    return None

@@ -13,10 +13,11 @@ them; *output tokens* are decoded tokens without EOS.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,44 @@ def peak_rss_mib() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("/proc/self/status has no VmHWM line")
+
+
+def check_device(device: str) -> torch.device:
+    """``cpu`` or ``cuda``; a clear error (no traceback) where CUDA is asked for but torch sees no GPU."""
+    if device not in ("cpu", "cuda"):
+        raise SystemExit(f"--device={device}: choose cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device=cuda: torch {torch.__version__} sees no CUDA device here; run on a machine with an "
+            "NVIDIA GPU and a CUDA build of torch, or leave --device at cpu"
+        )
+    return torch.device(device)
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work (a timer read after it then covers it); nothing on the CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_gpu_mib() -> float | None:
+    """Peak memory torch allocated on the current GPU (MiB), None without one in use."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return None
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """``precision`` ``bf16`` / ``fp16``: ``torch.autocast`` on that device; ``32``: nothing."""
+    if precision == "32":
+        yield
+        return
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"precision {precision!r}: choose 32, bf16 or fp16")
+    with torch.autocast(device.type, dtype=dtypes[precision]):
+        yield
 
 
 # ------------------------------------------------------------------------------------------ batches, timing
@@ -106,15 +145,17 @@ def time_updates(
     """Run ``warmup + updates`` updates; return the records of the last ``updates``.
 
     Each record's time covers ``next_batch()`` (collation) and ``update(batch)`` (forward, backward,
-    optimiser step); ``shape_of`` is read outside the timed region.
+    optimiser step; on a GPU until its queued work is done); ``shape_of`` is read outside the timed region.
     """
     if updates < 1 or warmup < 0:
         raise ValueError(f"need updates >= 1 and warmup >= 0, got updates={updates}, warmup={warmup}")
     records = []
     for step in range(warmup + updates):
+        synchronize()
         start = time.perf_counter()
         batch = next_batch()
         update(batch)
+        synchronize()
         seconds = time.perf_counter() - start
         if step >= warmup:
             records.append(UpdateRecord(shape_of(batch), seconds))
@@ -181,9 +222,11 @@ def time_decoding(batches: Iterable[Any], search: Callable[[Any], list[int]]) ->
     The time covers the whole loop: collating batches and searching.
     """
     lengths: list[int] = []
+    synchronize()
     start = time.perf_counter()
     for batch in batches:
         lengths.extend(search(batch))
+    synchronize()
     seconds = time.perf_counter() - start
     if not lengths:
         raise ValueError("no sentences were decoded")

@@ -45,8 +45,8 @@ def joeynmt_config(
     return {
         "name": "bench",
         "model_dir": str(Path(args.work) / "joeynmt" / "model"),
-        "use_cuda": False,
-        "fp16": False,
+        "use_cuda": getattr(args, "device", "cpu") == "cuda",
+        "fp16": bool(getattr(args, "joeynmt_fp16", False)),  # its torch.autocast fp16 + GradScaler, CUDA only
         "random_seed": args.seed,  # JoeyNMT applies it after building the model
         "data": {
             "train": str(folder / "train"),

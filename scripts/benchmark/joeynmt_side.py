@@ -39,6 +39,7 @@ from harness import (
     length_before_eos,
     padding_efficiency,
     parameter_count,
+    peak_gpu_mib,
     peak_rss_mib,
     pin_threads,
     summarise_training,
@@ -110,7 +111,8 @@ def flop_check(model: Any, profile: Any) -> dict[str, int]:
     bos, eos, pad = model.bos_index, model.eos_index, model.pad_index
     src = torch.tensor([[5, 6, 7, 8, eos]] * 2)
     trg = torch.tensor([[bos, 5, 6, 7, 8, eos]] * 2)
-    batch = Batch(src, torch.tensor([5, 5]), None, trg, None, torch.arange(2), torch.device("cpu"), pad, eos)
+    device = next(model.parameters()).device
+    batch = Batch(src, torch.tensor([5, 5]), None, trg, None, torch.arange(2), device, pad, eos)
     counted = counted_flops(lambda: model(return_type="loss", **vars(batch)))
     return {"counted": counted, "predicted": profile.forward(BatchShape.from_lengths([5, 5], [5, 5]))}
 
@@ -136,7 +138,11 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
         trainer._train_step(batch)
         if trainer.clip_grad_fun is not None:
             trainer.clip_grad_fun(parameters=model.parameters())
-        trainer.optimizer.step()
+        if trainer.scaler is None:  # fp16 on CUDA: JoeyNMT's GradScaler, as in train_and_validate
+            trainer.optimizer.step()
+        else:
+            trainer.scaler.step(trainer.optimizer)
+            trainer.scaler.update()
         if trainer.scheduler_step_at == "step":
             trainer.scheduler.step(trainer.stats.steps)
         model.zero_grad()
@@ -189,6 +195,9 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
         "flop_profile": asdict(profile),
         "flop_check": flop_check(model, profile),
         "peak_rss_mib": peak_rss_mib(),
+        "peak_gpu_mib": peak_gpu_mib(),
+        "device": str(args.device),
+        "precision": "fp16" if (args.autocast or {}).get("enabled") else "32",
         "cpus": cpus,
         "threads": torch.get_num_threads(),
         "setup": {

@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from flops import measure_matmul_flops
-from harness import closest_size, pin_threads
+from flops import gpu_bf16_peak, measure_matmul_flops
+from harness import check_device, closest_size, pin_threads
 from joeynmt_setup import joeynmt_config, write_joeynmt_data
 from report import caveats, compare, format_table
 from seq2seq_side import (
@@ -73,7 +73,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--work", default="bench/work", help="segmented data, configs, logs")
     add("--out", default="bench/results.json")
     add("--joeynmt-venv", default="bench/.venv-joeynmt")
+    add("--device", default="cpu", help="cpu (default) or cuda: both systems on the first GPU")
+    add("--precision", choices=["32", "bf16"], help="seq2seq's autocast; default bf16 on cuda, 32 on cpu")
+    add("--joeynmt-fp16", action="store_true", help="JoeyNMT's own fp16 (autocast + GradScaler), cuda only")
+    add("--gpu-peak-tflops", type=float, help="the GPU's dense bf16 peak for MFU (default: from its name)")
+    add("--no-lightning", action="store_true", help="skip the Lightning Trainer row")
+    add("--end-to-end", action="store_true", help="time to BLEU through both CLIs (end_to_end.py)")
+    add("--budget-minutes", type=float, default=30.0, help="--end-to-end: wall-clock budget per system")
+    add("--validate-every", type=int, default=500, help="--end-to-end: updates between validations, both")
     args = parser.parse_args(argv)
+    if args.precision is None:
+        args.precision = "bf16" if args.device == "cuda" else "32"
+    if args.precision != "32" and args.device != "cuda":
+        parser.error(f"--precision {args.precision} needs --device cuda (CPU autocast is not benchmarked)")
+    if args.joeynmt_fp16 and args.device != "cuda":
+        parser.error("--joeynmt-fp16 needs --device cuda")
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -175,9 +189,8 @@ def machine() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ main
 
 
-def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    started = time.perf_counter()
-    host = machine()  # before this process pins itself for the matmul measurement
+def matched_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """JoeyNMT installed, the data and tokenizers, JoeyNMT's data and config, the matched seq2seq overrides."""
     work = Path(args.work)
     joey_python = ensure_joeynmt(Path(args.joeynmt_venv))
     overrides, data_note, langs = data_overrides(Path(args.corpus))
@@ -194,20 +207,45 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "updates": args.updates,
         "beam_size": args.beam_size,
     }
-    joey_plan = {**common, "config": joeynmt_config(args, cfg, folder, langs)}
+    joey_config = joeynmt_config(args, cfg, folder, langs)
     joey_command = [joey_python, HERE / "joeynmt_side.py"]
-    joey_info = run_worker([*joey_command, "inspect"], joey_plan, "joeynmt-inspect", work, args.threads)
-
+    joey_info = run_worker(
+        [*joey_command, "inspect"], {**common, "config": joey_config}, "joeynmt-inspect", work, args.threads
+    )
     matching = match_seq2seq(args, cfg, datamodule, joey_info)
     hidden, budget = matching["seq2seq_hidden_size"], matching["seq2seq_max_tokens"]
+    return {
+        "datamodule": datamodule,
+        "langs": langs,
+        "data_note": data_note,
+        "common": common,
+        "matching": matching,
+        "overrides": [*overrides, f"model.hidden_size={hidden}", f"data.batch.max_tokens={budget}"],
+        "joeynmt_config": joey_config,
+        "joeynmt_python": joey_python,
+        "joeynmt_command": joey_command,
+    }
 
+
+def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    device = check_device(args.device)  # before anything is installed or built
+    host = machine()  # before this process pins itself for the matmul measurement
+    work = Path(args.work)
+    setup = matched_setup(args)
+    datamodule, matching, common = setup["datamodule"], setup["matching"], setup["common"]
+    joey_plan = {**common, "config": setup["joeynmt_config"]}
+    joey_command = setup["joeynmt_command"]
     our_plan = {
         **common,
-        "overrides": [*overrides, f"model.hidden_size={hidden}", f"data.batch.max_tokens={budget}"],
+        "overrides": setup["overrides"],
         "decode_sentences": args.decode_sentences,
         "beam_alpha": args.beam_alpha,
         "max_length_ratio": 1.5,  # ceil(1.5 · (|x| + 1)): JoeyNMT's 1.5 × source length with its EOS
         "max_length_constant": 1.5,
+        "device": args.device,
+        "precision": args.precision,
+        "lightning": not args.no_lightning,
     }
     print("measuring (seq2seq, then JoeyNMT) ...", flush=True)
     systems = {
@@ -217,7 +255,12 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "joeynmt": run_worker([*joey_command, "run"], joey_plan, "joeynmt", work, args.threads),
     }
     pin_threads(args.threads)
-    peak = measure_matmul_flops()
+    if device.type == "cuda":  # the GPU's measured bf16 matmul rate, and its data-sheet peak for MFU
+        peak = measure_matmul_flops(8192, device="cuda", dtype=torch.bfloat16)
+        host["gpu"] = torch.cuda.get_device_name()
+        gpu_peak = args.gpu_peak_tflops * 1e12 if args.gpu_peak_tflops else gpu_bf16_peak(host["gpu"])
+    else:
+        peak, gpu_peak = measure_matmul_flops(), None
     for system in systems.values():
         system["train"]["flop_utilisation"] = system["train"]["model_flops_per_s"] / peak
     return {
@@ -227,7 +270,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "wall_s": time.perf_counter() - started,
         "quick": args.quick,
         "machine": host,
-        "data": data_note,
+        "data": setup["data_note"],
         "settings": {
             "threads": args.threads,
             "warmup": args.warmup,
@@ -238,11 +281,15 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "decode_batch_tokens": args.decode_batch_tokens,
             "embedding_size": args.embedding_size,
             "joeynmt_hidden_size": args.hidden_size,
+            "device": args.device,
+            "seq2seq_precision": args.precision,
+            "joeynmt_precision": "fp16" if args.joeynmt_fp16 else "32",
         },
         "beam_size": args.beam_size,
         "beam_alpha": args.beam_alpha,
         "matching": matching,
         "matmul_flops_per_s": peak,
+        "gpu_bf16_peak_flops": gpu_peak,
         "systems": systems,
         "comparison": compare(systems),
     }
@@ -251,6 +298,12 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.end_to_end:
+        from end_to_end import run_end_to_end  # the time-to-BLEU mode (docs/performance.md)
+
+        check_device(args.device)
+        run_end_to_end(args, argv)
+        return
     results = benchmark(args, argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,36 +17,46 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
+from pytorch_lightning import Callback
 from torch import nn
 
 from flops import FlopProfile, counted_flops, seq2seq_flop_profile
 from harness import (
     BatchShape,
+    UpdateRecord,
+    autocast,
     calibrate_budget,
+    check_device,
     cycle,
     mean_target_tokens,
     parameter_count,
+    peak_gpu_mib,
     peak_rss_mib,
     pin_threads,
     summarise_training,
+    synchronize,
     time_decoding,
     time_updates,
 )
 from seq2seq.data.batching import PairDataset, TokenBudgetBatchSampler
 from seq2seq.data.datamodule import Seq2SeqDataModule, eval_loader
 from seq2seq.data.tokenizer import PAD_ID
+from seq2seq.evaluation.tracking import build_loggers
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.training.callbacks import build_callbacks
 from seq2seq.training.module import Seq2SeqModule
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -130,13 +140,17 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
 
     Args:
         plan: ``overrides`` (Hydra), ``threads``, ``warmup``, ``updates``, ``decode_sentences``,
-            ``beam_size``, ``beam_alpha``, ``max_length_ratio``, ``max_length_constant``.
+            ``beam_size``, ``beam_alpha``, ``max_length_ratio``, ``max_length_constant``; optional
+            ``device`` (``cpu`` | ``cuda``), ``precision`` (``32`` | ``bf16``: autocast) and ``lightning``
+            (also time the same updates through Lightning's ``Trainer``; default true).
     """
     cpus = pin_threads(plan["threads"])
+    device = check_device(plan.get("device", "cpu"))
+    precision = str(plan.get("precision", "32"))
     cfg = compose_config(plan["overrides"])
     torch.manual_seed(cfg.seed)
     datamodule = load_data(cfg)
-    module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
+    module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).to(device)
     model = module.model
     optimizers = module.configure_optimizers()
     optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
@@ -144,15 +158,13 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
     profile = seq2seq_flop_profile(model)
 
     def update(batch: Any) -> None:
-        loss = module.training_step(batch, 0)
+        with autocast(device, precision):
+            loss = module.training_step(batch.to(device), 0)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-
-    def shape_of(batch: Any) -> BatchShape:
-        return BatchShape.from_lengths(batch.src_lengths.tolist(), (batch.tgt_out != PAD_ID).sum(1).tolist())
 
     def epoch(number: int) -> Any:
         loader = datamodule.train_dataloader()
@@ -176,14 +188,28 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
     }
 
     def search(decoding: Decoding) -> Callable[[Any], list[int]]:
-        return lambda batch: [len(tokens) for tokens in decode(model, batch, decoding).tokens]
+        def run(batch: Any) -> list[int]:
+            with autocast(device, precision):
+                return [len(tokens) for tokens in decode(model, batch.to(device), decoding).tokens]
+
+        return run
 
     decoded = {
         kind: time_decoding(eval_loader(test, cfg.data.batch.eval_max_tokens), search(decoding))
         for kind, decoding in searches.items()
     }
+    lightning = (
+        summarise_training(lightning_records(cfg, datamodule, plan, device, precision), profile)
+        if plan.get("lightning", True)
+        else None
+    )
     return {
         **decoded,
+        "lightning": lightning,
+        "device": str(device),
+        "precision": precision,
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "peak_gpu_mib": peak_gpu_mib(),
         "reference_mean_length": sum(len(e.tgt) for e in test.examples) / len(test),
         "params": parameter_count(model),
         "train": summarise_training(records, profile),
@@ -203,10 +229,72 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def shape_of(batch: Any) -> BatchShape:
+    return BatchShape.from_lengths(batch.src_lengths.tolist(), (batch.tgt_out != PAD_ID).sum(1).tolist())
+
+
+class UpdateClock(Callback):
+    """Times each update inside ``Trainer.fit``: from one training batch's end to the next one's (so fetching,
+    collation, Lightning's own work, logging and callbacks are all in it), the first from its batch's start."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+        self.shapes: list[BatchShape] = []
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+        if not self.stamps:
+            synchronize()
+            self.stamps.append(time.perf_counter())
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        synchronize()
+        self.stamps.append(time.perf_counter())
+        self.shapes.append(shape_of(batch))
+
+    def records(self, warmup: int) -> list[UpdateRecord]:
+        seconds = [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
+        return [UpdateRecord(s, t) for s, t in zip(self.shapes, seconds, strict=True)][warmup:]
+
+
+def lightning_records(
+    cfg: Any, datamodule: Seq2SeqDataModule, plan: dict[str, Any], device: torch.device, precision: str
+) -> list[UpdateRecord]:
+    """The same updates through the real training loop: ``seq2seq-train``'s trainer config, callbacks and
+    loggers, a fresh model of the same seed, the data module's batches; validation off (the harness has none)."""
+    torch.manual_seed(cfg.seed)
+    module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
+    run_dir = Path(cfg.paths.output_dir) / "lightning"
+    clock = UpdateClock()
+    trainer_cfg = OmegaConf.merge(
+        OmegaConf.to_container(cfg.trainer),
+        {
+            "accelerator": "gpu" if device.type == "cuda" else "cpu",
+            "precision": {"32": "32-true", "bf16": "bf16-mixed"}[precision],
+            "max_steps": plan["warmup"] + plan["updates"],
+            "max_epochs": -1,
+            "limit_val_batches": 0,
+            "num_sanity_val_steps": 0,
+        },
+    )
+    with open_dict(cfg):
+        cfg.trainer = trainer_cfg
+    trainer = hydra.utils.instantiate(
+        trainer_cfg,
+        callbacks=[*build_callbacks(cfg, run_dir), clock],
+        logger=build_loggers(cfg, run_dir, {}),
+        default_root_dir=str(run_dir),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(val_dataloader|limit_val_batches|num_workers).*")
+        trainer.fit(module, datamodule=datamodule)
+    return clock.records(plan["warmup"])
+
+
 def flop_check(model: nn.Module, profile: FlopProfile) -> dict[str, int]:
     """Counted (``FlopCounterMode``) vs predicted forward FLOPs on an unpadded 2 × 5 → 2 × 4 batch."""
-    src = torch.full((2, 5), 5, dtype=torch.long)
-    tgt = torch.full((2, 4), 5, dtype=torch.long)
+    device = next(model.parameters()).device
+    src = torch.full((2, 5), 5, dtype=torch.long, device=device)
+    tgt = torch.full((2, 4), 5, dtype=torch.long, device=device)
     counted = counted_flops(lambda: model(src, torch.tensor([5, 5]), tgt))
     return {"counted": counted, "predicted": profile.forward(BatchShape.from_lengths([5, 5], [4, 4]))}
 

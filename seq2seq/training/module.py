@@ -72,6 +72,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.train_tokens = 0
         self.train_seconds = 0.0
         self._batch_start = 0.0
+        self._fit_start = time.perf_counter()
 
     @property
     def has_attention(self) -> bool:
@@ -125,6 +126,9 @@ class Seq2SeqModule(pl.LightningModule):
         if reduction == "none":
             loss = loss.view_as(batch.tgt_out)  # (B, T)
         return loss, logits
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self._batch_start = time.perf_counter()
@@ -256,6 +260,9 @@ class Seq2SeqModule(pl.LightningModule):
             self._outputs = []
             return
         result = self._score("val", self.trainer.val_dataloaders)
+        # wall time since this process started fitting, validation included (time-to-BLEU curves)
+        elapsed = time.perf_counter() - self._fit_start
+        self.log("val/elapsed_s", elapsed, sync_dist=True, reduce_fx="max")
         self.val_results = result.summary()
         best = self.best_val_results.get("scores", {}).get("bleu")
         if best is None or result.scores["bleu"] > best:
