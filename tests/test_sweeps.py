@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -28,6 +29,7 @@ def test_bottleneck_search_space():
         "luong_concat",
     ]
     assert params["model/encoder"].split(",") == ["gru", "lstm"]
+    assert str(params["seed"]) == "1234"  # the seed axis, one seed unless seed=1,2,3 is given
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN" and cfg.logger.group == "bottleneck"
 
 
@@ -36,6 +38,7 @@ def test_hidden_size_search_space():
     params = cfg.hydra.sweeper.params
     assert [int(h) for h in params["model.hidden_size"].split(",")] == [32, 64, 128, 256, 512]
     assert params["model/attention"].split(",") == ["none", "bahdanau"]
+    assert str(params["seed"]) == "1234"
 
 
 def test_optuna_and_slurm_configs_compose():
@@ -80,6 +83,19 @@ def test_bottleneck_sweep_runs_one_job_per_combination(tmp_path):
     combos = {(j["choices"]["model/encoder"], j["choices"]["model/attention"]) for j in jobs.values()}
     assert combos == {("gru", "none"), ("gru", "luong_dot"), ("rnn", "none"), ("rnn", "luong_dot")}
     assert all(j["status"] == "completed" for j in jobs.values())
+
+
+@pytest.mark.slow  # two tiny jobs in a fresh interpreter
+def test_seeds_on_the_command_line_repeat_each_job_and_group_as_one_variant(tmp_path):
+    from seq2seq.evaluation.record import RunRecord
+    from seq2seq.evaluation.seeds import group_by_seed
+
+    sweep_dir, jobs = _multirun(
+        tmp_path, "sweep=bottleneck", "model/attention=none", "model/encoder=gru", "seed=1,2"
+    )
+    assert sorted(j["config"]["seed"] for j in jobs.values()) == [1, 2]
+    (group,) = group_by_seed([RunRecord.read(p.parent) for p in sorted(sweep_dir.glob("*/results.json"))])
+    assert group.seeds == ["1", "2"] and group.metric("test/bleu").n == 2
 
 
 def test_optuna_sweep_optimises_the_returned_val_bleu(tmp_path):

@@ -66,6 +66,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.loss_chunk = int(speed.get("loss_chunk", 4096))  # 0: the full (B, T, V) logits
         self.decoding = Decoding.from_config(cfg.decoding)
         self._outputs: list[SentenceOutput] = []  # of the split being evaluated, this rank's sentences
+        self._scored: list[SentenceOutput] = []  # the last split scored, every rank's sentences
         self.test_results: SplitScores | None = None
         self.val_results: dict[str, Any] = {}  # of the latest validation (SplitScores.summary())
         self.best_val_results: dict[str, Any] = {}  # of the validation with the highest val/bleu so far
@@ -241,15 +242,20 @@ class Seq2SeqModule(pl.LightningModule):
             )
         return outputs
 
-    def _score(self, stage: str, dataloader: Any) -> SplitScores:
-        """Score the split the ``dataloader`` served and log ``<stage>/loss``, ``/ppl``, ``/bleu``, …"""
-        outputs = self._gather_outputs(len(dataloader.dataset), stage)
-        result = score_split(
+    def _score_outputs(self, outputs: list[SentenceOutput], bootstrap: bool) -> SplitScores:
+        """:func:`score_split` with the run's buckets, positions and (when ``bootstrap``) resamples."""
+        return score_split(
             outputs,
             list(self.cfg.eval.length_buckets),
             int(self.cfg.eval.max_positions),
-            int(self.cfg.eval.get("bootstrap", 0)),  # checkpoints of older runs have no eval.bootstrap
+            # checkpoints of older runs have no eval.bootstrap
+            int(self.cfg.eval.get("bootstrap", 0)) if bootstrap else 0,
         )
+
+    def _score(self, stage: str, dataloader: Any, bootstrap: bool = True) -> SplitScores:
+        """Score the split the ``dataloader`` served and log ``<stage>/loss``, ``/ppl``, ``/bleu``, …"""
+        self._scored = self._gather_outputs(len(dataloader.dataset), stage)
+        result = self._score_outputs(self._scored, bootstrap)
         for name, value in result.logged().items():
             # every rank holds the same value: the max over ranks keeps it exact (a mean may round)
             self.log(f"{stage}/{name}", value, sync_dist=True, reduce_fx="max")
@@ -259,14 +265,15 @@ class Seq2SeqModule(pl.LightningModule):
         if self.trainer.sanity_checking:  # a few batches only: nothing to score at corpus level
             self._outputs = []
             return
-        result = self._score("val", self.trainer.val_dataloaders)
+        # intervals only for a validation that becomes the best (the one results.json reports)
+        result = self._score("val", self.trainer.val_dataloaders, bootstrap=False)
         # wall time since this process started fitting, validation included (time-to-BLEU curves)
         elapsed = time.perf_counter() - self._fit_start
         self.log("val/elapsed_s", elapsed, sync_dist=True, reduce_fx="max")
         self.val_results = result.summary()
         best = self.best_val_results.get("scores", {}).get("bleu")
         if best is None or result.scores["bleu"] > best:
-            self.best_val_results = self.val_results
+            self.best_val_results = self._score_outputs(self._scored, bootstrap=True).summary()
         self._step_plateau(result.scores["bleu"])
 
     def on_test_epoch_end(self) -> None:
