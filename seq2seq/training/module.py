@@ -35,6 +35,13 @@ from seq2seq.training.teacher_forcing import teacher_forcing_ratio
 log = logging.getLogger(__name__)
 
 
+def score_run_split(cfg: DictConfig, outputs: list[SentenceOutput], bootstrap: bool) -> SplitScores:
+    """:func:`score_split` with the run's buckets, positions and (when ``bootstrap``) ``eval.bootstrap``
+    resamples (checkpoints of older runs have no ``eval.bootstrap``: none)."""
+    resamples = int(cfg.eval.get("bootstrap", 0)) if bootstrap else 0
+    return score_split(outputs, list(cfg.eval.length_buckets), int(cfg.eval.max_positions), resamples)
+
+
 class Seq2SeqModule(pl.LightningModule):
     """Trains an :class:`EncoderDecoder` and scores it.
 
@@ -242,20 +249,10 @@ class Seq2SeqModule(pl.LightningModule):
             )
         return outputs
 
-    def _score_outputs(self, outputs: list[SentenceOutput], bootstrap: bool) -> SplitScores:
-        """:func:`score_split` with the run's buckets, positions and (when ``bootstrap``) resamples."""
-        return score_split(
-            outputs,
-            list(self.cfg.eval.length_buckets),
-            int(self.cfg.eval.max_positions),
-            # checkpoints of older runs have no eval.bootstrap
-            int(self.cfg.eval.get("bootstrap", 0)) if bootstrap else 0,
-        )
-
     def _score(self, stage: str, dataloader: Any, bootstrap: bool = True) -> SplitScores:
         """Score the split the ``dataloader`` served and log ``<stage>/loss``, ``/ppl``, ``/bleu``, …"""
         self._scored = self._gather_outputs(len(dataloader.dataset), stage)
-        result = self._score_outputs(self._scored, bootstrap)
+        result = score_run_split(self.cfg, self._scored, bootstrap)
         for name, value in result.logged().items():
             # every rank holds the same value: the max over ranks keeps it exact (a mean may round)
             self.log(f"{stage}/{name}", value, sync_dist=True, reduce_fx="max")
@@ -273,7 +270,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.val_results = result.summary()
         best = self.best_val_results.get("scores", {}).get("bleu")
         if best is None or result.scores["bleu"] > best:
-            self.best_val_results = self._score_outputs(self._scored, bootstrap=True).summary()
+            self.best_val_results = score_run_split(self.cfg, self._scored, bootstrap=True).summary()
         self._step_plateau(result.scores["bleu"])
 
     def on_test_epoch_end(self) -> None:
