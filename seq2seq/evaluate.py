@@ -29,7 +29,7 @@ from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import Pairs, read_parallel
 from seq2seq.evaluation.artifacts import draw_attention_maps, split_metrics, split_records, write_outputs
 from seq2seq.evaluation.console import print_evaluation
-from seq2seq.evaluation.record import RESULTS, build_results, choices_from_config, write_json_atomic
+from seq2seq.evaluation.record import RESULTS, build_results, choices_from_config, run_name, write_json_atomic
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
 from seq2seq.inference.translator import NO_ATTENTION
@@ -124,7 +124,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     logger_cfg = OmegaConf.merge(model_cfg, {"logger": cfg.logger, "tags": list(cfg.tags)})
     if logger_cfg.logger.name == "wandb":
         logger_cfg.logger.job_type = "evaluate"
-    loggers = build_loggers(logger_cfg, out_dir, choices)
+    loggers = build_loggers(logger_cfg, out_dir, choices, name=f"{run_name(choices, model_cfg)}-evaluate")
     trainer = pl.Trainer(
         accelerator=cfg.accelerator,
         devices=1,

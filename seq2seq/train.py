@@ -33,11 +33,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seq2seq.config import CONF_DIR
 from seq2seq.config.checks import validate_train
+from seq2seq.config.sweep import read_plan, sweep_group, swept_values
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.evaluation.artifacts import split_metrics, split_records, with_val, write_outputs
 from seq2seq.evaluation.console import print_summary
-from seq2seq.evaluation.record import CHOICE_GROUPS, RESULTS, build_results, write_json_atomic
-from seq2seq.evaluation.tracking import build_loggers, finish_wandb, log_summary
+from seq2seq.evaluation.record import CHOICE_GROUPS, RESULTS, build_results, run_name, write_json_atomic
+from seq2seq.evaluation.tracking import build_loggers, finish_wandb, log_config, log_summary
 from seq2seq.training.callbacks import build_callbacks
 from seq2seq.training.graceful_stop import GracefulStop
 from seq2seq.training.hydra_ddp import hydra_ddp_job, is_rank_zero
@@ -70,6 +71,21 @@ def hydra_choices() -> dict[str, str]:
     """The chosen option of each config group that results.json records."""
     choices = HydraConfig.get().runtime.choices
     return {group: str(choices[group]) for group in CHOICE_GROUPS if choices.get(group) is not None}
+
+
+def hydra_sweep_name() -> str | None:
+    """The ``sweep=`` option of this job (``bottleneck``), if any."""
+    choice = HydraConfig.get().runtime.choices.get("sweep")
+    return str(choice) if choice else None
+
+
+def wandb_identity(cfg: DictConfig, choices: dict[str, str]) -> tuple[str | None, str]:
+    """This job's W&B group (its sweep directory in a multirun, else none) and run name."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None, run_name(choices, cfg)
+    swept = swept_values(hydra_cfg.overrides.task, read_plan(hydra_cfg.sweep.dir)["swept"])
+    return sweep_group(hydra_cfg.sweep.dir), run_name(choices, cfg, swept)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -105,13 +121,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if is_rank_zero():
             set_metrics_history_aside(run_dir)
 
-    loggers = build_loggers(cfg, run_dir, choices, resume=resume is not None)
+    group, name = wandb_identity(cfg, choices)
+    loggers = build_loggers(
+        cfg, run_dir, choices, resume=resume is not None, group=group, name=name, sweep=hydra_sweep_name()
+    )
     callbacks = build_callbacks(cfg, run_dir)
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir)
     )
-    for logger in loggers:
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), "params": params})
+    log_config(loggers, OmegaConf.to_container(cfg, resolve=True), choices, params)
 
     try:
         with hydra_ddp_job():

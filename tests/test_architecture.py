@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"models", "data", "inference", "evaluation", "config"},
     "entry": {"models", "data", "inference", "evaluation", "training", "config", "dashboard"},
 }
-ENTRY_POINTS = {"train", "evaluate", "translate", "report"}
+ENTRY_POINTS = {"train", "evaluate", "translate", "report", "sweep_report"}
 MAX_MODULE_LINES = 400
 MAX_CLASS_LINES = 250
 

@@ -58,6 +58,7 @@ class OfflineRun:
     group: str
     job_type: str
     config: dict[str, Any]
+    tags: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)  # one dict per logged step, with "_step"
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -71,7 +72,13 @@ def read_run(run_dir: Path) -> OfflineRun:
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run = OfflineRun(record.run.display_name, record.run.run_group, record.run.job_type, config)
+            run = OfflineRun(
+                record.run.display_name,
+                record.run.run_group,
+                record.run.job_type,
+                config,
+                list(record.run.tags),
+            )
             for item in record.run.config.update:
                 config[_key(item)] = json.loads(item.value_json)
         elif kind == "config":

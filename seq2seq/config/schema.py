@@ -162,6 +162,7 @@ class LoggerConfig:
     mode: str | None = None
     group: str | None = None
     job_type: str | None = None
+    init_timeout: float | None = None
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import Logger
 from seq2seq.evaluation.plots import plot_attention, plot_bleu_by_length, plot_position_accuracy
 from seq2seq.evaluation.record import PREDICTIONS, RESULTS, write_json_atomic, write_predictions
 from seq2seq.evaluation.scoring import SplitScores
-from seq2seq.evaluation.tracking import log_bleu_by_length, log_images, log_summary
+from seq2seq.evaluation.tracking import log_bleu_by_length, log_images, log_position_accuracy, log_summary
 from seq2seq.inference.translator import Translation, Translator
 
 
@@ -74,6 +74,11 @@ def write_outputs(
     log_summary(loggers, {**final, "params": results["params"], "status": results["status"]})
     log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)
     log_bleu_by_length(loggers, "val/bleu_by_length", results.get("val_bleu_by_length") or [])
+    log_position_accuracy(
+        loggers,
+        "test/position_accuracy",
+        {"free-running": test.position_accuracy, "teacher-forced": test.teacher_forced_position_accuracy},
+    )
 
 
 def pick_examples(sources: Sequence[str], count: int) -> list[int]:

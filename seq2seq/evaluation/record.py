@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,25 @@ def run_label(
     if hidden and size is not None:
         label += f", h={size}"
     return label + "".join(f", {group}={choices.get(group, '?')}" for group in extra)
+
+
+def run_name(choices: Mapping[str, str], config: Mapping[str, Any], swept: Mapping[str, str] = {}) -> str:
+    """A run's W&B name, e.g. ``gru-bahdanau-h128-s2``: encoder, attention, hidden size, seed, then each other
+    swept value as ``<last key part><value>`` (``-lr0.00123``, ``-max_words100``), floats to 3 digits."""
+    covered = {"model/encoder", "model/attention", "model.hidden_size", "seed"}
+    parts = [
+        choices.get("model/encoder", "?"),
+        choices.get("model/attention", "?"),
+        f"h{_get(config, ('model', 'hidden_size'))}",
+        f"s{_get(config, ('seed',))}",
+    ]
+    for key, value in swept.items():
+        if key in covered:
+            continue
+        if re.fullmatch(r"-?\d*\.\d+(e-?\d+)?|-?\d+e-?\d+", value):  # a float: 3 significant digits
+            value = f"{float(value):.3g}"
+        parts.append(f"{key.replace('/', '.').rsplit('.', 1)[-1]}{value}")
+    return "-".join(str(part) for part in parts)
 
 
 def run_tags(choices: Mapping[str, str], config: Mapping[str, Any]) -> list[str]:

@@ -161,10 +161,14 @@ class SplitScores:
     teacher_forced_position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
 
     def logged(self) -> dict[str, float]:
-        """The scalars logged per split: ``loss``, ``ppl``, the scores and (with attention) the entropy."""
+        """The scalars logged per split: ``loss``, ``ppl``, the scores, (with attention) the entropy, and the
+        BLEU of every non-empty length bucket as ``bleu_by_length/<bucket>`` (``bleu_by_length/51+``)."""
         logged = {"loss": self.loss, "ppl": math.exp(min(self.loss, 50.0)), **self.scores}
         if self.attention_entropy is not None:
             logged["attention_entropy"] = self.attention_entropy
+        for row in self.bleu_by_length:
+            if row.get("bleu") is not None:
+                logged[f"bleu_by_length/{row['bucket']}"] = row["bleu"]
         return logged
 
     def summary(self) -> dict[str, Any]:

@@ -9,29 +9,45 @@ job, closed by :func:`finish_wandb` even on failure); the analyses log one stand
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
-from seq2seq.evaluation.record import run_tags
+from seq2seq.evaluation.record import TAGGED_CHOICES, run_tags
+
+log = logging.getLogger(__name__)
 
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 LENGTH_COLUMNS = ("bucket", "min_len", "max_len", "n", "bleu", "chrf", "exact_match")
 
 
-def build_loggers(cfg: Any, run_dir: Path, choices: Mapping[str, str], resume: bool = False) -> list[Logger]:
+def build_loggers(
+    cfg: Any,
+    run_dir: Path,
+    choices: Mapping[str, str],
+    resume: bool = False,
+    group: str | None = None,
+    name: str | None = None,
+    sweep: str | None = None,
+) -> list[Logger]:
     """The local CSV history plus the tracker named by ``logger.name``.
 
     Args:
         cfg: the run config (``logger``, ``model.hidden_size`` and ``tags`` are read).
         resume: the run continues a checkpoint; in a run directory that already has a W&B run, that run
             goes on (same id) rather than a new one starting.
+        group, name: the W&B group (the sweep, :func:`seq2seq.config.sweep.sweep_group`) and run name
+            (:func:`seq2seq.evaluation.record.run_name`); ``logger.group`` wins over ``group``.
+        sweep: the ``sweep=`` config this job came from, tagged ``sweep:<name>``.
     """
     if resume:  # metrics.csv was set aside: the CSVLogger's warning that it would delete it does not apply
         warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
@@ -39,21 +55,70 @@ def build_loggers(cfg: Any, run_dir: Path, choices: Mapping[str, str], resume: b
     if cfg.logger.name == "wandb":
         os.environ.setdefault("WANDB_SILENT", "true")
         previous = previous_wandb_id(run_dir) if resume else None
-        loggers.append(
-            WandbLogger(
-                id=previous,
-                resume="allow" if previous else None,
-                project=cfg.logger.project,
-                entity=cfg.logger.get("entity"),
-                group=cfg.logger.get("group"),
-                job_type=cfg.logger.get("job_type", "train"),
-                tags=run_tags(choices, cfg),
-                save_dir=str(run_dir),
-                mode=cfg.logger.mode,
-                log_model=False,
-            )
+        options = dict(
+            id=previous,
+            resume="allow" if previous else None,
+            name=name,
+            project=cfg.logger.project,
+            entity=cfg.logger.get("entity"),
+            group=cfg.logger.get("group") or group,
+            job_type=cfg.logger.get("job_type") or "train",
+            tags=run_tags(choices, cfg) + ([f"sweep:{sweep}"] if sweep else []),
+            save_dir=str(run_dir),
+            log_model=False,
         )
+        loggers.append(start_wandb(options, cfg.logger.mode, cfg.logger.get("init_timeout") or 30))
     return loggers
+
+
+def start_wandb(options: dict[str, Any], mode: str, timeout_s: float) -> WandbLogger:
+    """A WandbLogger whose run has started; online without an answer within ``timeout_s`` → offline, said.
+
+    W&B's own wait for an unreachable server is 90 s of silence and then an error; a run that cannot reach
+    W&B should train anyway and be synced later (``wandb sync``).
+    """
+    import wandb
+
+    if mode != "online":
+        return WandbLogger(mode=mode, **options)
+    settings = wandb.Settings(init_timeout=timeout_s)
+    why = unreachable(os.environ.get("WANDB_BASE_URL") or settings.base_url, min(timeout_s, 10.0))
+    if why is None:
+        logger = WandbLogger(mode=mode, settings=settings, **options)
+        try:
+            logger.experiment  # noqa: B018 - starts the run now, while a failure can still fall back
+            return logger
+        except Exception as err:
+            why = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            finish_wandb()
+    log.warning(
+        "W&B online is not reachable (%s); logging offline instead. Upload later with "
+        "`wandb sync <run dir>/wandb/offline-run-*`, or set logger.mode=offline to skip this check",
+        why,
+    )
+    return WandbLogger(mode="offline", **options)
+
+
+def unreachable(url: str, timeout_s: float) -> str | None:
+    """Why the W&B server at ``url`` cannot be reached (no name resolution, no connection within
+    ``timeout_s``), or None when a TCP connection opens."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "", port), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{parsed.hostname}:{port}: {err.strerror or type(err).__name__}"
+    return None
+
+
+def log_config(
+    loggers: Sequence[Logger], config: Mapping[str, Any], choices: Mapping[str, str], params: int
+) -> None:
+    """The run config, once: its own top-level keys (``model.hidden_size``), the Hydra choices flat under
+    ``choices`` (``choices.attention``, ``choices.encoder``: filterable) and the parameter count."""
+    flat = {TAGGED_CHOICES.get(group, group): value for group, value in choices.items()}
+    for logger in loggers:
+        logger.log_hyperparams({"choices": flat, **config, "params": params})
 
 
 def previous_wandb_id(run_dir: Path) -> str | None:
@@ -117,6 +182,48 @@ def log_bleu_by_length(
         if image is not None:
             logged[f"{key}_png"] = wandb.Image(str(image))
         logger.experiment.log(logged)
+
+
+def log_position_accuracy(
+    loggers: Sequence[Logger], key: str, curves: Mapping[str, Sequence[float | None]]
+) -> None:
+    """Token accuracy (%) by output position to W&B: a table (``position`` + one column per curve, e.g.
+    ``free-running``, ``teacher-forced``) and a line chart of every curve; positions without data are left out."""
+    targets = wandb_loggers(loggers)
+    names = [name for name, curve in curves.items() if curve]
+    if not targets or not names:
+        return
+    import wandb
+
+    length = max(len(curves[name]) for name in names)
+    data = [
+        [position + 1, *(_at(curves[name], position) for name in names)]
+        for position in range(length)
+        if any(_at(curves[name], position) is not None for name in names)
+    ]
+    for logger in targets:
+        table = wandb.Table(columns=["position", *names], data=data)
+        xs = [row[0] for row in data]
+        ys = [
+            [row[i + 1] if row[i + 1] is not None else float("nan") for row in data]
+            for i in range(len(names))
+        ]
+        logger.experiment.log(
+            {
+                key: table,
+                f"{key}_plot": wandb.plot.line_series(
+                    xs,
+                    ys,
+                    keys=names,
+                    title=f"{key}: token accuracy (%) by output position",
+                    xname="position",
+                ),
+            }
+        )
+
+
+def _at(curve: Sequence[float | None], i: int) -> float | None:
+    return curve[i] if i < len(curve) else None
 
 
 def log_analysis(

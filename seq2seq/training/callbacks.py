@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 
 from seq2seq.evaluation.artifacts import draw_attention_maps
 from seq2seq.inference.translator import NO_ATTENTION
@@ -89,6 +95,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
         ),
         ExactResume(run_dir / LAST, seed=cfg.seed),
         GracefulStop(run_dir / LAST),
+        LearningRateMonitor(logging_interval="step"),  # train/lr, to every logger (metrics.csv, W&B)
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=cb.progress_bar.refresh_rate))

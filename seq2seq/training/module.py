@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import pytorch_lightning as pl
@@ -42,6 +43,9 @@ def score_run_split(cfg: DictConfig, outputs: list[SentenceOutput], bootstrap: b
     return score_split(outputs, list(cfg.eval.length_buckets), int(cfg.eval.max_positions), resamples)
 
 
+TOKENS_WINDOW = 50  # batches over which train/tokens_per_s is averaged (total tokens / total seconds)
+
+
 class Seq2SeqModule(pl.LightningModule):
     """Trains an :class:`EncoderDecoder` and scores it.
 
@@ -61,7 +65,8 @@ class Seq2SeqModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        # in the checkpoint only: train.py logs the config to the trackers once (tracking.log_config)
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)}, logger=False)
         self.cfg = cfg
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
@@ -81,6 +86,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.train_seconds = 0.0
         self._batch_start = 0.0
         self._fit_start = time.perf_counter()
+        self._recent: deque[tuple[int, float]] = deque(maxlen=TOKENS_WINDOW)  # (tokens, seconds) per batch
 
     @property
     def has_attention(self) -> bool:
@@ -156,9 +162,9 @@ class Seq2SeqModule(pl.LightningModule):
         tokens = batch.num_target_tokens
         self.train_tokens += tokens
         self.train_seconds += seconds
-        self.log(
-            "train/tokens_per_s", tokens / max(seconds, 1e-9), prog_bar=True, batch_size=batch.src.size(0)
-        )
+        self._recent.append((tokens, seconds))  # smoothed: one batch's rate swings with its length
+        rate = sum(t for t, _ in self._recent) / max(sum(s for _, s in self._recent), 1e-9)
+        self.log("train/tokens_per_s", rate, prog_bar=True, batch_size=batch.src.size(0))
         if self.model.compile_step and not self._compile_reported and compile_seconds() is not None:
             self._compile_reported = True  # the first compiled batch: tracing and compilation included
             log.info("speed.compile: the decoder step compiled in %.1f s (first call)", compile_seconds())
@@ -179,6 +185,7 @@ class Seq2SeqModule(pl.LightningModule):
         # Stepped by this module after each validation (on_validation_epoch_end), so the step is part of the
         # checkpoint written after it; Lightning's own epoch-end step would be lost when resuming there.
         config = {"scheduler": scheduler, "monitor": "val/bleu", "interval": "epoch", "strict": False}
+        config["name"] = "train/lr"  # LearningRateMonitor's key (without a scheduler: lr-Adam)
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:

@@ -1,0 +1,91 @@
+"""Where a job sits in its sweep: the plan of a Hydra multirun, the W&B group and the job's swept values.
+
+At the start of a multirun, :func:`plan_sweep` counts the jobs the sweeper will launch (Hydra's basic
+sweeper: the product of the swept values; Optuna: ``n_trials``) and names the swept keys; the plan is saved as
+``<sweep dir>/sweep.json`` (:func:`write_plan`) so every job — in this process or a launcher's worker — can
+say "job i of N" and name its run after what it varies (:func:`swept_values`). The W&B group of a job is its
+sweep directory (:func:`sweep_group`), so two launches of one sweep are two groups.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+PLAN = "sweep.json"  # in the sweep directory
+GROUP_CHARS = 128  # W&B's limit on a group name
+
+
+def _overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The sweeper's ``params`` then the command line's overrides, as the basic sweeper joins them."""
+    params = hydra_cfg.sweeper.get("params") or {}
+    return [f"{key}={value}" for key, value in params.items()] + list(hydra_cfg.overrides.task)
+
+
+def plan_sweep(hydra_cfg: DictConfig) -> dict[str, Any]:
+    """``{"planned": N or None, "swept": [keys]}`` of the multirun that ``hydra_cfg`` (``cfg.hydra``) starts.
+
+    The basic sweeper launches the product of every swept override's values (Optuna: ``n_trials``; another
+    sweeper: unknown, None). A key given twice counts once, the later value winning, as in Hydra.
+    """
+    sweeper = str(hydra_cfg.sweeper.get("_target_", ""))
+    overrides = OverridesParser.create().parse_overrides(_overrides(hydra_cfg))
+    swept: dict[str, int | None] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        swept.pop(key, None)
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator()) if override.is_discrete_sweep() else None
+            swept[key] = len(values) if values is not None else None
+    if sweeper.endswith("BasicSweeper"):
+        sizes = list(swept.values())
+        planned = math.prod(sizes) if None not in sizes else None
+    elif "n_trials" in hydra_cfg.sweeper:
+        planned = int(hydra_cfg.sweeper.n_trials)
+    else:
+        planned = None
+    return {"planned": planned, "swept": list(swept)}
+
+
+def write_plan(sweep_dir: str | Path, plan: Mapping[str, Any]) -> Path:
+    path = Path(sweep_dir) / PLAN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(plan), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_plan(sweep_dir: str | Path) -> dict[str, Any]:
+    """The plan :func:`write_plan` saved, or ``{"planned": None, "swept": []}`` without one."""
+    try:
+        return json.loads((Path(sweep_dir) / PLAN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"planned": None, "swept": []}
+
+
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep's jobs: its directory relative to the working directory when inside it,
+    without the leading ``multirun/`` (``bottleneck/2026-01-05_10-00-00``); at most 128 characters (the tail)."""
+    path = Path(os.path.abspath(sweep_dir))
+    if path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    parts = (
+        path.parts[1:] if path.parts and path.parts[0] == "multirun" and len(path.parts) > 1 else path.parts
+    )
+    return "/".join(parts).lstrip("/")[-GROUP_CHARS:]
+
+
+def swept_values(task_overrides: Sequence[str], swept: Sequence[str]) -> dict[str, str]:
+    """This job's value of every swept key, from its own overrides (``hydra.overrides.task``)."""
+    values = {}
+    for override in OverridesParser.create().parse_overrides(list(task_overrides)):
+        key = override.get_key_element()
+        if key in swept:
+            values[key] = override.get_value_element_as_str()
+    return values
