@@ -98,7 +98,13 @@ def test_ddp_inside_a_multirun_keeps_one_directory_per_job(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert entries(tmp_path) == ["cache", "sweep"]
-    assert entries(sweep) == ["0", "1", "dashboard", "multirun.yaml", "sweep.json"]  # + the end-of-sweep report
+    assert entries(sweep) == [
+        "0",
+        "1",
+        "dashboard",
+        "multirun.yaml",
+        "sweep.json",
+    ]  # + the end-of-sweep report
     for job, attention in (("0", "none"), ("1", "luong_dot")):
         results = json.loads((sweep / job / "results.json").read_text())
         assert results["status"] == "completed" and results["choices"]["model/attention"] == attention
