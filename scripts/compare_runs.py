@@ -63,8 +63,9 @@ def markdown_tables(run_dirs: list[Path], positions: tuple[int, ...] = (1, 5, 10
             f" | {_fmt(t.get('wall_s'), 0)} |"
         )
     lines += ["", "| source words | n | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
-    for i, bucket in enumerate(results[0].bleu_by_length):
-        row = [_ci(r.bleu_by_length[i]["bleu"], r.bleu_by_length[i].get("bleu_ci")) for r in results]
+    for bucket in next((r.bleu_by_length for r in results if r.bleu_by_length), []):
+        found = [next((b for b in r.bleu_by_length if b["bucket"] == bucket["bucket"]), {}) for r in results]
+        row = [_ci(b.get("bleu"), b.get("bleu_ci")) for b in found]  # a failed run has no buckets: —
         lines.append(f"| {bucket['bucket']} | {bucket['n']} | " + " | ".join(row) + " |")
     if all(r.position_accuracy and r.teacher_forced_position_accuracy for r in results):
         lines += [
@@ -154,7 +155,7 @@ def significance_tables(
 
     records = [RunRecord.read(d) for d in run_dirs]
     labels = run_labels(records)
-    others = [i for i in range(len(records)) if i != baseline]
+    others = [i for i in range(len(records)) if i != baseline and records[i].completed]
     against = {i: baseline_for(records, baseline, i, axes) for i in others}
     compared = {
         i: compare_to_baseline(run_dirs[against[i]], run_dirs[i], n_bootstrap, n_trials) for i in others

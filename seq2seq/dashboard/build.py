@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from seq2seq.dashboard import figures
+from seq2seq.dashboard import figures, seeds
 from seq2seq.dashboard.html import format_value, render_page
 from seq2seq.dashboard.runs import Run, job_table, load_runs
 
@@ -54,6 +54,7 @@ def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = Non
     ]  # fmt: skip
     curves = figures.training_curves(runs, out_dir / "training_curves.png")
     influence = figures.influence(runs, out_dir / "influence.png")
+    tables, seed_figures = seed_section(runs, out_dir)
     columns, rows = job_table(runs)
     failed = sum(r.status == "failed" for r in runs)
     completed = sum(r.completed for r in runs)
@@ -67,10 +68,43 @@ def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = Non
         training=[("Training curves from each job's metrics.csv.", curves)] if curves else [],
         heatmaps=[(r.job, r.heatmaps) for r in runs if r.heatmaps],
         influence=[(INFLUENCE_CAPTION, influence)] if influence else [],
+        seeds=tables,
+        seed_figures=seed_figures,
     )
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def seed_section(runs: list[Run], out_dir: Path) -> tuple[list, list]:
+    """The tables and figure of the seeds and significance section (:mod:`seq2seq.dashboard.seeds`)."""
+    columns, rows = seeds.variant_table(runs)
+    tables = (
+        [
+            (
+                "Per variant (jobs equal but for their seed): test scores as mean ± sample standard deviation "
+                "(min–max, number of seeds), and each seed's 95 % bootstrap interval (sacrebleu).",
+                columns,
+                rows,
+            )
+        ]
+        if any(len(row[1].split(",")) > 1 for row in rows) or len(rows) > 1
+        else []
+    )
+    baseline, columns, rows = seeds.significance_table(runs)
+    if rows:
+        tables.append(
+            (
+                f"Paired tests of each job against the baseline {baseline} (its job of the same seed): "
+                "sacrebleu's paired bootstrap (1000 resamples) and approximate randomization (10000 trials), "
+                "test BLEU, two-sided p.",
+                columns,
+                rows,
+            )
+        )
+    figure = seeds.bleu_by_length_over_seeds(runs, out_dir / "bleu_by_length_seeds.png")
+    captions = "Test BLEU by source length, mean over each variant's seeds; the band spans the lowest to the highest seed."
+    return tables, [(captions, figure)] if figure else []
 
 
 def print_summary(runs: list[Run], console: Console) -> None:

@@ -33,6 +33,8 @@ table#jobs { border-collapse: collapse; font-size: 0.9em; }
 .error { color: #a40000; font-family: monospace; font-weight: normal; white-space: pre-wrap;
          min-width: 20em; max-width: 50em; }
 .heatmaps figure img { max-width: 360px; }
+table.seeds { border-collapse: collapse; font-size: 0.9em; margin-bottom: 1.5em; }
+.seeds th, .seeds td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 """
 
 # Runs before the table script so that an error there leaves a marker a test (or a person) can see.
@@ -139,6 +141,17 @@ def _table(columns: list[str], rows: list[JobRow]) -> str:
     return f'<table id="jobs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _plain_table(caption: str, columns: list[str], rows: list[list[str]]) -> str:
+    """A caption and a plain (unsorted) table of text cells."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return (
+        f"<p>{html.escape(caption)}</p>"
+        f'<div class="table-scroll"><table class="seeds"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
 def render_page(
     *,
     title: str,
@@ -149,12 +162,16 @@ def render_page(
     training: list[tuple[str, Path]],
     heatmaps: list[tuple[str, list[Path]]],
     influence: list[tuple[str, Path]] | None = None,
+    seeds: list[tuple[str, list[str], list[list[str]]]] | None = None,
+    seed_figures: list[tuple[str, Path]] | None = None,
 ) -> str:
     """The whole dashboard page, in this order:
 
     results: (caption, PNG) pairs of the headline figures; columns/rows: the sortable job table;
     training: (caption, PNG) pairs of training figures; heatmaps: (job, PNGs) of attention heatmaps;
-    influence: (caption, PNG) pairs of the influence-by-source-position figure (after the results).
+    influence: (caption, PNG) pairs of the influence-by-source-position figure (after the results);
+    seeds: (caption, columns, rows) text tables and seed_figures (caption, PNG) of the seeds and significance
+    section (after the results).
     """
     heatmap_html = "".join(
         f"<h3>job {html.escape(job)}</h3>"
@@ -163,6 +180,14 @@ def render_page(
     )
     sections = [
         f"<section><h2>Results</h2>{_figures(results)}</section>" if results else "",
+        (
+            '<section id="seeds"><h2>Seeds and significance</h2>'
+            + "".join(_plain_table(*table) for table in seeds or [])
+            + _figures(seed_figures or [])
+            + "</section>"
+        )
+        if seeds or seed_figures
+        else "",
         f"<section><h2>Influence by source position</h2>{_figures(influence)}</section>" if influence else "",
         "<section><h2>Jobs</h2><p>Click a column header to sort.</p>"
         f'<div class="table-scroll">{_table(columns, rows)}</div></section>',
