@@ -6,8 +6,8 @@
   ``trainer.max_time`` = the budget, validating every ``--validate-every`` updates (``val/elapsed_s`` and
   ``val/bleu`` in its ``metrics.csv``), then testing its best checkpoint (``results.json``).
 * **JoeyNMT**: ``python -m joeynmt train`` on the same pieces with ``validation_freq`` = the same number of
-  updates, stopped when the budget is spent; each validation writes ``<steps>.hyps`` (its time: the file's
-  modification time since the process started); then ``python -m joeynmt test`` decodes the test split with its
+  updates, stopped when the budget is spent (counted from its first epoch, as Lightning's ``max_time`` counts from
+  the fit); each validation writes ``<steps>.hyps`` (its time: the file's modification time since then); then ``python -m joeynmt test`` decodes the test split with its
   best checkpoint.
 
 Both decode greedily. JoeyNMT's outputs are pieces; they are joined with seq2seq's SentencePiece model and
@@ -111,9 +111,11 @@ def joeynmt_curve(
 
 
 def run_joeynmt(python: Path, config: dict[str, Any], work: Path, budget_s: float) -> float:
-    """Train for ``budget_s`` seconds (then stop it: SIGINT, then SIGKILL), then test its best checkpoint.
+    """Train for ``budget_s`` seconds from its first epoch (as ``trainer.max_time`` counts from seq2seq's fit),
+    then stop it (SIGINT, then SIGKILL) and test its best checkpoint.
 
-    Returns the wall-clock time its training started at (``time.time()``).
+    Returns the wall-clock time (``time.time()``) its training loop started: when its ``train.log`` says
+    ``EPOCH 1`` (data loading and model building come before, on both sides).
     """
     import yaml
 
@@ -121,13 +123,17 @@ def run_joeynmt(python: Path, config: dict[str, Any], work: Path, budget_s: floa
     path.write_text(yaml.safe_dump(config), "utf-8")
     (work / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "WANDB_MODE": "disabled"}
+    train_log = Path(config["model_dir"]) / "train.log"
     with (work / "logs" / "joeynmt-e2e.log").open("w", encoding="utf-8") as log:
-        started = time.time()
         process = subprocess.Popen(
             [python, "-m", "joeynmt", "train", path, "--skip-test"], cwd=ROOT, env=env, stdout=log, stderr=log
         )
+        started = time.time()
+        while process.poll() is None and not _says(train_log, "EPOCH 1"):
+            time.sleep(0.5)
+            started = time.time()
         try:
-            process.wait(timeout=budget_s)
+            process.wait(timeout=max(0.0, started + budget_s - time.time()))
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGINT)
             try:
@@ -145,6 +151,10 @@ def run_joeynmt(python: Path, config: dict[str, Any], work: Path, budget_s: floa
             check=False,
         )
     return started
+
+
+def _says(log: Path, text: str) -> bool:
+    return log.is_file() and text in log.read_text("utf-8", errors="replace")
 
 
 def time_to(curve: list[tuple[float, float]], bleu: float) -> float | None:
