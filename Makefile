@@ -65,10 +65,10 @@ sweep-hidden: $(STAMP)
 data-bible: $(STAMP)
 	$(PY) scripts/prepare_bible.py $(ARGS)
 
-## dashboard: review page for a sweep: make dashboard SWEEP=multirun/2026-01-01/12-00-00
+## dashboard: review page for a sweep: make dashboard SWEEP=multirun/2026-01-01/12-00-00 [BASELINE=<job>]
 dashboard: $(STAMP)
-	@test -n "$(SWEEP)" || { echo "usage: make dashboard SWEEP=<multirun dir>"; exit 2; }
-	$(PY) -m seq2seq.dashboard sweep_dir=$(SWEEP)
+	@test -n "$(SWEEP)" || { echo "usage: make dashboard SWEEP=<multirun dir> [BASELINE=<job>]"; exit 2; }
+	$(PY) -m seq2seq.dashboard sweep_dir=$(SWEEP) $(if $(BASELINE),baseline=$(BASELINE))
 
 ## retention: linear first-token retention simulation (docs/retention.md); ARGS="..." passes Hydra overrides
 retention: $(STAMP)

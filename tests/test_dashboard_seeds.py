@@ -53,3 +53,17 @@ def test_no_seed_figure_with_one_seed_per_variant(tmp_path):
     write_run(tmp_path / "s" / "0", "none", sources, refs, poor, seed=1)
     page = build_dashboard(tmp_path / "s").read_text()
     assert "Seeds and significance" not in page
+
+
+def test_the_baseline_is_chosen_on_the_command_line(tmp_path, capsys):
+    from seq2seq.dashboard.cli import main
+
+    sweep = sweep_2x2(tmp_path)
+    baseline, _, rows = significance_table(load_runs(sweep), n_bootstrap=100, n_trials=200, baseline="3")
+    assert baseline == "gru + bahdanau, h=32" and {row[0] for row in rows} == {"0", "1"}
+    assert {row[3] for row in rows} == {
+        "2",
+        "3",
+    }  # none seed 1 against bahdanau seed 1 (job 2), seed 2 against 3
+    assert main([f"sweep_dir={sweep}", "baseline=7"]) == 2
+    assert "baseline=7: no completed job of that name" in capsys.readouterr().err

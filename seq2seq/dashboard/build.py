@@ -36,13 +36,16 @@ def sweep_name(sweep_dir: Path) -> str:
     return "/".join(Path(sweep_dir).resolve().parts[-2:])
 
 
-def build_dashboard(sweep_dir: Path, out_dir: Path | None = None) -> Path:
+def build_dashboard(sweep_dir: Path, out_dir: Path | None = None, baseline: str | None = None) -> Path:
     """Write the dashboard (index.html and its PNGs) for `sweep_dir`; returns the path of index.html."""
-    return write_dashboard(load_runs(sweep_dir), Path(sweep_dir), out_dir)
+    return write_dashboard(load_runs(sweep_dir), Path(sweep_dir), out_dir, baseline)
 
 
-def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = None) -> Path:
-    """Write index.html and the PNGs for `runs` into `out_dir` (default `<sweep_dir>/dashboard`)."""
+def write_dashboard(
+    runs: list[Run], sweep_dir: Path, out_dir: Path | None = None, baseline: str | None = None
+) -> Path:
+    """Write index.html and the PNGs for `runs` into `out_dir` (default `<sweep_dir>/dashboard`); the paired
+    tests take job `baseline`'s variant as the baseline (default: attention=none, else the first)."""
     out_dir = Path(out_dir) if out_dir is not None else sweep_dir / "dashboard"
     out_dir.mkdir(parents=True, exist_ok=True)
     results = [
@@ -54,7 +57,7 @@ def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = Non
     ]  # fmt: skip
     curves = figures.training_curves(runs, out_dir / "training_curves.png")
     influence = figures.influence(runs, out_dir / "influence.png")
-    tables, seed_figures = seed_section(runs, out_dir)
+    tables, seed_figures = seed_section(runs, out_dir, baseline)
     columns, rows = job_table(runs)
     failed = sum(r.status == "failed" for r in runs)
     completed = sum(r.completed for r in runs)
@@ -76,7 +79,7 @@ def write_dashboard(runs: list[Run], sweep_dir: Path, out_dir: Path | None = Non
     return index
 
 
-def seed_section(runs: list[Run], out_dir: Path) -> tuple[list, list]:
+def seed_section(runs: list[Run], out_dir: Path, baseline: str | None = None) -> tuple[list, list]:
     """The tables and figure of the seeds and significance section (:mod:`seq2seq.dashboard.seeds`)."""
     columns, rows = seeds.variant_table(runs)
     tables = (
@@ -91,11 +94,11 @@ def seed_section(runs: list[Run], out_dir: Path) -> tuple[list, list]:
         if any(len(row[1].split(",")) > 1 for row in rows) or len(rows) > 1
         else []
     )
-    baseline, columns, rows = seeds.significance_table(runs)
+    label, columns, rows = seeds.significance_table(runs, baseline=baseline)
     if rows:
         tables.append(
             (
-                f"Paired tests of each job against the baseline {baseline} (its job of the same seed): "
+                f"Paired tests of each job against the baseline {label} (its job of the same seed): "
                 "sacrebleu's paired bootstrap (1000 resamples) and approximate randomization (10000 trials), "
                 "test BLEU, two-sided p.",
                 columns,

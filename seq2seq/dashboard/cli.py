@@ -1,4 +1,4 @@
-"""``seq2seq-dashboard sweep_dir=DIR [out_dir=DIR]`` (also ``python -m seq2seq.dashboard``, ``make dashboard``).
+"""``seq2seq-dashboard sweep_dir=DIR [out_dir=DIR] [baseline=JOB]`` (also ``python -m seq2seq.dashboard``, ``make dashboard``).
 
 Writes the dashboard (:mod:`seq2seq.dashboard.build`), prints the job table, and when W&B is online also
 saves a W&B Report (optional package ``wandb-workspaces``); offline it prints how to ``wandb sync`` the runs
@@ -18,7 +18,7 @@ from seq2seq.dashboard.runs import Run, load_runs
 from seq2seq.evaluation import tracking
 from seq2seq.evaluation.console import make_console
 
-USAGE = "usage: seq2seq-dashboard sweep_dir=DIR [out_dir=DIR]"
+USAGE = "usage: seq2seq-dashboard sweep_dir=DIR [out_dir=DIR] [baseline=JOB]"
 WANDB_TIMEOUT_S = 60.0  # the W&B report is given up after this long
 
 
@@ -43,8 +43,9 @@ def maybe_wandb_report(
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
-    """`sweep_dir=DIR [out_dir=DIR]` (Hydra-style key=value) → dict; a clear error for anything else."""
-    allowed = ("sweep_dir", "out_dir")
+    """`sweep_dir=DIR [out_dir=DIR] [baseline=JOB]` (Hydra-style key=value) → dict; a clear error for anything
+    else. ``baseline``: the job (e.g. ``0``) whose variant the paired tests compare against."""
+    allowed = ("sweep_dir", "out_dir", "baseline")
     args = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -62,10 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         sweep_dir = Path(args["sweep_dir"])
         runs = load_runs(sweep_dir)
+        baseline = args.get("baseline")
+        if baseline is not None and not any(r.completed and r.job == baseline for r in runs):
+            raise ValueError(
+                f"baseline={baseline}: no completed job of that name in {sweep_dir}; give a job, e.g. 0"
+            )
     except (ValueError, FileNotFoundError) as err:
         Console(stderr=True).print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
-    index = write_dashboard(runs, sweep_dir, args.get("out_dir"))
+    index = write_dashboard(runs, sweep_dir, args.get("out_dir"), baseline)
     print_summary(runs, console)
     maybe_wandb_report(sweep_dir, runs, console)
     console.print(f"dashboard: {index.resolve()}", highlight=False, soft_wrap=True)

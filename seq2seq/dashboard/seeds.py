@@ -17,8 +17,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from seq2seq.dashboard.runs import Run, variant_labels
+from seq2seq.evaluation.record import RecordError
 from seq2seq.evaluation.seeds import SeedGroup, group_by_seed, seed_of
-from seq2seq.evaluation.significance import SignificanceError, compare_to_baseline
+from seq2seq.evaluation.significance import Outputs, SignificanceError, paired_test
 
 SPREAD = "mean ± sample sd (min–max, seeds)"
 
@@ -85,16 +86,26 @@ def bleu_by_length_over_seeds(runs: list[Run], path: Path) -> Path | None:
 
 
 def significance_table(
-    runs: list[Run], n_bootstrap: int = 1000, n_trials: int = 10000
+    runs: list[Run], n_bootstrap: int = 1000, n_trials: int = 10000, baseline: str | None = None
 ) -> tuple[str, list[str], list[list[str]]]:
     """Each completed job against the baseline variant's job of the same seed (its first job when it lacks
-    that seed): test BLEU difference and the two p-values. Returns (baseline label, columns, rows); no rows
-    with a single variant."""
+    that seed): test BLEU difference and the two p-values (whole test set; ``compare_runs`` adds buckets).
+    The baseline variant is that of job ``baseline``, else the ``attention=none`` one, else the first.
+    Returns (baseline label, columns, rows); no rows with a single variant.
+
+    Raises:
+        ValueError: ``baseline`` names no completed job.
+    """
     groups = group_by_seed([r for r in runs if r.completed])
+    if baseline is not None and not any(run.job == baseline for g in groups for run in g.runs):
+        raise ValueError(f"baseline={baseline}: no completed job of that name; give a job directory, e.g. 0")
     if len(groups) < 2:
         return "", [], []
     labels = variant_labels([run for g in groups for run in g.runs])
-    base = next((g for g in groups if g.runs[0].choices.get("model/attention") == "none"), groups[0])
+    base = next(
+        (g for g in groups if any(run.job == baseline for run in g.runs)),
+        next((g for g in groups if g.runs[0].choices.get("model/attention") == "none"), groups[0]),
+    )
     columns = ["job", "variant", "seed", "against job", "Δ BLEU", "p bootstrap", "p AR"]
     rows = []
     for group in groups:
@@ -103,8 +114,9 @@ def significance_table(
         for run in group.runs:
             other = next((b for b in base.runs if seed_of(b) == seed_of(run)), base.runs[0])
             try:
-                overall, _ = compare_to_baseline(other.path, run.path, n_bootstrap, n_trials)
-            except SignificanceError as error:
+                base_out, run_out = Outputs.of_run(other, other.job), Outputs.of_run(run, run.job)
+                overall = paired_test(base_out, run_out, None, ("BLEU",), n_bootstrap, n_trials)
+            except (SignificanceError, RecordError) as error:
                 rows.append([run.job, _label(group, labels), seed_of(run), other.job, str(error), "", ""])
                 continue
             p = overall.p["BLEU"]
