@@ -38,6 +38,20 @@ def test_fast_unroll_on_cuda_equals_the_step_loop(rnn_type, attention):
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["luong_general", "bahdanau"])
+def test_fast_unroll_trains_under_bf16_autocast(attention):
+    """trainer.precision=bf16-mixed: the fused / hoisted unroll runs and stays close to float32."""
+    torch.manual_seed(0)
+    model = EncoderDecoder(50, 60, 16, 32, attention=attention, input_feeding=attention == "bahdanau").cuda()
+    src, lengths, tgt_in = _batch("cuda")
+    reference, _ = model(src, lengths, tgt_in)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits, _ = model(src, lengths, tgt_in)
+    logits.float().sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.testing.assert_close(logits.float(), reference, rtol=5e-2, atol=5e-2)
+
+
 def test_chunked_loss_under_bf16_autocast_matches_full_logits():
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 1000).cuda()

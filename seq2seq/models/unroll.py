@@ -111,7 +111,7 @@ def cell_from_gates(rnn_type: str, gates_x: Tensor, gates_h: Tensor, hidden: Ten
         rz = torch.sigmoid(gates_x[:, : 2 * size] + gates_h[:, : 2 * size])
         r, z = rz[:, :size], rz[:, size:]
         n = torch.tanh(gates_x[:, 2 * size :] + r * gates_h[:, 2 * size :])
-        return torch.lerp(n, hidden, z), None  # (1 - z) n + z h
+        return n + z * (hidden - n), None  # (1 - z) n + z h; dtypes may differ under autocast
     if rnn_type == "lstm":
         i, f, g, o = (gates_x + gates_h).chunk(4, dim=1)
         c = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
