@@ -244,7 +244,9 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: Path, budget_s: flo
     for name, label in (("seq2seq", "seq2seq"), ("joeynmt", "JoeyNMT 2.3.0")):
         points = curves[name]
         ax.plot([t / 60 for t, _ in points], [b for _, b in points], marker="o", markersize=3, label=label)
-    ax.set_xlim(0, budget_s / 60)
+    last = max((t for points in curves.values() for t, _ in points), default=0.0)
+    ax.set_xlim(0, max(budget_s, last) / 60 * 1.02)  # a validation may end after the budget
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("wall-clock minutes since training started")
     ax.set_ylabel("dev BLEU (greedy)")
     ax.set_title("Time to BLEU: same data, matched models, same budget")
