@@ -30,6 +30,10 @@ def split_metrics(test: SplitScores) -> dict[str, Any]:
     metrics["test/loss"] = test.loss
     if test.attention_entropy is not None:
         metrics["test/attention_entropy"] = test.attention_entropy
+    if test.alignment is not None:
+        metrics["test/alignment_accuracy"] = test.alignment["accuracy"]
+        metrics["test/aer"] = test.alignment["aer"]
+        metrics["test/alignment_gold_mass"] = test.alignment["gold_mass"]
     return metrics
 
 
@@ -43,6 +47,7 @@ def split_records(test: SplitScores) -> dict[str, Any]:
         "position_accuracy_ci": test.position_accuracy_ci,  # Wilson 95 %, per position
         "teacher_forced_position_accuracy_ci": test.teacher_forced_position_accuracy_ci,
         "sacrebleu": test.signatures,
+        "alignment": test.alignment,  # toy data with attention: accuracy, AER, gold mass, by length
     }
 
 

@@ -71,6 +71,11 @@ def print_summary(results: dict, run_dir: str, console: Console | None = None) -
     )
     attention = choices.get("model/attention")
     table.add_row("test attention entropy (nats)", _entropy(metrics, "test/attention_entropy", attention))
+    if metrics.get("test/alignment_accuracy") is not None:
+        table.add_row(
+            "test alignment: argmax on gold % / AER %",
+            f"{_fmt(metrics['test/alignment_accuracy'])} / {_fmt(metrics.get('test/aer'))}",
+        )
     table.add_row("parameters", f"{results['params']:,}")
     table.add_row("training tokens/s", _fmt(train.get("tokens_per_s"), 0))
     table.add_row("steps / epochs", f"{train.get('steps')} / {train.get('epochs')}")

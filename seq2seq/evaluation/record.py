@@ -36,6 +36,7 @@ CHOICE_KEYS = {
     "data": ("data", "name"),
     "model/encoder": ("model", "encoder", "rnn_type"),
     "model/attention": ("model", "attention", "name"),
+    "model/decoder": ("model", "decoder", "type"),
     "teacher_forcing": ("teacher_forcing", "schedule"),
     "decoding": ("decoding", "name"),
 }
@@ -59,6 +60,12 @@ def _get(tree: Any, keys: Sequence[str]) -> Any:
 def choices_from_config(config: Mapping[str, Any]) -> dict[str, str]:
     """The ``choices`` of ``results.json``, read back from a resolved run config (a dict or DictConfig)."""
     found = {group: _get(config, keys) for group, keys in CHOICE_KEYS.items()}
+    if (
+        _get(config, ("model", "encoder", "type")) == "transformer"
+    ):  # its rnn_type is a recurrent decoder's cell
+        found["model/encoder"] = "transformer"
+    if found["model/decoder"] is None and _get(config, ("model", "decoder")) is not None:
+        found["model/decoder"] = "rnn"  # runs from before model/decoder existed
     return {group: str(choice) for group, choice in found.items() if choice is not None}
 
 

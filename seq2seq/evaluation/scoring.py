@@ -19,6 +19,7 @@ from typing import Any
 from sacrebleu.metrics import BLEU, CHRF
 
 from seq2seq.data.lengths import bucket_bounds, words
+from seq2seq.evaluation.alignment import AlignmentCounts, alignment_scores
 from seq2seq.evaluation.intervals import bootstrap_interval, wilson_interval
 
 DEFAULT_EDGES = (1, 11, 21, 31, 41, 51)
@@ -120,6 +121,7 @@ class SentenceOutput:
             attention).
         free, forced: per reference token, whether the free-running / teacher-forced prediction was right.
         nll, tokens: summed cross-entropy of the reference (teacher-forced, EOS included) and its token count.
+        alignment: teacher-forced attention against the gold alignment (toy data with attention), or None.
     """
 
     index: int
@@ -132,6 +134,7 @@ class SentenceOutput:
     forced: list[bool]
     nll: float
     tokens: int
+    alignment: AlignmentCounts | None = None
 
 
 @dataclass
@@ -144,6 +147,7 @@ class SplitScores:
         intervals: 95 % bootstrap ``[low, high]`` of ``bleu`` and ``chrf`` (empty when not resampled);
             signatures: sacrebleu's signature of each metric.
         position_accuracy_ci, teacher_forced_position_accuracy_ci: Wilson intervals of the two curves.
+        alignment: attention against the gold alignment (``evaluation/alignment.py``), or None.
     """
 
     sources: list[str]
@@ -159,6 +163,7 @@ class SplitScores:
     signatures: dict[str, str] = field(default_factory=dict)
     position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
     teacher_forced_position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
+    alignment: dict | None = None
 
     def logged(self) -> dict[str, float]:
         """The scalars logged per split: ``loss``, ``ppl``, the scores, (with attention) the entropy, and the
@@ -169,6 +174,9 @@ class SplitScores:
         for row in self.bleu_by_length:
             if row.get("bleu") is not None:
                 logged[f"bleu_by_length/{row['bucket']}"] = row["bleu"]
+        if self.alignment is not None:
+            logged["alignment_accuracy"] = self.alignment["accuracy"]
+            logged["aer"] = self.alignment["aer"]
         return logged
 
     def summary(self) -> dict[str, Any]:
@@ -210,4 +218,5 @@ def score_split(
         signatures=signatures,
         position_accuracy_ci=position_intervals(free, max_positions),
         teacher_forced_position_accuracy_ci=position_intervals(forced, max_positions),
+        alignment=alignment_scores(sources, [out.alignment for out in outputs], edges),
     )

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from seq2seq.data.batching import Batch
 from seq2seq.data.encoding import PairEncoder
 from seq2seq.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
+from seq2seq.evaluation.alignment import batch_alignments
 from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
 from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
@@ -209,6 +210,10 @@ class Seq2SeqModule(pl.LightningModule):
         forced = logits.argmax(-1).eq(batch.tgt_out).tolist()  # (B, T): teacher-forced predictions right?
         hyps = decode(self.model, batch, self.decoding, return_attention=self.has_attention)
         attention = hyps.attention or [None] * len(hyps.tokens)
+        alignments = [None] * len(hyps.tokens)
+        if self.has_attention and self.cfg.data.get("task") == "toy_translation":  # gold alignments known
+            reverse = bool(self.cfg.data.get("reverse_source", False))
+            alignments = batch_alignments(self.model, batch, self.src_tokenizer, self.tgt_tokenizer, reverse)
         references = batch.tgt_out.tolist()
         for row, (index, tokens, weights) in enumerate(
             zip(batch.indices.tolist(), hyps.tokens, attention, strict=True)
@@ -226,6 +231,7 @@ class Seq2SeqModule(pl.LightningModule):
                     forced=forced[row][: len(reference)],
                     nll=nll[row],
                     tokens=counts[row],
+                    alignment=alignments[row],
                 )
             )
 
