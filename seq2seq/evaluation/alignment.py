@@ -109,14 +109,19 @@ def alignment_scores(
 
 @torch.no_grad()
 def batch_alignments(
-    model: Any, batch: Batch, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, reverse_source: bool
+    model: Any, batch: Batch, data_cfg: Any, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
 ) -> list[AlignmentCounts | None]:
     """Each sentence of a toy batch: the model's teacher-forced attention against ``toy_alignment``.
 
+    All None unless the data is ``toy_translation`` (the only data with gold alignments) and the model attends.
+
     Args:
-        model: an :class:`~seq2seq.models.seq2seq.EncoderDecoder` with attention.
-        reverse_source: the batch's source ids are reversed (``data.reverse_source``).
+        model: an :class:`~seq2seq.models.seq2seq.EncoderDecoder`.
+        data_cfg: the ``data`` config (``task``; ``reverse_source``: the batch's source ids are reversed).
     """
+    if data_cfg.get("task") != "toy_translation" or model.decoder.attention is None:
+        return [None] * len(batch.sources)
+    reverse_source = bool(data_cfg.get("reverse_source", False))
     _, weights = model(batch.src, batch.src_lengths, batch.tgt_in, return_attention=True)  # (B, T, S)
     results: list[AlignmentCounts | None] = []
     for row, source in enumerate(batch.sources):

@@ -210,10 +210,7 @@ class Seq2SeqModule(pl.LightningModule):
         forced = logits.argmax(-1).eq(batch.tgt_out).tolist()  # (B, T): teacher-forced predictions right?
         hyps = decode(self.model, batch, self.decoding, return_attention=self.has_attention)
         attention = hyps.attention or [None] * len(hyps.tokens)
-        alignments = [None] * len(hyps.tokens)
-        if self.has_attention and self.cfg.data.get("task") == "toy_translation":  # gold alignments known
-            reverse = bool(self.cfg.data.get("reverse_source", False))
-            alignments = batch_alignments(self.model, batch, self.src_tokenizer, self.tgt_tokenizer, reverse)
+        gold = batch_alignments(self.model, batch, self.cfg.data, self.src_tokenizer, self.tgt_tokenizer)
         references = batch.tgt_out.tolist()
         for row, (index, tokens, weights) in enumerate(
             zip(batch.indices.tolist(), hyps.tokens, attention, strict=True)
@@ -231,7 +228,7 @@ class Seq2SeqModule(pl.LightningModule):
                     forced=forced[row][: len(reference)],
                     nll=nll[row],
                     tokens=counts[row],
-                    alignment=alignments[row],
+                    alignment=gold[row],
                 )
             )
 
