@@ -416,6 +416,10 @@ def test_cuda_options_are_checked_before_anything_runs():
         parse_args(["--precision", "bf16"])  # CPU autocast is not what the benchmark measures
     with pytest.raises(SystemExit):
         parse_args(["--joeynmt-fp16"])
+    before = parse_args(
+        ["--seq2seq-override", "speed.fast_unroll=false", "--seq2seq-override", "speed.loss_chunk=0"]
+    )
+    assert before.seq2seq_override == ["speed.fast_unroll=false", "speed.loss_chunk=0"]
 
 
 def test_autocast_and_gpu_peaks():

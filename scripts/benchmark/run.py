@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--joeynmt-fp16", action="store_true", help="JoeyNMT's own fp16 (autocast + GradScaler), cuda only")
     add("--gpu-peak-tflops", type=float, help="the GPU's dense bf16 peak for MFU (default: from its name)")
     add("--no-lightning", action="store_true", help="skip the Lightning Trainer row")
+    add(
+        "--seq2seq-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override for seq2seq (repeatable), e.g. speed.fast_unroll=false for a before/after",
+    )
     add("--end-to-end", action="store_true", help="time to BLEU through both CLIs (end_to_end.py)")
     add("--budget-minutes", type=float, default=30.0, help="--end-to-end: wall-clock budget per system")
     add("--validate-every", type=int, default=500, help="--end-to-end: updates between validations, both")
@@ -220,7 +227,12 @@ def matched_setup(args: argparse.Namespace) -> dict[str, Any]:
         "data_note": data_note,
         "common": common,
         "matching": matching,
-        "overrides": [*overrides, f"model.hidden_size={hidden}", f"data.batch.max_tokens={budget}"],
+        "overrides": [
+            *overrides,
+            f"model.hidden_size={hidden}",
+            f"data.batch.max_tokens={budget}",
+            *args.seq2seq_override,
+        ],
         "joeynmt_config": joey_config,
         "joeynmt_python": joey_python,
         "joeynmt_command": joey_command,
@@ -284,6 +296,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "device": args.device,
             "seq2seq_precision": args.precision,
             "joeynmt_precision": "fp16" if args.joeynmt_fp16 else "32",
+            "seq2seq_overrides": args.seq2seq_override,
         },
         "beam_size": args.beam_size,
         "beam_alpha": args.beam_alpha,

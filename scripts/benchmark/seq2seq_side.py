@@ -56,6 +56,7 @@ from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.evaluation.tracking import build_loggers
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.models.unroll import compile_seconds
 from seq2seq.training.callbacks import build_callbacks
 from seq2seq.training.module import Seq2SeqModule
 
@@ -210,6 +211,7 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
         "precision": precision,
         "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
         "peak_gpu_mib": peak_gpu_mib(),
+        "compile_s": compile_seconds(),  # speed.compile: the first compiled step's wall time (in the warm-up)
         "reference_mean_length": sum(len(e.tgt) for e in test.examples) / len(test),
         "params": parameter_count(model),
         "train": summarise_training(records, profile),
