@@ -75,7 +75,11 @@ def test_a_run_records_plots_and_logs_bleu_by_length_at_custom_edges(trained):
     assert len(list((trained / "plots" / "attention").glob("val_*.png"))) == 3
     (wandb_run,) = (trained / "wandb").glob("offline-run-*")
     media = wandb_run / "files" / "media"
-    assert list(media.glob("table/test/bleu_by_length_*.table.json"))
+    (table,) = media.glob("table/test/bleu_by_length_*.table.json")
+    table = json.loads(table.read_text())
+    i = next(i for i, r in enumerate(results["bleu_by_length"]) if r["n"])  # a non-empty bucket, its 95 % CI
+    row = dict(zip(table["columns"], table["data"][i], strict=True))
+    assert [row["bleu_low"], row["bleu_high"]] == pytest.approx(results["bleu_by_length"][i]["bleu_ci"])
     assert list(media.glob("table/val/bleu_by_length_*.table.json"))
     assert len(list(media.glob("images/val/attention/val_*.png"))) == 3
     assert list(media.glob("images/test/bleu_by_length_png_*.png"))

@@ -122,7 +122,8 @@ def test_compare_runs_prints_p_values_overall_and_per_bucket(tmp_path):
     lines = out[out.index("Paired tests against") :].splitlines()
     row = next(line for line in lines if line.startswith("| gru + bahdanau"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert float(cells[2]) > 30 and float(cells[3]) < 0.01 and float(cells[4]) < 0.01  # Δ BLEU, p bs, p AR
+    assert cells[1] == "gru + none, h=32, teacher_forcing=always"  # against
+    assert float(cells[3]) > 30 and float(cells[4]) < 0.01 and float(cells[5]) < 0.01  # Δ BLEU, p bs, p AR
     copy_row = next(line for line in lines if line.startswith("| gru + luong_dot"))
     assert "| +0.0 | 1.000 | 1.000 |" in copy_row
     bucket = next(line for line in lines if line.startswith("| 11-20 | 40 |"))

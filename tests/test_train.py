@@ -145,6 +145,8 @@ def test_final_metrics_are_a_summary_not_a_logged_step(tiny_cfg, tmp_path, monke
     assert len([h for h in wandb_run.history if "test/bleu" in h]) == 1
     assert wandb_run.summary["val/bleu"] == pytest.approx(results["metrics"]["val/bleu"])
     assert wandb_run.summary["test/bleu"] == pytest.approx(results["metrics"]["test/bleu"])
+    for key in ("test/bleu_ci", "test/chrf_ci", "val/bleu_ci"):  # the 95 % intervals, [low, high]
+        assert wandb_run.summary[key] == pytest.approx(results["metrics"][key])
     import wandb
 
     assert wandb.run is None  # finished

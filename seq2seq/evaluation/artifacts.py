@@ -76,7 +76,8 @@ def write_outputs(
     # were logged by trainer.test at the step they were measured, and the best val/bleu at its validation;
     # scalars only: the intervals stay in results.json
     final = {k: v for k, v in results["metrics"].items() if isinstance(v, int | float) and math.isfinite(v)}
-    log_summary(loggers, {**final, "params": results["params"], "status": results["status"]})
+    intervals = {k: v for k, v in results["metrics"].items() if k.endswith("_ci") and v}  # [low, high]
+    log_summary(loggers, {**final, **intervals, "params": results["params"], "status": results["status"]})
     log_bleu_by_length(loggers, "test/bleu_by_length", results["bleu_by_length"], plot)
     log_bleu_by_length(loggers, "val/bleu_by_length", results.get("val_bleu_by_length") or [])
     log_position_accuracy(

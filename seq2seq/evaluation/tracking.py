@@ -172,9 +172,14 @@ def log_bleu_by_length(
         return
     import wandb
 
-    data = [[row.get(column) for column in LENGTH_COLUMNS] for row in rows]
+    columns = [
+        *LENGTH_COLUMNS,
+        "bleu_low",
+        "bleu_high",
+    ]  # the bucket's 95 % bootstrap interval, when resampled
+    data = [[*(row.get(c) for c in LENGTH_COLUMNS), *(row.get("bleu_ci") or [None, None])] for row in rows]
     for logger in targets:
-        table = wandb.Table(columns=list(LENGTH_COLUMNS), data=data)
+        table = wandb.Table(columns=columns, data=data)
         logged: dict[str, Any] = {
             key: table,
             f"{key}_plot": wandb.plot.line(table, "min_len", "bleu", title=f"{key}: BLEU by source length"),
