@@ -15,7 +15,8 @@ previous step need not wait for it:
   copied into a concatenated input.
 
 With ``speed.compile`` the hoisted step goes through ``torch.compile`` (inductor on CPU; on CUDA inductor's
-kernels); the recurrence then costs fewer, fused kernels per step. Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps the decoder's step loop.
+kernels): fewer, fused kernels per step. Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps
+the decoder's step loop.
 """
 
 from __future__ import annotations
