@@ -32,6 +32,7 @@ from seq2seq.evaluation.console import print_evaluation
 from seq2seq.evaluation.record import RESULTS, build_results, choices_from_config, run_name, write_json_atomic
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
+from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.inference.translator import NO_ATTENTION
 from seq2seq.training.module import Seq2SeqModule
 
@@ -178,7 +179,21 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: bad input (checkpoint, files, options) ends with one clear line and status 1."""
     out_dir = Path(cfg.output_dir)
     try:
-        evaluate(cfg)
+        with stop_on_signals():  # nothing to save half-way: SIGTERM / Ctrl+C stop at once
+            evaluate(cfg)
+    except Stopped as stop:
+        if (out_dir / "evaluate.yaml").is_file() and not (out_dir / RESULTS).exists():
+            write_json_atomic(
+                out_dir / RESULTS,
+                build_results(
+                    status="interrupted",
+                    choices={},
+                    config=OmegaConf.to_container(cfg, resolve=False),
+                    error=f"{stop}; run the same command again to evaluate",
+                ),
+            )
+        log.warning("evaluation %s; nothing else was written", stop)
+        sys.exit(stop.exit_code)
     except Exception as error:
         if not (out_dir / "checkpoints").exists() and not (out_dir / RESULTS).exists():
             write_json_atomic(

@@ -39,17 +39,22 @@ from seq2seq.evaluation.artifacts import split_metrics, split_records, with_val,
 from seq2seq.evaluation.console import print_summary
 from seq2seq.evaluation.record import CHOICE_GROUPS, RESULTS, build_results, run_name, write_json_atomic
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb, log_config, log_summary
+from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.training.callbacks import build_callbacks
+from seq2seq.training.checkpoint_io import AtomicCheckpointIO
 from seq2seq.training.graceful_stop import GracefulStop
 from seq2seq.training.hydra_ddp import hydra_ddp_job, is_rank_zero
 from seq2seq.training.module import Seq2SeqModule
 from seq2seq.training.resume import (
+    LAST,
     check_resumable,
     merge_metrics_history,
+    refuse_finished,
     resolve_ckpt_path,
     resume_command,
     set_metrics_history_aside,
 )
+from seq2seq.training.run_dir import failure_record_dir
 
 log = logging.getLogger("seq2seq.train")
 
@@ -110,6 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model: %s parameters", f"{params:,}")
     resume = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     if resume is not None:
+        if resume.resolve() == (run_dir / LAST).resolve():
+            refuse_finished(run_dir, cfg)
         check_resumable(resume, cfg, {"src": datamodule.src_tokenizer, "tgt": datamodule.tgt_tokenizer})
         log.info("resuming from %s", resume)
         # Lightning's warnings that do not apply: ExactResume resumes the batch sampler mid-epoch, and a run
@@ -127,7 +134,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     callbacks = build_callbacks(cfg, run_dir)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir)
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],  # a kill mid-save never leaves a truncated checkpoint
     )
     log_config(loggers, OmegaConf.to_container(cfg, resolve=True), choices, params)
 
@@ -138,10 +149,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
             except SIGTERMException:
                 stop = next(c for c in callbacks if isinstance(c, GracefulStop))
-                raise interrupted(cfg, trainer, choices, params, time.perf_counter() - start, stop) from None
+                signum, saved = stop.signum or signal.SIGTERM, stop.saved
+                wall = time.perf_counter() - start
+                raise interrupted(cfg, trainer, choices, params, wall, signum, saved) from None
             wall = time.perf_counter() - start
             best = trainer.checkpoint_callback.best_model_path or None
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            try:
+                with stop_on_signals():  # testing has nothing to save half-way: stop at once
+                    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            except Stopped as stop:
+                last = run_dir / LAST
+                raise interrupted(
+                    cfg,
+                    trainer,
+                    choices,
+                    params,
+                    wall,
+                    stop.signum,
+                    last if last.is_file() else None,
+                    "testing",
+                ) from None
             results = build_results(
                 status="completed",
                 choices=choices,
@@ -182,26 +209,33 @@ def interrupted(
     choices: dict[str, str],
     params: int,
     wall: float,
-    stop: GracefulStop,
+    signum: int,
+    saved: Path | None,
+    phase: str = "training",
 ) -> TrainingInterrupted:
-    """Record a run stopped by a signal (rank 0 writes ``results.json``); returns the exception to raise."""
+    """Record a run stopped by a signal (rank 0 writes ``results.json``); returns the exception to raise.
+
+    Args:
+        saved: the checkpoint the run resumes from; phase: what the signal stopped (training, testing).
+    """
     run_dir = Path(cfg.paths.output_dir)
-    signum = stop.signum or signal.SIGTERM
     command = resume_command(run_dir)
+    name = signal.Signals(signum).name
     results = build_results(
         status="interrupted",
         choices=choices,
         config=OmegaConf.to_container(cfg, resolve=True),
-        error=f"interrupted by {signal.Signals(signum).name} at step {trainer.global_step}; resume with: {command}",
+        error=f"interrupted by {name} during {phase} at step {trainer.global_step}; resume with: {command}",
         params=params,
         train={"steps": trainer.global_step, "epochs": trainer.current_epoch, "wall_s": wall},
-        checkpoint=str(stop.saved) if stop.saved else None,
+        checkpoint=str(saved) if saved else None,
         resume=command,
     )
     if trainer.is_global_zero:
         write_json_atomic(run_dir / RESULTS, results)
         log_summary(trainer.loggers, {"status": "interrupted", "params": params})
-    return TrainingInterrupted(int(signum), results, stop.pass_on)
+    stop = next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
+    return TrainingInterrupted(int(signum), results, stop.pass_on if stop else lambda: None)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
@@ -223,9 +257,11 @@ def main(cfg: DictConfig) -> float:
         stop.pass_on()
         sys.exit(128 + stop.signum)  # the shell's code for "ended by this signal"; a sweep stops too
     except Exception as error:  # record every failure, then decide whether to stop
+        # beside an earlier run's record in this directory (attempts/<time>/), never over it
+        record_dir = failure_record_dir(run_dir)
         if is_rank_zero():
             write_json_atomic(
-                run_dir / RESULTS,
+                record_dir / RESULTS,
                 build_results(
                     status="failed",
                     choices=hydra_choices(),
@@ -234,10 +270,10 @@ def main(cfg: DictConfig) -> float:
                     traceback=traceback.format_exc(),
                 ),
             )
-        log.error("run failed: %s: %s (recorded in %s)", type(error).__name__, error, run_dir / RESULTS)
+        log.error("run failed: %s: %s (recorded in %s)", type(error).__name__, error, record_dir / RESULTS)
         if multirun:
             return float("nan")  # the sweep goes on with the other jobs
-        if isinstance(error, ValueError):  # ConfigError, DataError, CheckpointError: a user's mistake
+        if isinstance(error, ValueError):  # ConfigError, DataError, CheckpointError, TrainingDiverged, ...
             sys.exit(1)  # a clear one-line message above; no stack trace for bad input or options
         raise
 

@@ -23,9 +23,11 @@ from omegaconf import DictConfig
 
 from seq2seq.config import CONF_DIR
 from seq2seq.config.checks import validate_translate
+from seq2seq.data.atomic import write_atomic
 from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import decode_lines
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
+from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.inference.translator import NO_ATTENTION, Translation, Translator
 from seq2seq.models.decoding import Decoding
 
@@ -93,7 +95,7 @@ def write_attention(
         document["note"] = NO_ATTENTION
     document["lines"] = [attention_record(i + 1, t) for i, t in enumerate(translations)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(document, ensure_ascii=False) + "\n")
 
 
 def pick_device(name: str) -> torch.device:
@@ -127,7 +129,11 @@ def translate(cfg: DictConfig) -> list[Translation]:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: bad input ends with one clear line on stderr and exit status 1."""
     try:
-        translate(cfg)
+        with stop_on_signals():  # SIGTERM / Ctrl+C stop at once; dump_attention is then not written
+            translate(cfg)
+    except Stopped as stop:
+        log.error("translate %s", stop)
+        sys.exit(stop.exit_code)
     except ValueError as error:  # CheckpointError, DataError and bad options are ValueErrors
         log.error("translate failed: %s", error)
         sys.exit(1)

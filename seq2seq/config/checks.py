@@ -8,7 +8,9 @@ value never surfaces minutes into training.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +32,7 @@ from seq2seq.models.local_attention import LOCAL_MODES, LOCAL_SCORES
 from seq2seq.training.teacher_forcing import FEEDBACK, SCHEDULES
 
 SCHEDULERS = ("plateau", "none")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 SPLITS = ("test", "val")
 
 
@@ -184,6 +187,17 @@ def check_data(data: Any) -> None:
     Preprocess.from_config(data)  # its own checks (DataError, a ValueError naming the option)
 
 
+def check_limits(trainer_cfg: Any) -> None:
+    """Refuse training limits that train nothing (Lightning would test an untrained model as "completed")."""
+    for key in ("max_epochs", "max_steps"):
+        value = trainer_cfg.get(key)
+        _check(
+            value is None or value == -1 or value > 0,
+            f"trainer.{key}={value!r} trains nothing: use a positive number (or -1 for no limit on {key}); "
+            "to score an existing model use seq2seq-evaluate",
+        )
+
+
 def check_precision(trainer_cfg: Any) -> None:
     """Refuse mixed or half precision where training would run on the CPU."""
     precision, accelerator = str(trainer_cfg.precision), str(trainer_cfg.accelerator)
@@ -223,7 +237,13 @@ def validate_train(cfg: Any) -> None:
         lambda: _at_least("eval.attention_examples", typed_cfg.eval.attention_examples, 0),
         lambda: _at_least("eval.max_positions", typed_cfg.eval.max_positions, 1),
         lambda: _bootstrap("eval.bootstrap", typed_cfg.eval.bootstrap),
-        lambda: _check(typed_cfg.optim.lr > 0, f"optim.lr={typed_cfg.optim.lr}: must be positive"),
+        lambda: _check(
+            0 < typed_cfg.optim.lr <= FLOAT32_MAX,
+            f"optim.lr={typed_cfg.optim.lr}: must be a positive number a float32 can hold (at most 3.4e38; "
+            "Adam's usual range is 1e-4 to 1e-2)",
+        ),
+        lambda: _at_least("guard.max_loss_ratio", typed_cfg.guard.max_loss_ratio, 1.0, allow_none=True),
+        lambda: check_limits(cfg.trainer),
         lambda: _choice("optim.scheduler", typed_cfg.optim.scheduler or "none", SCHEDULERS),
         lambda: _fraction("optim.label_smoothing", typed_cfg.optim.label_smoothing, closed=False),
         lambda: _at_least("threads", typed_cfg.threads, 1, allow_none=True),
@@ -252,6 +272,11 @@ def validate_evaluate(cfg: Any) -> None:
     _at_least("max_words", cfg.max_words, 1, allow_none=True)
     _at_least("batch_tokens", cfg.batch_tokens, 1, allow_none=True)
     _choice("accelerator", cfg.accelerator, ("auto", "cpu", "gpu"))
+    _check(
+        cfg.accelerator != "gpu" or torch.cuda.is_available(),
+        "accelerator=gpu: this machine has no GPU PyTorch can use (torch.cuda.is_available() is false); use "
+        "accelerator=auto or accelerator=cpu",
+    )
     if cfg.get("decoding") is not None:
         check_decoding(typed(cfg.decoding, DecodingConfig, "decoding."))
     check_logger(typed(cfg.logger, LoggerConfig, "logger."))
@@ -264,7 +289,29 @@ def validate_translate(cfg: Any) -> None:
     )
     _choice("long_lines", cfg.long_lines, ("error", "warn"))
     _choice("device", cfg.device, ("auto", "cpu", "cuda"))
+    _check(
+        cfg.device != "cuda" or torch.cuda.is_available(),
+        "device=cuda: this machine has no GPU PyTorch can use (torch.cuda.is_available() is false); use "
+        "device=auto or device=cpu",
+    )
+    if cfg.get("dump_attention") is not None:
+        check_writable_file("dump_attention", cfg.dump_attention)
     _at_least("max_words", cfg.max_words, 1, allow_none=True)
     _at_least("batch_tokens", cfg.batch_tokens, 1, allow_none=True)
     if cfg.get("decoding") is not None:
         check_decoding(typed(cfg.decoding, DecodingConfig, "decoding."))
+
+
+def check_writable_file(option: str, value: Any) -> None:
+    """``option`` names a file that can be written: not a directory, in a directory that exists."""
+    path = Path(str(value))
+    _check(
+        not path.is_dir(),
+        f"{option}={value}: is a directory; give a file name, e.g. {option}={path / 'out.json'}",
+    )
+    parent = path.parent if str(path.parent) else Path(".")
+    _check(
+        parent.is_dir(),
+        f"{option}={value}: the directory {parent} does not exist; create it or choose another path",
+    )
+    _check(os.access(parent, os.W_OK), f"{option}={value}: the directory {parent} is not writable")

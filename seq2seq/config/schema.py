@@ -166,6 +166,12 @@ class LoggerConfig:
 
 
 @dataclass
+class GuardConfig:
+    non_finite: bool = True
+    max_loss_ratio: float | None = 10.0
+
+
+@dataclass
 class TrainConfig:
     """``conf/train.yaml`` after composition (``trainer``, ``callbacks``, ``paths`` stay untyped)."""
 
@@ -181,6 +187,7 @@ class TrainConfig:
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     trainer: Any = None
     callbacks: Any = None
     paths: Any = None

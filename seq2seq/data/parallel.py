@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from seq2seq.data.atomic import write_atomic
 from seq2seq.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -50,6 +49,11 @@ def decode_lines(data: bytes, name: str) -> list[str]:
         raw_lines.pop()
     lines = []
     for number, raw in enumerate(raw_lines, start=1):
+        if b"\r" in raw.removesuffix(b"\r"):
+            raise DataError(
+                f"{name}:{number}: a carriage return (\\r) inside the line: the file has old-Mac (CR-only) line "
+                "ends or stray CRs, so its lines run together; convert them, e.g. `tr '\\r' '\\n' < IN > OUT`"
+            )
         try:
             lines.append(raw.decode("utf-8").removesuffix("\r"))
         except UnicodeDecodeError as err:
@@ -129,12 +133,7 @@ def read_split(data_cfg: Any, split: str) -> Pairs:
 
 
 def _write_atomic(path: Path, lines: Sequence[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp"
-    ) as tmp:
-        tmp.write("".join(f"{line}\n" for line in lines))
-    os.replace(tmp.name, path)
+    write_atomic(path, "".join(f"{line}\n" for line in lines))
 
 
 def write_split(pairs: Sequence[tuple[str, str]], files: Sequence[Path]) -> None:

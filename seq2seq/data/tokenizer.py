@@ -11,11 +11,13 @@ import io
 import json
 import logging
 import os
-import tempfile
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
+
+from seq2seq.data.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,27 @@ def train_tokenizer(
     if not sentences:
         raise ValueError("cannot train a tokenizer on an empty training split")
     model = io.BytesIO()
+    try:
+        _train(sentences, model, model_type, vocab_size, options)
+    except RuntimeError as error:  # SentencePiece's own checks, e.g. "Vocabulary size is smaller than ..."
+        reason = str(error).split("]")[-1].strip().split(". Increase")[0] or str(error)
+        needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", reason)
+        fix = (
+            f"raise data.tokenizer.vocab_size to at least {int(needed.group(1)) + 4} (its characters and the "
+            "4 special tokens)"
+            if needed
+            else "change data.tokenizer.vocab_size or use a larger training split"
+        )
+        raise ValueError(
+            f"SentencePiece cannot train a {model_type} tokenizer with data.tokenizer.vocab_size={vocab_size} "
+            f"on these {len(sentences)} training sentences ({reason}); {fix}"
+        ) from None
+    return model.getvalue()
+
+
+def _train(
+    sentences: Sequence[str], model: io.BytesIO, model_type: str, vocab_size: int, options: dict
+) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=model,
@@ -87,7 +110,6 @@ def train_tokenizer(
         minloglevel=2,
         **options,
     )
-    return model.getvalue()
 
 
 def load_or_train(sentences: Iterable[str], settings: dict, cache_dir: str | Path, name: str) -> Tokenizer:
@@ -103,8 +125,14 @@ def load_or_train(sentences: Iterable[str], settings: dict, cache_dir: str | Pat
         return Tokenizer(path.read_bytes())
     log.info("tokenizer %s: training SentencePiece (%s) on %d sentences", name, settings, len(sentences))
     proto = train_tokenizer(sentences, **settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(proto)
-    os.replace(tmp.name, path)
+    try:
+        write_atomic(path, proto)
+    except OSError as error:
+        log.warning(
+            "tokenizer %s: cannot cache it in %s (%s); set paths.cache_dir (or SEQ2SEQ_CACHE) to a writable "
+            "directory to reuse it",
+            name,
+            path.parent,
+            error.strerror or error,
+        )
     return Tokenizer(proto)

@@ -8,6 +8,7 @@ few sentences spread over lengths go to ``plots/attention/<prefix>_<index>.png``
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from seq2seq.evaluation.record import PREDICTIONS, RESULTS, write_json_atomic, w
 from seq2seq.evaluation.scoring import SplitScores
 from seq2seq.evaluation.tracking import log_bleu_by_length, log_images, log_position_accuracy, log_summary
 from seq2seq.inference.translator import Translation, Translator
+
+log = logging.getLogger(__name__)
 
 
 def split_metrics(test: SplitScores) -> dict[str, Any]:
@@ -87,14 +90,29 @@ def write_outputs(
     )
 
 
-def pick_examples(sources: Sequence[str], count: int) -> list[int]:
-    """``count`` indices spread evenly over the source lengths, shortest to longest (ties by position)."""
+MAX_MAP_WORDS = (
+    120  # longer sources get no attention map: a 5,000-word heatmap takes minutes and is unreadable
+)
+
+
+def pick_examples(sources: Sequence[str], count: int, max_words: int | None = MAX_MAP_WORDS) -> list[int]:
+    """``count`` indices spread evenly over the source lengths, shortest to longest (ties by position);
+    sources over ``max_words`` words are never picked (None: no cap)."""
     if count <= 0 or not sources:
         return []
-    by_length = sorted(range(len(sources)), key=lambda i: (len(sources[i].split()), i))
-    if count >= len(sources):
+    short = [i for i in range(len(sources)) if max_words is None or len(sources[i].split()) <= max_words]
+    if len(short) < len(sources):
+        log.info(
+            "attention maps: %d sources over %d words skipped (too long to draw)",
+            len(sources) - len(short),
+            max_words,
+        )
+    by_length = sorted(short, key=lambda i: (len(sources[i].split()), i))
+    if not by_length:
+        return []
+    if count >= len(by_length):
         return by_length
-    last = len(sources) - 1
+    last = len(by_length) - 1
     return [by_length[round(k * last / max(count - 1, 1))] for k in range(count)]
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from seq2seq.data.atomic import write_atomic
 
 SCHEMA = 1
 RESULTS = "results.json"
@@ -137,14 +137,7 @@ def _clean(value: Any) -> Any:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON via a temporary file and rename, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8"
-    ) as tmp:
-        json.dump(_clean(data), tmp, indent=2, allow_nan=False)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
+    write_atomic(path, json.dumps(_clean(data), indent=2, allow_nan=False) + "\n")
 
 
 def build_results(

@@ -73,11 +73,18 @@ def read_checkpoint(
             only tensors and plain data are loaded (``weights_only``).
     """
     fix = "use the run's other checkpoint (checkpoints/best.ckpt or last.ckpt) or retrain"
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (resolved to {path.resolve()})")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"checkpoint {path} is not a PyTorch checkpoint (not a zip archive: the file is truncated, "
             f"corrupt or of another kind); {fix}"
         )
+    damaged = _damaged_member(path)
+    if damaged:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {damaged}; {fix}")
+    map_location = _usable_device(map_location)
     try:
         if full:
             checkpoint = torch.load(path, map_location=map_location, weights_only=False, mmap=True)
@@ -96,6 +103,47 @@ def read_checkpoint(
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"checkpoint {path} is incompatible: it is not a dictionary of training state")
     return checkpoint
+
+
+def _damaged_member(path: Path) -> str:
+    """Why the zip archive is damaged ("" when every member's CRC-32 matches): torch.load reads flipped or
+    zeroed bytes inside a tensor without complaint, so the archive's own checksums are tested first."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        return f"its archive cannot be read ({type(error).__name__}: {error})"
+    return f"its part {bad} fails its checksum (bytes changed on disk or in transfer)" if bad else ""
+
+
+def _usable_device(map_location: str | torch.device) -> str | torch.device:
+    """``map_location``, or the CPU where it names a GPU this machine lacks (GPU-saved weights load anywhere)."""
+    device = torch.device(map_location) if isinstance(map_location, str) else map_location
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return "cpu"
+    return map_location
+
+
+def non_finite_weights(state_dict: dict[str, Any], shown: int = 3) -> str:
+    """The floating-point tensors holding NaN or inf ("" when all are finite), e.g. from a diverged training."""
+    bad = [
+        key
+        for key, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all())
+    ]
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return f"{', '.join(bad[:shown])}{more}" if bad else ""
+
+
+def refuse_non_finite(path: Path, state_dict: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` if ``state_dict`` holds NaN or inf weights."""
+    bad = non_finite_weights(state_dict)
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} holds non-finite weights (NaN or inf in {bad}): it was saved after training "
+            "diverged; use an earlier checkpoint of the run (checkpoints/best.ckpt), or retrain with a lower "
+            "optim.lr"
+        )
 
 
 @dataclass
@@ -135,9 +183,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ``seq2seq-train`` (no tokenizers or config, or weights that do not fit its config).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (resolved to {path.resolve()})")
-    checkpoint = read_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(path, "cpu")
     needed = ("state_dict", "tokenizers", "hyper_parameters")
     missing = [key for key in needed if key not in checkpoint]
     if not missing and "cfg" not in checkpoint["hyper_parameters"]:
@@ -162,6 +208,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(MODEL_PREFIX)
     }
+    refuse_non_finite(path, weights)
     problems = state_dict_mismatch(model.state_dict(), weights)
     if problems:
         raise CheckpointError(
@@ -172,7 +219,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return TrainedModel(
         path=path,
         cfg=cfg,
-        model=model.to(map_location).eval(),
+        model=model.to(_usable_device(map_location)).eval(),
         src_tokenizer=src_tokenizer,
         tgt_tokenizer=tgt_tokenizer,
         best_val_results=checkpoint.get("best_val_results", {}),

@@ -39,6 +39,14 @@ def max_output_lengths(src_lengths: Tensor, ratio: float, constant: int) -> Tens
 
 
 @torch.inference_mode()
+def never_emitted(model: EncoderDecoder, bos_id: int) -> list[int]:
+    """Target ids a search never outputs: padding and BOS (EOS ends a sentence; everything else may appear).
+
+    A trained model gives them almost no probability, but an untrained or diverged one can rank them first.
+    """
+    return sorted({getattr(model, "pad_id", 0), bos_id})
+
+
 def greedy_search(
     model: EncoderDecoder,
     src: Tensor,
@@ -69,6 +77,7 @@ def greedy_search(
     while alive.numel() > 0:
         attentional, state, weights = decoder.forward_step(decoder.embedding(prev), state, memory)
         logits = decoder.logits(attentional)  # (B_alive, V)
+        logits[:, never_emitted(model, bos_id)] = float("-inf")
         if step < min_length:
             logits[:, eos_id] = float("-inf")
         next_tokens = logits.argmax(dim=-1)  # (B_alive,)
@@ -151,6 +160,7 @@ def beam_search(
         n = alive.numel()
         attentional, state, weights = decoder.forward_step(decoder.embedding(prev), state, memory)
         log_probs = torch.log_softmax(decoder.logits(attentional).float(), dim=-1)  # (n·k, V)
+        log_probs[:, never_emitted(model, bos_id)] = float("-inf")
         if step < min_length:
             log_probs[:, eos_id] = float("-inf")
         vocab = log_probs.size(-1)

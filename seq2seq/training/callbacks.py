@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import (
 from seq2seq.evaluation.artifacts import draw_attention_maps
 from seq2seq.inference.translator import NO_ATTENTION
 from seq2seq.training.exact_resume import ExactResume
+from seq2seq.training.finite_guard import FiniteGuard
 from seq2seq.training.graceful_stop import GracefulStop
 from seq2seq.training.module import Seq2SeqModule
 
@@ -92,6 +93,11 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
             save_top_k=1,
             save_on_train_epoch_end=False,
             enable_version_counter=False,
+        ),
+        FiniteGuard(
+            run_dir / "checkpoints",
+            stop_on_non_finite=cfg.guard.non_finite,
+            max_loss_ratio=cfg.guard.max_loss_ratio,
         ),
         ExactResume(run_dir / LAST, seed=cfg.seed),
         GracefulStop(run_dir / LAST),

@@ -151,8 +151,6 @@ class Seq2SeqModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         ratio = teacher_forcing_ratio(self.cfg.teacher_forcing, self.global_step)
         loss = self.loss(batch, ratio)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
         size = batch.src.size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/teacher_forcing_ratio", ratio, batch_size=size)

@@ -8,6 +8,7 @@ best (:func:`seq2seq.inference.checkpoint.find_checkpoint`).
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shlex
@@ -20,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.inference.checkpoint import read_checkpoint
+from seq2seq.inference.checkpoint import CheckpointError, read_checkpoint, refuse_non_finite
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,11 @@ def check_resumable(path: Path, cfg: DictConfig, tokenizers: dict[str, Tokenizer
     checkpoint = read_checkpoint(path, full=True)
     saved = checkpoint.get("hyper_parameters", {}).get("cfg")
     if saved is None or "tokenizers" not in checkpoint or "loops" not in checkpoint:
-        raise ValueError(
-            f"ckpt_path={path}: not a training checkpoint written by `python -m seq2seq.train` "
+        raise CheckpointError(
+            f"ckpt_path={path}: not a training checkpoint written by `seq2seq-train` "
             "(checkpoints/last.ckpt or best.ckpt of a run)"
         )
+    refuse_non_finite(path, checkpoint.get("state_dict", {}))
     current = OmegaConf.to_container(cfg, resolve=True)
     differences = [
         f"{key}: checkpoint {old!r}, this run {new!r}"
@@ -87,6 +89,37 @@ def check_resumable(path: Path, cfg: DictConfig, tokenizers: dict[str, Tokenizer
             "Repeat the overrides of the run that wrote it (its .hydra/overrides.yaml; an interrupted run's "
             "results.json holds the whole command)"
         )
+
+
+def refuse_finished(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse ``ckpt_path=last`` on a run that completed with these training limits: nothing is left to train,
+    and testing again would overwrite its record.
+
+    Raises:
+        ValueError: naming what to do instead (evaluate it, or raise the limit to train longer).
+    """
+    record = read_record(run_dir)
+    if record is None or record.get("status") != "completed":
+        return
+    limits = ("max_steps", "max_epochs", "max_time")
+    before = (record.get("config") or {}).get("trainer") or {}
+    now = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if all(before.get(key) == now.get(key) for key in limits):
+        raise ValueError(
+            f"ckpt_path=last: the run in {run_dir} already completed (results.json: status completed, "
+            f"{(record.get('train') or {}).get('steps', '?')} steps) with these limits, so there is nothing to "
+            f"resume. To score it again: seq2seq-evaluate run_dir={run_dir}; to train it longer, resume with a "
+            "larger trainer.max_steps or trainer.max_epochs"
+        )
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``results.json`` as a dictionary (None when absent or unreadable)."""
+    try:
+        record = json.loads((Path(run_dir) / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _differences(old: Any, new: Any, key: str) -> Iterator[tuple[str, Any, Any]]:
