@@ -34,15 +34,26 @@ def umask() -> int:
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Defer SIGINT/SIGTERM until the block ends (main thread only; elsewhere a no-op)."""
+    """Defer SIGINT/SIGTERM until the block ends, then deliver them to the handlers in place before.
+
+    Python runs signal handlers in the main thread whichever thread the kernel picked, so the handlers are
+    swapped (a thread mask would not do: PyTorch's and W&B's threads would still take the signal).
+    Outside the main thread this is a no-op.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    pending: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in pending:
+            signal.raise_signal(signum)
 
 
 def write_atomic(path: str | Path, content: str | bytes) -> None:

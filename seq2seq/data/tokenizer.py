@@ -121,8 +121,12 @@ def load_or_train(sentences: Iterable[str], settings: dict, cache_dir: str | Pat
     sentences = list(sentences)
     path = Path(cache_dir) / "tokenizers" / f"{name}-{_cache_key(sentences, settings)}.model"
     if path.exists():
-        log.info("tokenizer %s: cached %s", name, path)
-        return Tokenizer(path.read_bytes())
+        try:
+            proto = path.read_bytes()
+            log.info("tokenizer %s: cached %s", name, path)
+            return Tokenizer(proto)
+        except OSError as error:  # e.g. another user's cache file; train our own
+            log.warning("tokenizer %s: cannot read the cached %s (%s); training it again", name, path, error)
     log.info("tokenizer %s: training SentencePiece (%s) on %d sentences", name, settings, len(sentences))
     proto = train_tokenizer(sentences, **settings)
     try:
