@@ -115,9 +115,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model: %s parameters", f"{params:,}")
     resume = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     if resume is not None:
+        check_resumable(resume, cfg, {"src": datamodule.src_tokenizer, "tgt": datamodule.tgt_tokenizer})
         if resume.resolve() == (run_dir / LAST).resolve():
             refuse_finished(run_dir, cfg)
-        check_resumable(resume, cfg, {"src": datamodule.src_tokenizer, "tgt": datamodule.tgt_tokenizer})
         log.info("resuming from %s", resume)
         # Lightning's warnings that do not apply: ExactResume resumes the batch sampler mid-epoch, and a run
         # resumed in place overwrites its own checkpoints
