@@ -38,7 +38,7 @@ def test_the_shipped_configs_pass(tiny_cfg, tmp_path):
         (["decoding=beam", "decoding.beam_size=0"], r"decoding\.beam_size=0: must be at least 1"),
         (["decoding.name=sampling"], r"decoding='sampling': choose one of greedy, beam"),
         (["optim.scheduler=cosine"], r"optim\.scheduler='cosine': choose one of plateau, none"),
-        (["optim.lr=0"], r"optim\.lr=0\.0: must be positive"),
+        (["optim.lr=0"], r"optim\.lr=0\.0: must be a positive number"),
         (["eval.length_buckets=[1,20,10]"], r"eval\.length_buckets=\[1, 20, 10\]: need increasing lower edges"),
         (["eval.bootstrap=1"], r"eval\.bootstrap=1: give the number of bootstrap resamples .* or 0 for no intervals"),
         (["logger=wandb", "logger.mode=sometimes"], r"logger\.mode='sometimes': choose one of offline, online"),

@@ -38,7 +38,6 @@ def max_output_lengths(src_lengths: Tensor, ratio: float, constant: int) -> Tens
     return torch.ceil(src_lengths.float() * ratio + constant).long().clamp(min=1)
 
 
-@torch.inference_mode()
 def never_emitted(model: EncoderDecoder, bos_id: int) -> list[int]:
     """Target ids a search never outputs: padding and BOS (EOS ends a sentence; everything else may appear).
 
@@ -47,6 +46,7 @@ def never_emitted(model: EncoderDecoder, bos_id: int) -> list[int]:
     return sorted({getattr(model, "pad_id", 0), bos_id})
 
 
+@torch.inference_mode()
 def greedy_search(
     model: EncoderDecoder,
     src: Tensor,
