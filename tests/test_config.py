@@ -46,6 +46,13 @@ def test_the_shipped_configs_pass(tiny_cfg, tmp_path):
         (["data.tokenizer.model_type=wordpiece"], r"data\.tokenizer\.model_type='wordpiece'"),
         (["+data.preprocess.normalize=NFX"], r"data\.preprocess\.normalize='NFX'"),
         (["trainer.precision=bf16-mixed", "trainer.accelerator=cpu"], r"trainer\.precision=bf16-mixed needs a GPU"),
+        (["model.hidden_size=0"], r"model\.hidden_size=0: must be at least 1"),
+        (["model.hidden_size=-4"], r"model\.hidden_size=-4: must be at least 1"),
+        (["model.encoder.bidirectional=false", "model.encoder.num_layers=0"], r"model\.encoder\.num_layers=0: must be at least 1"),
+        (["seed=abc"], r"option seed: Value 'abc' .* could not be converted to Integer"),
+        (["data.batch.max_tokens=0"], r"data\.batch\.max_tokens=0: must be at least 1"),
+        (["+model.hiden_size=64"], r"option model\.hiden_size: Key 'hiden_size' not in 'ModelConfig'"),
+        (["+optim.lr_decay=0.5"], r"option optim\.lr_decay: Key 'lr_decay' not in 'OptimConfig'"),
     ],
 )  # fmt: skip
 def test_bad_values_name_the_option(tiny_cfg, overrides, message):
