@@ -52,6 +52,7 @@ def test_the_shipped_configs_pass(tiny_cfg, tmp_path):
         (["seed=abc"], r"option seed: Value 'abc' .* could not be converted to Integer"),
         (["data.batch.max_tokens=0"], r"data\.batch\.max_tokens=0: must be at least 1"),
         (["+model.hiden_size=64"], r"option model\.hiden_size: Key 'hiden_size' not in 'ModelConfig'"),
+        (["+trainer.max_step=5"], r"option trainer\.max_step: not an argument of Lightning's Trainer; did you mean trainer\.max_steps\?"),
         (["+optim.lr_decay=0.5"], r"option optim\.lr_decay: Key 'lr_decay' not in 'OptimConfig'"),
     ],
 )  # fmt: skip

@@ -198,6 +198,24 @@ def check_limits(trainer_cfg: Any) -> None:
         )
 
 
+def check_trainer_keys(trainer_cfg: Any) -> None:
+    """Refuse a ``trainer.*`` key Lightning's ``Trainer`` does not take (e.g. ``+trainer.max_step=5``)."""
+    import difflib
+    import inspect
+
+    from pytorch_lightning import Trainer
+
+    known = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    for key in trainer_cfg:
+        if key == "_target_" or key in known:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(known), n=1)
+        hint = f"did you mean trainer.{close[0]}? " if close else ""
+        raise ConfigError(
+            f"option trainer.{key}: not an argument of Lightning's Trainer; {hint}remove it or fix its name"
+        )
+
+
 def check_precision(trainer_cfg: Any) -> None:
     """Refuse mixed or half precision where training would run on the CPU."""
     precision, accelerator = str(trainer_cfg.precision), str(trainer_cfg.accelerator)
@@ -243,6 +261,7 @@ def validate_train(cfg: Any) -> None:
             "Adam's usual range is 1e-4 to 1e-2)",
         ),
         lambda: _at_least("guard.max_loss_ratio", typed_cfg.guard.max_loss_ratio, 1.0, allow_none=True),
+        lambda: check_trainer_keys(cfg.trainer),
         lambda: check_limits(cfg.trainer),
         lambda: _choice("optim.scheduler", typed_cfg.optim.scheduler or "none", SCHEDULERS),
         lambda: _fraction("optim.label_smoothing", typed_cfg.optim.label_smoothing, closed=False),
