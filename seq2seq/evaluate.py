@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seq2seq.config import CONF_DIR
-from seq2seq.config.checks import validate_evaluate
+from seq2seq.config.checks import full_error, validate_evaluate
 from seq2seq.data.datamodule import eval_loader, load_split
 from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import Pairs, read_parallel
@@ -207,7 +207,7 @@ def main(cfg: DictConfig) -> None:
                 ),
             )
         log.error("evaluation failed: %s: %s", type(error).__name__, error)
-        if isinstance(error, ValueError):  # ConfigError, CheckpointError, DataError: a user's mistake
+        if isinstance(error, ValueError) and not full_error():  # a user's mistake: the message says it all
             sys.exit(1)
         raise
 

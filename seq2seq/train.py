@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seq2seq.config import CONF_DIR
-from seq2seq.config.checks import validate_train
+from seq2seq.config.checks import full_error, validate_train
 from seq2seq.config.sweep import read_plan, sweep_group, swept_values
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.evaluation.artifacts import split_metrics, split_records, with_val, write_outputs
@@ -273,7 +273,7 @@ def main(cfg: DictConfig) -> float:
         log.error("run failed: %s: %s (recorded in %s)", type(error).__name__, error, record_dir / RESULTS)
         if multirun:
             return float("nan")  # the sweep goes on with the other jobs
-        if isinstance(error, ValueError):  # ConfigError, DataError, CheckpointError, TrainingDiverged, ...
+        if isinstance(error, ValueError) and not full_error():  # ConfigError, DataError, CheckpointError, ...
             sys.exit(1)  # a clear one-line message above; no stack trace for bad input or options
         raise
 

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from seq2seq.config import CONF_DIR
-from seq2seq.config.checks import validate_translate
+from seq2seq.config.checks import full_error, validate_translate
 from seq2seq.data.atomic import write_atomic
 from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import decode_lines
@@ -136,6 +136,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(stop.exit_code)
     except ValueError as error:  # CheckpointError, DataError and bad options are ValueErrors
         log.error("translate failed: %s", error)
+        if full_error():
+            raise
         sys.exit(1)
 
 

@@ -36,6 +36,11 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 SPLITS = ("test", "val")
 
 
+def full_error() -> bool:
+    """Whether the user asked for tracebacks of their own mistakes too (``HYDRA_FULL_ERROR=1``, as Hydra)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the option and what to do."""
 
