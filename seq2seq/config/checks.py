@@ -180,6 +180,8 @@ def check_data(data: Any) -> None:
     _choice("data.source", data.source, ("synthetic", *FILE_SOURCES))
     if data.source == "synthetic":
         _choice("data.task", data.task, TASKS)
+        _at_least("data.test_min_len", data.test_min_len, 1, allow_none=True)
+        _at_least("data.test_max_len", data.test_max_len, data.test_min_len or 1, allow_none=True)
     else:
         _check(data.dir is not None, f"data.dir is required by data={data.name}: the corpus directory")
         _choice("data.format", data.format, ("two_files", "tsv"))

@@ -141,6 +141,8 @@ class DataConfig:
     sizes: dict[str, int] = field(default_factory=dict)
     min_len: int | None = None
     max_len: int | None = None
+    test_min_len: int | None = None  # synthetic: the test split's own length range (null: min_len, max_len)
+    test_max_len: int | None = None
     seed: int = 0
     symbols: int | None = None
     # files

@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+def test_lengths(data_cfg: Any) -> dict[str, tuple[int, int]] | None:
+    """``data.test_min_len``/``test_max_len`` (each null: the training range) as ``make_splits``'s ``lengths``."""
+    low, high = data_cfg.get("test_min_len"), data_cfg.get("test_max_len")
+    if low is None and high is None:
+        return None
+    return {"test": (data_cfg.min_len if low is None else low, data_cfg.max_len if high is None else high)}
+
+
 def load_raw_pairs(data_cfg: Any) -> dict[str, Pairs]:
     """Read or generate the three splits named by the ``data`` config (``conf/data/*.yaml``).
 
@@ -38,6 +46,7 @@ def load_raw_pairs(data_cfg: Any) -> dict[str, Pairs]:
             max_len=data_cfg.max_len,
             seed=data_cfg.seed,
             vocab_size=data_cfg.get("symbols", 50),
+            lengths=test_lengths(data_cfg),
         )
     ensure_corpus(data_cfg)
     return {split: read_split(data_cfg, split) for split in SPLITS}

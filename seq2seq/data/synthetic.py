@@ -365,9 +365,18 @@ def _split_seed(seed: int, split: str) -> int:
 
 
 def make_splits(
-    task: str, sizes: dict[str, int], min_len: int, max_len: int, seed: int, vocab_size: int = 50
+    task: str,
+    sizes: dict[str, int],
+    min_len: int,
+    max_len: int,
+    seed: int,
+    vocab_size: int = 50,
+    lengths: dict[str, tuple[int, int]] | None = None,
 ) -> dict[str, list[tuple[str, str]]]:
     """Splits of exactly ``sizes[name]`` pairs, each from its own seed derived from ``seed`` and the name.
+
+    ``lengths`` gives some splits their own ``(min_len, max_len)`` (``data.test_min_len``/``test_max_len``:
+    a test set longer than training, for length generalisation).
 
     Every split other than ``"train"`` holds no source sentence that occurs in ``"train"``: such pairs
     are drawn again. Short sentences, whose few variants all occur in train, are therefore rarer in the
@@ -386,7 +395,9 @@ def make_splits(
         if name == "train":
             splits[name] = train
             continue
-        stream = _pair_stream(task, min_len, max_len, vocab_size, random.Random(_split_seed(seed, name)))
+        low, high = (lengths or {}).get(name, (min_len, max_len))
+        _check_arguments(task, low, high, vocab_size)
+        stream = _pair_stream(task, low, high, vocab_size, random.Random(_split_seed(seed, name)))
         fresh = (pair for pair in islice(stream, 100 * size + 1000) if pair[0] not in train_sources)
         splits[name] = list(islice(fresh, size))
         if len(splits[name]) < size:
