@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning.callbacks import Callback
 
+import seq2seq.train as train_module
 from seq2seq.data.errors import DataError
 from seq2seq.evaluate import evaluate
 from seq2seq.inference.checkpoint import CheckpointError
-from seq2seq.train import train
+from seq2seq.train import TrainingInterrupted, train
 from tests.conftest import ROOT, TINY, compose_train, run_module
 from tests.test_checkpoint import _compose
 
@@ -221,3 +224,26 @@ def test_sigterm_during_evaluate_stops_it_and_says_so(corpus_run, tmp_path):
     assert "stopped by SIGTERM" in output and "Traceback" not in output
     assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
     assert not list(out.rglob("*.tmp"))
+
+
+class SigtermWhileTesting(Callback):
+    """Send this process SIGTERM at the first test batch, as ``kill`` or SLURM would."""
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the handler runs before the next batch
+
+
+def test_sigterm_while_testing_stops_at_once_and_records_how_to_finish(tmp_path, monkeypatch):
+    build = train_module.build_callbacks
+    monkeypatch.setattr(
+        train_module, "build_callbacks", lambda cfg, d: [*build(cfg, d), SigtermWhileTesting()]
+    )
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(compose_train(tmp_path, *TINY, "data.sizes.test=400"))
+    assert stop.value.signum == signal.SIGTERM
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "interrupted" and "SIGTERM during testing" in results["error"]
+    assert results["resume"].endswith("ckpt_path=last") and not (tmp_path / "run" / "predictions").exists()
+    assert signal.getsignal(signal.SIGTERM) is not None  # handlers put back
