@@ -25,7 +25,7 @@ export HYDRA_FULL_ERROR ?= 0
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  make /'
 
-.PHONY: help setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench evaluate translate
+.PHONY: help setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench evaluate translate cost
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
@@ -52,6 +52,10 @@ evaluate: $(STAMP)
 ## translate: make translate ARGS="ckpt_path=<checkpoint or run dir> input=in.txt" (reads stdin without input=)
 translate: $(STAMP)
 	$(PY) -m seq2seq.translate $(ARGS)
+
+## cost: time and peak memory per sentence vs source length 10-400 (train step, greedy) per model, log-log fit; ARGS="--quick" checks it fast
+cost: $(STAMP)
+	$(PY) scripts/cost.py $(ARGS)
 
 ## sweep-bottleneck: attention variants × {GRU, LSTM} (Hydra multirun); ARGS="..." passes overrides
 sweep-bottleneck: $(STAMP)
