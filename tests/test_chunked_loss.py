@@ -61,3 +61,15 @@ def test_module_training_loss_is_the_same_with_and_without_chunks(tiny_cfg, atte
     torch.testing.assert_close(chunked, full)
     for name, param in module.named_parameters():
         torch.testing.assert_close(param.grad, expected[name], msg=name, rtol=1e-5, atol=1e-6)
+
+
+def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
+    from seq2seq.config.checks import ConfigError, validate_train
+
+    cfg = tiny_cfg("speed.fast_unroll=false", "speed.compile=true", "speed.loss_chunk=0")
+    validate_train(cfg)
+    proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
+    module = Seq2SeqModule(cfg, Tokenizer(proto), Tokenizer(proto))
+    assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
+    with pytest.raises(ConfigError, match="speed.loss_chunk"):
+        validate_train(tiny_cfg("speed.loss_chunk=-1"))
