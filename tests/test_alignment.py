@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from seq2seq.data.errors import DataError
-from seq2seq.data.synthetic import TOY_LEXICON, generate_pairs, toy_alignment
+from seq2seq.data.synthetic import TOY_LEXICON, generate_pairs
 from seq2seq.data.tokenizer import Tokenizer, train_tokenizer
+from seq2seq.data.toy_alignment import toy_alignment
 from seq2seq.evaluation.alignment import alignment_scores, sentence_alignment, word_of_each_piece
 from seq2seq.train import train
 from tests.conftest import TINY, compose_train

@@ -1,7 +1,7 @@
 """Alignment quality: how closely attention follows the gold word alignment of the toy task.
 
 The decoder is fed the reference (teacher forcing), so its attention at the step that predicts target word
-``j`` can be compared with the source word ``j`` translates (``data/synthetic.py:toy_alignment``). Attention
+``j`` can be compared with the source word ``j`` translates (``data/toy_alignment.py``). Attention
 over SentencePiece pieces is summed per source word; a target word is judged at its first piece. Per split:
 
 * **accuracy** — % of target words whose attention argmax is the gold source word;
@@ -26,8 +26,8 @@ import torch
 from seq2seq.data.batching import Batch
 from seq2seq.data.errors import DataError
 from seq2seq.data.lengths import bucket_bounds, words
-from seq2seq.data.synthetic import toy_alignment
 from seq2seq.data.tokenizer import EOS_ID, Tokenizer
+from seq2seq.data.toy_alignment import toy_alignment
 
 
 def word_of_each_piece(tokenizer: Tokenizer, text: str) -> list[int]:
