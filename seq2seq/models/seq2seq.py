@@ -35,7 +35,8 @@ class EncoderDecoder(nn.Module):
 
     Attributes:
         fast_unroll: teacher forcing (ratio 1) through :mod:`seq2seq.models.unroll` (fused or hoisted, tested
-            equal to the decoder's step loop); False runs the step loop (``speed.fast_unroll``).
+            equal to the decoder's step loop); False runs the step loop (``speed.fast_unroll``). A Transformer
+            decoder always trains on the whole target at once.
         compile_step: the fast unroll's per-step function through ``torch.compile`` (``speed.compile``).
     """
 
