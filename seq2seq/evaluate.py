@@ -174,6 +174,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         finish_wandb()
 
 
+def record_end(out_dir: Path, cfg: DictConfig, status: str, error: str, **extra: Any) -> None:
+    """``results.json`` of an evaluation that did not complete (never in a training run's directory)."""
+    config = OmegaConf.to_container(cfg, resolve=False)
+    write_json_atomic(
+        out_dir / RESULTS, build_results(status=status, choices={}, config=config, error=error, **extra)
+    )
+
+
 @hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: bad input (checkpoint, files, options) ends with one clear line and status 1."""
@@ -183,28 +191,13 @@ def main(cfg: DictConfig) -> None:
             evaluate(cfg)
     except Stopped as stop:
         if (out_dir / "evaluate.yaml").is_file() and not (out_dir / RESULTS).exists():
-            write_json_atomic(
-                out_dir / RESULTS,
-                build_results(
-                    status="interrupted",
-                    choices={},
-                    config=OmegaConf.to_container(cfg, resolve=False),
-                    error=f"{stop}; run the same command again to evaluate",
-                ),
-            )
+            record_end(out_dir, cfg, "interrupted", f"{stop}; run the same command again to evaluate")
         log.warning("evaluation %s; nothing else was written", stop)
         sys.exit(stop.exit_code)
     except Exception as error:
         if not (out_dir / "checkpoints").exists() and not (out_dir / RESULTS).exists():
-            write_json_atomic(
-                out_dir / RESULTS,
-                build_results(
-                    status="failed",
-                    choices={},
-                    config=OmegaConf.to_container(cfg, resolve=False),
-                    error=f"{type(error).__name__}: {error}",
-                    traceback=traceback.format_exc(),
-                ),
+            record_end(
+                out_dir, cfg, "failed", f"{type(error).__name__}: {error}", traceback=traceback.format_exc()
             )
         log.error("evaluation failed: %s: %s", type(error).__name__, error)
         if isinstance(error, ValueError) and not full_error():  # a user's mistake: the message says it all
