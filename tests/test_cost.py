@@ -42,12 +42,12 @@ def test_report_tables_and_exponents(tmp_path):
 
 @pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path):
-    command = [sys.executable, str(ROOT / "scripts" / "cost.py"), "--quick", "--models", "none", "transformer",
+    command = [sys.executable, str(ROOT / "scripts" / "cost.py"), "--quick", "--models", "transformer",
                "--phases", "greedy", "train_step", "--lengths", "4", "8", "--batch", "2", "--out", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     points = json.loads((tmp_path / "cost.json").read_text())
-    assert len(points) == 8 and {p["model"] for p in points} == {"none", "transformer"}
+    assert len(points) == 4 and {p["model"] for p in points} == {"transformer"}
     assert all(p["s_per_sentence"] > 0 and math.isfinite(p["peak_mib"]) for p in points)
     assert {p["tgt_len"] for p in points} == {4, 8}
     assert (tmp_path / "cost.png").exists() and "time exponent" in (tmp_path / "cost.md").read_text()
