@@ -18,9 +18,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seq2seq.config.sweep import plan_sweep, read_plan, write_plan
+from seq2seq.config.sweep import plan_sweep
 from seq2seq.dashboard.build import build_dashboard
 from seq2seq.dashboard.runs import Run, load_runs
+from seq2seq.evaluation.record import read_sweep_plan, write_sweep_plan
 
 log = logging.getLogger("seq2seq.sweep")
 
@@ -67,14 +68,14 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            write_plan(config.hydra.sweep.dir, plan_sweep(config.hydra))
+            write_sweep_plan(config.hydra.sweep.dir, plan_sweep(config.hydra))
         except Exception as err:  # a plan is a nicety: the sweep runs without one
             log.warning("could not count the sweep's jobs (%s: %s)", type(err).__name__, err)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return
-        planned = read_plan(config.hydra.sweep.dir)["planned"]
+        planned = read_sweep_plan(config.hydra.sweep.dir)["planned"]
         log.info(
             "job %d of %s: %s",
             config.hydra.job.num + 1,
@@ -84,7 +85,7 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        plan = read_plan(sweep_dir)
+        plan = read_sweep_plan(sweep_dir)
         try:
             runs = load_runs(sweep_dir)
         except FileNotFoundError:

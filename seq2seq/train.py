@@ -33,11 +33,18 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seq2seq.config import CONF_DIR
 from seq2seq.config.checks import full_error, validate_train
-from seq2seq.config.sweep import read_plan, sweep_group, swept_values
+from seq2seq.config.sweep import sweep_group, swept_values
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.evaluation.artifacts import split_metrics, split_records, with_val, write_outputs
 from seq2seq.evaluation.console import print_summary
-from seq2seq.evaluation.record import CHOICE_GROUPS, RESULTS, build_results, run_name, write_json_atomic
+from seq2seq.evaluation.record import (
+    CHOICE_GROUPS,
+    RESULTS,
+    build_results,
+    read_sweep_plan,
+    run_name,
+    write_json_atomic,
+)
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb, log_config, log_summary
 from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.training.callbacks import build_callbacks
@@ -89,7 +96,7 @@ def wandb_identity(cfg: DictConfig, choices: dict[str, str]) -> tuple[str | None
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None, run_name(choices, cfg)
-    swept = swept_values(hydra_cfg.overrides.task, read_plan(hydra_cfg.sweep.dir)["swept"])
+    swept = swept_values(hydra_cfg.overrides.task, read_sweep_plan(hydra_cfg.sweep.dir)["swept"])
     return sweep_group(hydra_cfg.sweep.dir), run_name(choices, cfg, swept)
 
 

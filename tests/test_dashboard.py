@@ -261,3 +261,86 @@ def test_wandb_report_never_blocks_or_fails(
     monkeypatch.setattr(tracking, "create_wandb_report", lambda *_: "https://wandb.example/report")
     assert maybe_wandb_report(sweep, runs, console, timeout_s=5) == "https://wandb.example/report"
     assert "W&B report: https://wandb.example/report" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ look, axes, legends, status (issue 15)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure the dashboard saves, by file stem (the matplotlib Figure, before it becomes a PNG)."""
+    from seq2seq.dashboard import figures
+    from seq2seq.evaluation import plots
+
+    saved: dict[str, Figure] = {}
+    for module in (figures, plots):
+        original = module._save
+
+        def keep(fig, path, original=original):
+            saved[Path(path).stem] = fig
+            return original(fig, path)
+
+        monkeypatch.setattr(module, "_save", keep)
+    return saved
+
+
+def test_one_look_per_variant_in_every_figure(sweep: Path, drawn) -> None:
+    from seq2seq.evaluation.style import ATTENTION_COLOURS, ENCODER_LINES, variant_style
+
+    assert len(set(ATTENTION_COLOURS.values())) == len(ATTENTION_COLOURS)  # one colour per attention
+    assert len({line for line, _ in ENCODER_LINES.values()}) == len(ENCODER_LINES)  # one dash per encoder
+    bahdanau = variant_style({"model/encoder": "lstm", "model/attention": "bahdanau"})
+    assert bahdanau["color"] == "#0072B2" and bahdanau["linestyle"] == "--"
+    build_dashboard(sweep)
+    for name in ("bleu_by_length", "bleu_vs_hidden", "training_curves"):
+        lines = [line for ax in drawn[name].axes for line in ax.get_lines() if line.get_label()[0] != "_"]
+        assert lines, name
+        for line in lines:
+            attention = "bahdanau" if "bahdanau" in line.get_label() else "none"
+            assert line.get_color() == ATTENTION_COLOURS[attention], (name, line.get_label())
+            assert line.get_linestyle() == "-", (name, line.get_label())  # every job here is a GRU
+
+
+def test_bleu_axes_span_0_to_100_and_legends_sit_with_the_lines(sweep: Path, drawn) -> None:
+    build_dashboard(sweep)
+    assert drawn["bleu_by_length"].axes[0].get_ylim() == (0, 100)
+    assert drawn["bleu_vs_hidden"].axes[0].get_ylim() == (0, 100)
+    loss, bleu = drawn["training_curves"].axes
+    assert bleu.get_ylim() == (0, 100)
+    assert bleu.get_legend() is not None and bleu.get_lines()  # job 2's val/bleu is there: legend beside it
+
+
+def test_an_empty_panel_says_why(tmp_path: Path, drawn) -> None:
+    sweep = tmp_path / "s"
+    job = write_job(sweep, "0", "bahdanau", 128, [40.0, None, None, None])
+    write_job(sweep, "1", "none", 128, [30.0, None, None, None])
+    (job / "metrics.csv").write_text("epoch,step,train/loss,val/bleu\n0,0,3.5,\n0,1,3.0,\n")  # no validation
+    page = build_dashboard(sweep).read_text()
+    loss, bleu = drawn["training_curves"].axes
+    assert loss.get_legend() is not None and bleu.get_legend() is None  # the legend is where the lines are
+    assert not bleu.get_lines() and "no validation ran" in " ".join(t.get_text() for t in bleu.texts)
+    assert "BLEU vs. hidden size: not drawn, the completed jobs have 1 hidden size(s) [128]." in page
+    assert "Token accuracy by output position: no completed job reports it." in page
+
+
+def test_job_table_shows_what_varies_and_every_job_as_what_it_is(sweep: Path) -> None:
+    from seq2seq.evaluation.record import write_sweep_plan
+
+    interrupted = write_job(sweep, "4", "none", 64, [1.0, None, None, None])
+    record = json.loads((interrupted / "results.json").read_text())
+    record.update(status="interrupted", error="interrupted by SIGTERM at step 7; resume with: …")
+    (interrupted / "results.json").write_text(json.dumps(record))
+    write_sweep_plan(sweep, {"planned": 7, "swept": ["model/attention", "model.hidden_size"]})
+    page = build_dashboard(sweep).read_text()
+    head = page.split("<thead>")[1].split("</thead>")[0]
+    for column in ("job", "status", "model/encoder", "model/attention", "hidden", "test/bleu"):
+        assert f'data-key="{column}"' in head, column
+    for shared in ("data", "teacher_forcing", "decoding"):  # the same in every job that ran
+        assert f'data-key="{shared}"' not in head, shared
+    assert "Every job: data = toy_translation, teacher_forcing = constant, decoding = greedy" in page
+    assert page.count('class="job status-completed"') == 4 and page.count('class="job status-failed"') == 1
+    assert page.count('class="job status-interrupted"') == 1 and "resume with" in page
+    assert page.count('class="job status-never-ran"') == 2  # jobs 5 and 6 of the 7 planned
+    assert "7 jobs: 4 completed, 1 failed, 1 interrupted, 1 never ran" not in page  # (counted, not guessed)
+    assert "8 jobs: 4 completed, 1 failed, 1 interrupted, 2 never ran" in page
+    assert "position: sticky" in page and "overflow-x: auto" in page

@@ -2,24 +2,22 @@
 
 At the start of a multirun, :func:`plan_sweep` counts the jobs the sweeper will launch (Hydra's basic
 sweeper: the product of the swept values; Optuna: ``n_trials``) and names the swept keys; the plan is saved as
-``<sweep dir>/sweep.json`` (:func:`write_plan`) so every job — in this process or a launcher's worker — can
+``<sweep dir>/sweep.json`` (:func:`seq2seq.evaluation.record.write_sweep_plan`) so every job — in this process or a launcher's worker — can
 say "job i of N" and name its run after what it varies (:func:`swept_values`). The W&B group of a job is its
 sweep directory (:func:`sweep_group`), so two launches of one sweep are two groups.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-PLAN = "sweep.json"  # in the sweep directory
 GROUP_CHARS = 128  # W&B's limit on a group name
 
 
@@ -52,21 +50,6 @@ def plan_sweep(hydra_cfg: DictConfig) -> dict[str, Any]:
     else:
         planned = None
     return {"planned": planned, "swept": list(swept)}
-
-
-def write_plan(sweep_dir: str | Path, plan: Mapping[str, Any]) -> Path:
-    path = Path(sweep_dir) / PLAN
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(plan), indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def read_plan(sweep_dir: str | Path) -> dict[str, Any]:
-    """The plan :func:`write_plan` saved, or ``{"planned": None, "swept": []}`` without one."""
-    try:
-        return json.loads((Path(sweep_dir) / PLAN).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"planned": None, "swept": []}
 
 
 def sweep_group(sweep_dir: str | Path) -> str:

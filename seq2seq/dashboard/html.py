@@ -21,17 +21,27 @@ section { margin: 2em 0; }
 figure { display: inline-block; max-width: 100%; margin: 0 1.5em 1.5em 0; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; max-width: 60em; }
-table#jobs { border-collapse: collapse; font-size: 0.9em; }
-.table-scroll { overflow-x: auto; }
-#jobs th, #jobs td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-#jobs th { background: #e8eef7; cursor: pointer; user-select: none; white-space: nowrap; }
+table#jobs { border-collapse: separate; border-spacing: 0; font-size: 0.9em; }
+.table-scroll { overflow-x: auto; max-width: 100%; border: 1px solid #ccc; }
+#jobs th, #jobs td { border: 0 solid #ccc; border-width: 0 1px 1px 0; padding: 0.3em 0.6em; text-align: left;
+                     vertical-align: top; white-space: nowrap; }
+#jobs th { background: #e8eef7; cursor: pointer; user-select: none; }
+#jobs tbody tr { background: #fff; }
+#jobs th:first-child, #jobs td:first-child { position: sticky; left: 0; z-index: 1; background: inherit;
+                                             box-shadow: 1px 0 0 #999; }
+#jobs thead tr { background: #e8eef7; }
+.shared { color: #444; font-size: 0.9em; }
+figure.empty { border: 1px dashed #bbb; padding: 1em; color: #555; max-width: 40em; }
 #jobs th[data-dir="asc"]::after { content: " \\25B2"; }
 #jobs th[data-dir="desc"]::after { content: " \\25BC"; }
 #jobs td.num { text-align: right; font-variant-numeric: tabular-nums; }
 #jobs tr.status-failed { background: #fde2e2; }
 #jobs tr.status-failed td.status { color: #a40000; font-weight: bold; }
+#jobs tr.status-interrupted { background: #fff4d6; }
+#jobs tr.status-interrupted td.status { color: #8a5a00; font-weight: bold; }
+#jobs tr.status-never-ran { background: #f0f0f0; color: #777; }
 .error { color: #a40000; font-family: monospace; font-weight: normal; white-space: pre-wrap;
-         min-width: 20em; max-width: 50em; }
+         min-width: 16em; max-width: 32em; }
 .heatmaps figure img { max-width: 360px; }
 table.seeds { border-collapse: collapse; font-size: 0.9em; margin-bottom: 1.5em; }
 .seeds th, .seeds td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
@@ -113,15 +123,18 @@ def _sort_key(value: object) -> str:
     return str(value)
 
 
-def _figure(caption: str, png: Path, alt: str) -> str:
+def _figure(caption: str, png: Path | str, alt: str) -> str:
+    """A figure, or (``png`` a sentence) a box saying why there is none."""
+    if isinstance(png, str):
+        return f'<figure class="empty"><p>{html.escape(png)}</p><figcaption>{html.escape(caption)}</figcaption></figure>'
     return (
         f'<figure><img alt="{html.escape(alt)}" src="{png_data_uri(png)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
 
-def _figures(figures: list[tuple[str, Path]]) -> str:
-    return "".join(_figure(caption, png, png.stem) for caption, png in figures)
+def _figures(figures: list[tuple[str, Path | str]]) -> str:
+    return "".join(_figure(caption, png, getattr(png, "stem", "not drawn")) for caption, png in figures)
 
 
 def _table(columns: list[str], rows: list[JobRow]) -> str:
@@ -156,18 +169,20 @@ def render_page(
     *,
     title: str,
     subtitle: str,
-    results: list[tuple[str, Path]],
+    results: list[tuple[str, Path | str]],
     columns: list[str],
     rows: list[JobRow],
-    training: list[tuple[str, Path]],
+    training: list[tuple[str, Path | str]],
     heatmaps: list[tuple[str, list[Path]]],
     influence: list[tuple[str, Path]] | None = None,
     seeds: list[tuple[str, list[str], list[list[str]]]] | None = None,
     seed_figures: list[tuple[str, Path]] | None = None,
+    shared: dict[str, object] | None = None,
 ) -> str:
     """The whole dashboard page, in this order:
 
-    results: (caption, PNG) pairs of the headline figures; columns/rows: the sortable job table;
+    results: (caption, PNG or why it is missing) pairs of the headline figures; columns/rows: the sortable job
+    table, after ``shared`` (the settings every job has, not repeated as columns);
     training: (caption, PNG) pairs of training figures; heatmaps: (job, PNGs) of attention heatmaps;
     influence: (caption, PNG) pairs of the influence-by-source-position figure (after the results);
     seeds: (caption, columns, rows) text tables and seed_figures (caption, PNG) of the seeds and significance
@@ -189,8 +204,15 @@ def render_page(
         if seeds or seed_figures
         else "",
         f"<section><h2>Influence by source position</h2>{_figures(influence)}</section>" if influence else "",
-        "<section><h2>Jobs</h2><p>Click a column header to sort.</p>"
-        f'<div class="table-scroll">{_table(columns, rows)}</div></section>',
+        "<section><h2>Jobs</h2><p>Click a column header to sort; scroll sideways on a narrow screen.</p>"
+        + (
+            '<p class="shared">Every job: '
+            + ", ".join(f"{html.escape(k)} = {html.escape(format_value(v))}" for k, v in shared.items())
+            + "</p>"
+            if shared
+            else ""
+        )
+        + f'<div class="table-scroll">{_table(columns, rows)}</div></section>',
         f"<section><h2>Training</h2>{_figures(training)}</section>" if training else "",
         f'<section class="heatmaps"><h2>Attention heatmaps</h2>{heatmap_html}</section>' if heatmaps else "",
     ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from seq2seq.dashboard.html import JobRow
 from seq2seq.evaluation.plots import length_series
-from seq2seq.evaluation.record import CHOICE_GROUPS, RESULTS, SCHEMA, RecordError, RunRecord
+from seq2seq.evaluation.record import CHOICE_GROUPS, RESULTS, SCHEMA, RecordError, RunRecord, read_sweep_plan
 
 ENCODER, ATTENTION = "model/encoder", "model/attention"
 SCORES = ("test/bleu", "test/chrf", "test/exact_match", "val/bleu")
@@ -83,7 +83,7 @@ def load_runs(sweep_dir: Path) -> list[Run]:
     return [_read_run(path, sweep_dir) for path in found]
 
 
-def _varying_choices(runs: list[Run]) -> list[str]:
+def varying_choices(runs: list[Run]) -> list[str]:
     """Config groups other than encoder and attention whose choice differs across `runs`."""
     others = [k for k in dict.fromkeys(k for r in runs for k in r.choices) if k not in (ENCODER, ATTENTION)]
     return [k for k in others if len({r.choices.get(k) for r in runs}) > 1]
@@ -95,7 +95,7 @@ def variant_labels(runs: list[Run]) -> dict[str, str]:
     Choices other than encoder and attention are added only where they differ across `runs`; jobs that
     still share a label (e.g. seeds) get their job dir appended.
     """
-    varying = _varying_choices(runs)
+    varying = varying_choices(runs)
     base = {run.job: run.label(extra=varying) for run in runs}
     counts = Counter(base.values())
     return {job: f"{label} [{job}]" if counts[label] > 1 else label for job, label in base.items()}
@@ -125,7 +125,7 @@ def hidden_size_series(runs: list[Run]) -> dict[str, list[tuple[int, float]]]:
     ]
     if len({r.hidden_size for r in runs}) < 2:
         return {}
-    varying = _varying_choices(runs)
+    varying = varying_choices(runs)
     scores: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         scores[run.label(hidden=False, extra=varying)][run.hidden_size].append(run.metrics["test/bleu"])
@@ -152,26 +152,56 @@ def read_metric_curves(csv_path: Path, names: tuple[str, ...] = CURVES) -> dict[
     return curves
 
 
-def job_table(runs: list[Run]) -> tuple[list[str], list[JobRow]]:
-    """The columns and rows of the job table (raw values; the page and the terminal format them)."""
+NEVER_RAN = "never ran"
+
+
+def never_ran(runs: list[Run], sweep_dir: Path) -> list[Run]:
+    """The planned jobs of a multirun (``sweep.json``) that left no ``results.json``: one row each, status
+    ``never ran`` (the sweep was stopped, or is still running)."""
+    planned = read_sweep_plan(sweep_dir)["planned"]
+    found = {run.job for run in runs}
+    return [
+        Run(path=Path(sweep_dir) / str(job), status=NEVER_RAN, job=str(job))
+        for job in range(planned or 0)
+        if str(job) not in found
+    ]
+
+
+def job_table(runs: list[Run]) -> tuple[list[str], list[JobRow], dict[str, object]]:
+    """The columns and rows of the job table (raw values; the page and the terminal format them), and the
+    settings every job shares (``{"data": "copy", "hidden": 128}``), left out of the columns.
+
+    ``job``, ``status`` and the scores are always columns; a choice, the hidden size or the parameter count
+    only when it differs between jobs (jobs that never ran, and jobs that do not know it, do not count).
+    """
     choice_keys = list(dict.fromkeys([*CHOICE_GROUPS, *(k for r in runs for k in r.choices)]))
     choice_keys = [k for k in choice_keys if any(k in r.choices for r in runs)]
     columns = ["job", "status", *choice_keys, "hidden", "params", *SCORES, "wall s", "tokens/s"]
-    rows = [
-        JobRow(
-            cells=[
-                run.job,
-                run.status,
-                *(run.choices.get(k) for k in choice_keys),
-                run.hidden_size,
-                run.params,
-                *(run.metrics.get(k) for k in SCORES),
-                run.train.get("wall_s"),
-                run.train.get("tokens_per_s"),
-            ],
-            status=run.status,
-            error=run.error,
-        )
+    cells = [
+        [
+            run.job,
+            run.status,
+            *(run.choices.get(k) for k in choice_keys),
+            run.hidden_size,
+            run.params,
+            *(run.metrics.get(k) for k in SCORES),
+            run.train.get("wall_s"),
+            run.train.get("tokens_per_s"),
+        ]
         for run in runs
     ]
-    return columns, rows
+    ran = [row for row, run in zip(cells, runs, strict=True) if run.status != NEVER_RAN] or cells
+    shared: dict[str, object] = {}
+    keep = []
+    for i, column in enumerate(columns):
+        values = {repr(row[i]) for row in ran if row[i] is not None}  # a failed job may not know it
+        optional = column in (*choice_keys, "hidden", "params")
+        if optional and len(values) == 1 and len(ran) > 1:
+            shared[column] = next(row[i] for row in ran if row[i] is not None)
+        elif not optional or values:
+            keep.append(i)
+    rows = [
+        JobRow(cells=[row[i] for i in keep], status=run.status, error=run.error)
+        for row, run in zip(cells, runs, strict=True)
+    ]
+    return [columns[i] for i in keep], rows, {k: v for k, v in shared.items() if v is not None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -70,12 +71,15 @@ def plot_bleu_by_length(
     path: str | Path,
     title: str = "BLEU by source length",
     annotate_n: bool = True,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """One line per series (e.g. ``{"test": rows, "val (best)": rows}``, or one per run of a sweep) over the
     length buckets of ``results.json``'s ``bleu_by_length`` rows (:func:`length_series`).
 
     Empty buckets are gaps, not zeros; with ``annotate_n`` each point is labelled with its ``n``. Rows with
-    ``bleu_ci`` get 95 % error bars. The y axis starts at 0, so a flat line near 0 does not look like a result.
+    ``bleu_ci`` get 95 % error bars. The y axis is BLEU's whole range, 0–100, in every figure, so a line near
+    0 does not look like a result and figures compare at a glance. ``styles``: name → ``plot`` keywords
+    (:func:`seq2seq.evaluation.style.variant_style`), the same look per variant in every figure.
     """
     if not named_rows:
         raise ValueError("plot_bleu_by_length needs at least one series of bleu_by_length rows")
@@ -84,11 +88,10 @@ def plot_bleu_by_length(
     fig = Figure(figsize=(max(5.0, 0.9 * len(buckets) + 2.0), 3.8), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(buckets))
-    top = 0.0
     for name, curve in values.items():
         y = np.array([math.nan if v is None else v for v in curve], dtype=float)
-        (line,) = ax.plot(x, y, marker="o", label=name)
-        top = max([top, *y[~np.isnan(y)], _error_bars(ax, x, y, intervals[name], line.get_color())])
+        (line,) = ax.plot(x, y, **{"marker": "o", **(styles or {}).get(name, {})}, label=name)
+        _error_bars(ax, x, y, intervals[name], line.get_color())
         if not annotate_n:
             continue
         for xi, yi, n in zip(x, y, counts[name], strict=True):
@@ -105,7 +108,7 @@ def plot_bleu_by_length(
     ax.set_xticks(x, buckets)
     ax.set_xlabel("source length (words)")
     ax.set_ylabel("BLEU")
-    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)  # room for the n labels
+    ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     _legend(ax, len(values))
@@ -158,7 +161,9 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 def _legend(ax, lines: int) -> None:
-    """A legend for several lines: inside for a few, beside the axes for many."""
+    """A legend on the axes that hold the lines, for several lines: inside for a few, beside for many."""
+    if not ax.get_legend_handles_labels()[0]:
+        return
     if lines > 3:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     elif lines > 1:
@@ -168,8 +173,9 @@ def _legend(ax, lines: int) -> None:
 def plot_position_accuracy(
     curves: Mapping[str, Sequence[float | None]],
     path: str | Path,
-    title: str = "token accuracy by output position",
+    title: str = "token accuracy (%) by output position",
     intervals: Mapping[str, Sequence[Sequence[float] | None]] | None = None,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """One line per curve of ``results.json``'s ``position_accuracy`` lists (percent; None = no data), with a
     band for each curve that has ``intervals`` (its ``*_ci`` list: Wilson 95 % ``[low, high]`` per position).
@@ -181,7 +187,8 @@ def plot_position_accuracy(
     for name, curve in curves.items():
         y = np.array([math.nan if v is None else v for v in curve], dtype=float)
         x = np.arange(1, len(y) + 1)
-        (line,) = ax.plot(x, y, label=name)
+        style = {**(styles or {}).get(name, {}), "marker": None}  # 60 positions: lines, no markers
+        (line,) = ax.plot(x, y, **style, label=name)
         bounds = (intervals or {}).get(name) or []
         if bounds:
             low, high = (

@@ -24,6 +24,7 @@ from seq2seq.data.atomic import write_atomic
 SCHEMA = 1
 RESULTS = "results.json"
 PREDICTIONS = Path("predictions") / "test.tsv"
+SWEEP_PLAN = "sweep.json"  # in a multirun's directory: {"planned": jobs or null, "swept": [keys]}
 CHOICE_GROUPS = ("data", "model/encoder", "model/attention", "model/decoder", "teacher_forcing", "decoding")
 TAGGED_CHOICES = {
     "model/attention": "attention",
@@ -178,7 +179,24 @@ def write_predictions(
         writer.writerows(zip(sources, references, hypotheses, strict=True))
 
 
+def write_sweep_plan(sweep_dir: str | Path, plan: Mapping[str, Any]) -> Path:
+    """``<sweep_dir>/sweep.json``: how many jobs a multirun plans and which keys it sweeps
+    (:func:`seq2seq.config.sweep.plan_sweep`)."""
+    path = Path(sweep_dir) / SWEEP_PLAN
+    write_json_atomic(path, dict(plan))
+    return path
+
+
 # ------------------------------------------------------------------------------------------ reading
+
+
+def read_sweep_plan(sweep_dir: str | Path) -> dict[str, Any]:
+    """The plan :func:`write_sweep_plan` saved, or ``{"planned": None, "swept": []}`` without one."""
+    try:
+        plan = json.loads((Path(sweep_dir) / SWEEP_PLAN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        plan = {}
+    return {"planned": plan.get("planned"), "swept": list(plan.get("swept") or [])}
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str], list[str]]:
