@@ -35,6 +35,7 @@ from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_che
 from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.inference.translator import NO_ATTENTION
 from seq2seq.training.module import Seq2SeqModule
+from seq2seq.training.quiet import silence
 
 log = logging.getLogger("seq2seq.evaluate")
 
@@ -104,6 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.output_dir)
     check_output_dir(out_dir)
     validate_evaluate(cfg)
+    silence()  # Lightning's litlogger tip and pytree deprecation (training/quiet.py)
     option = "run_dir" if cfg.run_dir is not None else "ckpt_path"
     ckpt = find_checkpoint(cfg[option], option)
     out_dir.mkdir(parents=True, exist_ok=True)

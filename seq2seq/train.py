@@ -33,7 +33,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seq2seq.config import CONF_DIR
 from seq2seq.config.checks import full_error, validate_train
-from seq2seq.config.sweep import sweep_group, swept_values
+from seq2seq.config.sweep import swept_values
 from seq2seq.data.datamodule import Seq2SeqDataModule
 from seq2seq.evaluation.artifacts import split_metrics, split_records, with_val, write_outputs
 from seq2seq.evaluation.console import print_summary
@@ -43,6 +43,7 @@ from seq2seq.evaluation.record import (
     build_results,
     read_sweep_plan,
     run_name,
+    sweep_group,
     write_json_atomic,
 )
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb, log_config, log_summary
@@ -52,6 +53,7 @@ from seq2seq.training.checkpoint_io import AtomicCheckpointIO
 from seq2seq.training.graceful_stop import GracefulStop
 from seq2seq.training.hydra_ddp import hydra_ddp_job, is_rank_zero
 from seq2seq.training.module import Seq2SeqModule
+from seq2seq.training.quiet import silence
 from seq2seq.training.resume import (
     LAST,
     check_resumable,
@@ -96,8 +98,9 @@ def wandb_identity(cfg: DictConfig, choices: dict[str, str]) -> tuple[str | None
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None, run_name(choices, cfg)
-    swept = swept_values(hydra_cfg.overrides.task, read_sweep_plan(hydra_cfg.sweep.dir)["swept"])
-    return sweep_group(hydra_cfg.sweep.dir), run_name(choices, cfg, swept)
+    plan = read_sweep_plan(hydra_cfg.sweep.dir)
+    swept = swept_values(hydra_cfg.overrides.task, plan["swept"])
+    return plan["group"] or sweep_group(hydra_cfg.sweep.dir), run_name(choices, cfg, swept)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -108,6 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         TrainingInterrupted: a signal stopped training (``results.json`` says ``status: interrupted``).
     """
     validate_train(cfg)
+    silence()  # Lightning's litlogger tip and pytree deprecation (training/quiet.py)
     run_dir = Path(cfg.paths.output_dir)
     choices = hydra_choices()
     pl.seed_everything(cfg.seed, workers=True)

@@ -228,12 +228,18 @@ def test_cli_reports_errors_and_writes_the_dashboard(
         capsys.readouterr().err
     )
 
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "sweep_dir=DIR" in capsys.readouterr().out
+    assert main(["--nope"]) == 2
+    assert "unrecognized arguments: --nope; usage: seq2seq-dashboard" in capsys.readouterr().err
+
     out_dir = tmp_path / "dash"
     assert main([f"sweep_dir={sweep}", f"out_dir={out_dir}"]) == 0
     printed = capsys.readouterr().out
     assert f"dashboard: {(out_dir / 'index.html').resolve()}" in printed
     assert "job 3 failed: RuntimeError: CUDA out of memory <in decoder> [rank 0]" in printed
-    assert f"wandb sync {sweep}/**/wandb/offline-run-*" in printed
+    assert f"wandb sync {sweep}/*/wandb/offline-run-*" in printed
     assert "bahdanau" in printed and "4,321" in printed  # the summary table
 
 
@@ -256,7 +262,7 @@ def test_wandb_report_never_blocks_or_fails(
     assert maybe_wandb_report(sweep, runs, console, timeout_s=5) is None
     printed = capsys.readouterr().out
     assert "(PermissionError: 401 Unauthorized)" in printed and "traceback" not in printed
-    assert f"wandb sync {sweep}/**/wandb/offline-run-*" in printed
+    assert f"wandb sync {sweep}/*/wandb/offline-run-*" in printed
 
     monkeypatch.setattr(tracking, "create_wandb_report", lambda *_: "https://wandb.example/report")
     assert maybe_wandb_report(sweep, runs, console, timeout_s=5) == "https://wandb.example/report"

@@ -212,3 +212,26 @@ def test_cli_trains_with_overrides(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["choices"]["model/encoder"] == "lstm"
     assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
+
+
+def test_the_terminal_is_quiet_and_truthful(tmp_path):
+    """The bar's total is the 3 steps max_steps allows (not the epoch's 40 batches); Lightning's tip, the pytree
+    deprecation and the false "logs will be deleted" warning are gone; no validation shows "—" with why."""
+    args = [arg for arg in TINY if "progress_bar" not in arg]
+    result = run_module(
+        "seq2seq.train",
+        *args,
+        "data.sizes.train=480",  # 40 batches an epoch
+        "+trainer.limit_val_batches=0",
+        "callbacks.progress_bar.refresh_rate=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+        text=True,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "Epoch 0: 100%" in out and " 3/3 [" in out and "/40 [" not in out
+    for noise in ("💡 Tip", "litlogger", "LeafSpec", "will be deleted", "nan"):
+        assert noise not in out, noise
+    assert "— (no validation ran: see trainer.val_check_interval, max_steps)" in out

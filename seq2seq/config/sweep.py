@@ -4,21 +4,19 @@ At the start of a multirun, :func:`plan_sweep` counts the jobs the sweeper will 
 sweeper: the product of the swept values; Optuna: ``n_trials``) and names the swept keys; the plan is saved as
 ``<sweep dir>/sweep.json`` (:func:`seq2seq.evaluation.record.write_sweep_plan`) so every job — in this process or a launcher's worker — can
 say "job i of N" and name its run after what it varies (:func:`swept_values`). The W&B group of a job is its
-sweep directory (:func:`sweep_group`), so two launches of one sweep are two groups.
+sweep directory (:func:`seq2seq.evaluation.record.sweep_group`, saved in the plan), so two launches of one sweep are two groups.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-GROUP_CHARS = 128  # W&B's limit on a group name
+from seq2seq.evaluation.record import sweep_group
 
 
 def _overrides(hydra_cfg: DictConfig) -> list[str]:
@@ -28,7 +26,7 @@ def _overrides(hydra_cfg: DictConfig) -> list[str]:
 
 
 def plan_sweep(hydra_cfg: DictConfig) -> dict[str, Any]:
-    """``{"planned": N or None, "swept": [keys]}`` of the multirun that ``hydra_cfg`` (``cfg.hydra``) starts.
+    """``{"planned": N or None, "swept": [keys], "group": W&B group}`` of the multirun that ``hydra_cfg`` (``cfg.hydra``) starts.
 
     The basic sweeper launches the product of every swept override's values (Optuna: ``n_trials``; another
     sweeper: unknown, None). A key given twice counts once, the later value winning, as in Hydra.
@@ -49,19 +47,7 @@ def plan_sweep(hydra_cfg: DictConfig) -> dict[str, Any]:
         planned = int(hydra_cfg.sweeper.n_trials)
     else:
         planned = None
-    return {"planned": planned, "swept": list(swept)}
-
-
-def sweep_group(sweep_dir: str | Path) -> str:
-    """The W&B group of a sweep's jobs: its directory relative to the working directory when inside it,
-    without the leading ``multirun/`` (``bottleneck/2026-01-05_10-00-00``); at most 128 characters (the tail)."""
-    path = Path(os.path.abspath(sweep_dir))
-    if path.is_relative_to(Path.cwd()):
-        path = path.relative_to(Path.cwd())
-    parts = (
-        path.parts[1:] if path.parts and path.parts[0] == "multirun" and len(path.parts) > 1 else path.parts
-    )
-    return "/".join(parts).lstrip("/")[-GROUP_CHARS:]
+    return {"planned": planned, "swept": list(swept), "group": sweep_group(hydra_cfg.sweep.dir)}
 
 
 def swept_values(task_overrides: Sequence[str], swept: Sequence[str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ instead. It never prompts and never waits on W&B for long.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from seq2seq.dashboard.build import print_summary, sweep_name, write_dashboard
 from seq2seq.dashboard.runs import Run, load_runs
 from seq2seq.evaluation import tracking
 from seq2seq.evaluation.console import make_console
+from seq2seq.evaluation.record import read_sweep_plan, sweep_group
 
 USAGE = "usage: seq2seq-dashboard sweep_dir=DIR [out_dir=DIR] [baseline=JOB]"
 WANDB_TIMEOUT_S = 60.0  # the W&B report is given up after this long
@@ -27,19 +29,46 @@ def maybe_wandb_report(
 ) -> str | None:
     """Create a W&B Report when W&B is online and logged in, else print how to sync; returns its URL."""
     logger = next((r.config["logger"] for r in runs if isinstance(r.config.get("logger"), dict)), {})
+    buckets = list(dict.fromkeys(row["bucket"] for run in runs for row in run.bleu_by_length))
     url, why = tracking.try_wandb_report(
         title=f"Sweep {sweep_name(sweep_dir)}",
         description=f"{len(runs)} jobs from {Path(sweep_dir).resolve()}",
         project=logger.get("project"),
         entity=logger.get("entity"),
         timeout_s=timeout_s,
+        group=read_sweep_plan(sweep_dir)["group"] or sweep_group(sweep_dir),
+        buckets=buckets,
     )
     if url is None:
-        hint = f"W&B report skipped; to upload offline runs: wandb sync {sweep_dir}/**/wandb/offline-run-*"
+        hint = f"W&B report skipped; to upload offline runs: wandb sync {sweep_dir}/*/wandb/offline-run-*"
         console.print(hint + (f" ({why})" if why else ""), highlight=False, soft_wrap=True)
         return None
     console.print(f"W&B report: {url}", highlight=False, soft_wrap=True)
     return url
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, through main's error path (status 2)
+        raise ValueError(f"{message}; {USAGE}")
+
+
+def parser() -> argparse.ArgumentParser:
+    """``seq2seq-dashboard --help``: the arguments, in Hydra's ``key=value`` style like the other commands."""
+    parser = _Parser(
+        prog="seq2seq-dashboard",
+        usage=USAGE.removeprefix("usage: "),
+        description="Build the HTML dashboard of a sweep (every results.json under SWEEP_DIR), print its job "
+        "table and, when W&B is online, save a W&B report of the sweep.",
+        epilog="example: seq2seq-dashboard sweep_dir=multirun/bottleneck/2026-01-05_10-00-00",
+    )
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="key=value",
+        help="sweep_dir=DIR (a Hydra multirun directory, or one run directory) and optionally out_dir=DIR "
+        "(default: <sweep_dir>/dashboard)",
+    )
+    return parser
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -47,7 +76,7 @@ def parse_args(argv: list[str]) -> dict[str, str]:
     else. ``baseline``: the job (e.g. ``0``) whose variant the paired tests compare against."""
     allowed = ("sweep_dir", "out_dir", "baseline")
     args = {}
-    for arg in argv:
+    for arg in parser().parse_args(argv).args:
         key, sep, value = arg.partition("=")
         if not sep or key not in allowed or not value:
             raise ValueError(f"unexpected argument {arg!r}; {USAGE}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -19,12 +20,13 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    """A number, or — when there is none (None, NaN)."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def with_interval(value: float | None, interval: Sequence[float] | None, digits: int = 1) -> str:
     """``52.9 [48.3, 57.4]``: a score and its 95 % interval (the score alone when it has none)."""
-    if value is None or not interval:
+    if value is None or not math.isfinite(value) or not interval:
         return _fmt(value, digits)
     return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
 
@@ -66,9 +68,10 @@ def print_summary(results: dict, run_dir: str, console: Console | None = None) -
     table.add_row("test BLEU [95% CI]", with_interval(metrics.get("test/bleu"), metrics.get("test/bleu_ci")))
     table.add_row("test chrF [95% CI]", with_interval(metrics.get("test/chrf"), metrics.get("test/chrf_ci")))
     table.add_row("test exact match (%)", _fmt(metrics.get("test/exact_match")))
-    table.add_row(
-        "best val BLEU [95% CI]", with_interval(metrics.get("val/bleu"), metrics.get("val/bleu_ci"))
-    )
+    best = with_interval(metrics.get("val/bleu"), metrics.get("val/bleu_ci"))
+    if best == "—":
+        best = "— (no validation ran: see trainer.val_check_interval, max_steps)"
+    table.add_row("best val BLEU [95% CI]", best)
     attention = choices.get("model/attention")
     table.add_row("test attention entropy (nats)", _entropy(metrics, "test/attention_entropy", attention))
     if metrics.get("test/alignment_accuracy") is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from seq2seq.data.atomic import write_atomic
 SCHEMA = 1
 RESULTS = "results.json"
 PREDICTIONS = Path("predictions") / "test.tsv"
-SWEEP_PLAN = "sweep.json"  # in a multirun's directory: {"planned": jobs or null, "swept": [keys]}
+SWEEP_PLAN = "sweep.json"  # in a multirun's directory: {"planned": jobs or null, "swept": [keys], "group": …}
+GROUP_CHARS = 128  # W&B's limit on a group name
 CHOICE_GROUPS = ("data", "model/encoder", "model/attention", "model/decoder", "teacher_forcing", "decoding")
 TAGGED_CHOICES = {
     "model/attention": "attention",
@@ -115,6 +117,18 @@ def run_name(choices: Mapping[str, str], config: Mapping[str, Any], swept: Mappi
     return "-".join(str(part) for part in parts)
 
 
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep's jobs: its directory relative to the working directory when inside it,
+    without the leading ``multirun/`` (``bottleneck/2026-01-05_10-00-00``); at most 128 characters (the tail)."""
+    path = Path(os.path.abspath(sweep_dir))
+    if path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    parts = (
+        path.parts[1:] if path.parts and path.parts[0] == "multirun" and len(path.parts) > 1 else path.parts
+    )
+    return "/".join(parts).lstrip("/")[-GROUP_CHARS:]
+
+
 def run_tags(choices: Mapping[str, str], config: Mapping[str, Any]) -> list[str]:
     """W&B tags: ``attention:bahdanau``, ``encoder:gru``, ``data:…``, ``tf:…``, ``hidden:128``, then ``tags``."""
     tags = [f"{short}:{choices[group]}" for group, short in TAGGED_CHOICES.items() if group in choices]
@@ -191,12 +205,16 @@ def write_sweep_plan(sweep_dir: str | Path, plan: Mapping[str, Any]) -> Path:
 
 
 def read_sweep_plan(sweep_dir: str | Path) -> dict[str, Any]:
-    """The plan :func:`write_sweep_plan` saved, or ``{"planned": None, "swept": []}`` without one."""
+    """The plan :func:`write_sweep_plan` saved, or ``{"planned": None, "swept": [], "group": None}``."""
     try:
         plan = json.loads((Path(sweep_dir) / SWEEP_PLAN).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         plan = {}
-    return {"planned": plan.get("planned"), "swept": list(plan.get("swept") or [])}
+    return {
+        "planned": plan.get("planned"),
+        "swept": list(plan.get("swept") or []),
+        "group": plan.get("group"),
+    }
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str], list[str]]:

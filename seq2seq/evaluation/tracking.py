@@ -13,14 +13,14 @@ import logging
 import os
 import socket
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers import Logger, WandbLogger
 
+from seq2seq.evaluation.csv_history import RunCSVLogger
 from seq2seq.evaluation.record import TAGGED_CHOICES, run_tags
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,7 @@ def build_loggers(
             (:func:`seq2seq.evaluation.record.run_name`); ``logger.group`` wins over ``group``.
         sweep: the ``sweep=`` config this job came from, tagged ``sweep:<name>``.
     """
-    if resume:  # metrics.csv was set aside: the CSVLogger's warning that it would delete it does not apply
-        warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    loggers: list[Logger] = [RunCSVLogger(save_dir=str(run_dir), name="", version="")]
     if cfg.logger.name == "wandb":
         os.environ.setdefault("WANDB_SILENT", "true")
         previous = previous_wandb_id(run_dir) if resume else None
@@ -272,33 +270,88 @@ def log_analysis(
 # ------------------------------------------------------------------------------------------ W&B Report
 
 
-def create_wandb_report(title: str, description: str, project: str | None, entity: str | None) -> str | None:
-    """Save a W&B Report of a project's runs (package ``wandb-workspaces``); None without an API key."""
-    import wandb
+def wandb_report(
+    title: str,
+    description: str,
+    project: str,
+    entity: str | None,
+    group: str | None = None,
+    buckets: Sequence[str] = (),
+) -> Any:
+    """The W&B Report of a sweep (package ``wandb-workspaces``), built but not saved: its runs filtered to the
+    sweep's ``group``; panels of test BLEU per length bucket (``test/bleu_by_length/<bucket>``, one bar group
+    per run), ``val/bleu`` and per-bucket ``val/bleu_by_length`` over steps (BLEU axes 0–100), ``train/loss``,
+    ``train/lr``, and the test position-accuracy line charts each run logged."""
     import wandb_workspaces.reports.v2 as wr
+
+    runset = wr.Runset(
+        entity=entity or "",
+        project=project,
+        name=group or "all runs",
+        filters=f"Group = '{group}'" if group else "",
+    )
+    step = "trainer/global_step"
+    panels = [
+        wr.BarPlot(
+            title="test BLEU by source length (words)",
+            metrics=[f"test/bleu_by_length/{bucket}" for bucket in buckets] or ["test/bleu"],
+            orientation="v",
+            range_x=(0, 100),
+        ),
+        wr.BarPlot(title="test BLEU", metrics=["test/bleu"], range_x=(0, 100)),
+        wr.LinePlot(title="val/bleu", x=step, y=["val/bleu"], range_y=(0, 100)),
+        wr.LinePlot(
+            title="val BLEU by length bucket",
+            x=step,
+            y=[f"val/bleu_by_length/{bucket}" for bucket in buckets] or ["val/bleu"],
+            range_y=(0, 100),
+        ),
+        wr.LinePlot(title="train/loss", x=step, y=["train/loss"]),
+        wr.LinePlot(title="learning rate", x=step, y=["train/lr"]),
+        wr.CustomChart(  # the line chart of each run's test/position_accuracy table (log_position_accuracy)
+            query={"summaryTable": {"tableKey": "test/position_accuracy"}},
+            chart_name="wandb/line/v0",
+            chart_fields={"x": "position", "y": "free-running"},
+            chart_strings={"title": "free-running token accuracy (%) by output position (test)"},
+        ),
+    ]
+    return wr.Report(
+        project=project,
+        entity=entity or "",
+        title=title,
+        description=description,
+        blocks=[wr.PanelGrid(runsets=[runset], panels=panels)],
+    )
+
+
+def create_wandb_report(
+    title: str,
+    description: str,
+    project: str | None,
+    entity: str | None,
+    group: str | None = None,
+    buckets: Sequence[str] = (),
+) -> str | None:
+    """Save :func:`wandb_report` of a sweep; None without an API key."""
+    import wandb
 
     if not wandb.login(prompt=False, verify=False):
         return None
     project = project or os.environ.get("WANDB_PROJECT") or "seq2seq"
     entity = entity or os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
-    panels = [
-        wr.BarPlot(title="test BLEU", metrics=["test/bleu"]),
-        wr.LinePlot(title="val/bleu", x="Step", y=["val/bleu"]),
-        wr.LinePlot(title="train/loss", x="Step", y=["train/loss"]),
-    ]
-    report = wr.Report(
-        project=project,
-        entity=entity,
-        title=title,
-        description=description,
-        blocks=[wr.PanelGrid(runsets=[wr.Runset(entity=entity, project=project)], panels=panels)],
-    )
+    report = wandb_report(title, description, project, entity, group, buckets)
     report.save()
     return report.url
 
 
 def try_wandb_report(
-    title: str, description: str, project: str | None, entity: str | None, timeout_s: float
+    title: str,
+    description: str,
+    project: str | None,
+    entity: str | None,
+    timeout_s: float,
+    group: str | None = None,
+    buckets: Sequence[str] = (),
 ) -> tuple[str | None, str | None]:
     """:func:`create_wandb_report`, which must never fail or block: ``(url, None)`` or ``(None, why)``.
 
@@ -311,7 +364,7 @@ def try_wandb_report(
 
     def create() -> None:
         try:
-            outcome["url"] = create_wandb_report(title, description, project, entity)
+            outcome["url"] = create_wandb_report(title, description, project, entity, group, buckets)
         except ImportError as err:
             outcome["why"] = f"{err.name} is not installed; pip install wandb-workspaces"
         except Exception as err:  # see the docstring: report and skip, whatever it is

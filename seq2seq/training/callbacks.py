@@ -1,7 +1,7 @@
 """The callbacks of a training run (:func:`build_callbacks`), and :class:`AttentionMaps`.
 
 Best-``val/bleu`` and last checkpoints (Lightning's ``ModelCheckpoint``), :class:`ExactResume`,
-:class:`GracefulStop`, optional early stopping, the progress bar, and attention maps of a fixed set of
+:class:`GracefulStop`, optional early stopping, the progress bar (:class:`~seq2seq.training.progress.RunProgressBar`), and attention maps of a fixed set of
 validation sentences after every validation.
 """
 
@@ -17,7 +17,6 @@ from pytorch_lightning.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
-    TQDMProgressBar,
 )
 
 from seq2seq.evaluation.artifacts import draw_attention_maps
@@ -26,6 +25,7 @@ from seq2seq.training.exact_resume import ExactResume
 from seq2seq.training.finite_guard import FiniteGuard
 from seq2seq.training.graceful_stop import GracefulStop
 from seq2seq.training.module import Seq2SeqModule
+from seq2seq.training.progress import RunProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
         LearningRateMonitor(logging_interval="step"),  # train/lr, to every logger (metrics.csv, W&B)
     ]
     if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=cb.progress_bar.refresh_rate))
+        callbacks.append(RunProgressBar(refresh_rate=cb.progress_bar.refresh_rate))
     if cb.early_stopping is not None:
         # checked after each validation (not at each epoch's end, where a resumed run or one stopped by
         # max_steps mid-epoch has no val/bleu yet); its state is part of the checkpoint written after it
