@@ -338,7 +338,7 @@ def test_job_table_shows_what_varies_and_every_job_as_what_it_is(sweep: Path) ->
     (interrupted / "results.json").write_text(json.dumps(record))
     write_sweep_plan(sweep, {"planned": 7, "swept": ["model/attention", "model.hidden_size"]})
     page = build_dashboard(sweep).read_text()
-    head = page.split("<thead>")[1].split("</thead>")[0]
+    head = page.split('<table id="jobs">')[1].split("</thead>")[0]
     for column in ("job", "status", "model/encoder", "model/attention", "hidden", "test/bleu"):
         assert f'data-key="{column}"' in head, column
     for shared in ("data", "teacher_forcing", "decoding"):  # the same in every job that ran
