@@ -20,6 +20,7 @@ from seq2seq.dashboard.runs import Run, variant_labels
 from seq2seq.evaluation.record import RecordError
 from seq2seq.evaluation.seeds import SeedGroup, group_by_seed, seed_of
 from seq2seq.evaluation.significance import Outputs, SignificanceError, paired_test
+from seq2seq.evaluation.style import variant_style
 
 SPREAD = "mean ± sample sd (min–max, seeds)"
 
@@ -70,7 +71,8 @@ def bleu_by_length_over_seeds(runs: list[Run], path: Path) -> Path | None:
             np.array([math.nan if r["bleu"] is None else getattr(r["bleu"], k) for r in rows], dtype=float)
             for k in ("mean", "low", "high")
         )
-        (line,) = ax.plot(x, mean, marker="o", label=f"{_label(group, labels)} ({len(group.runs)} seeds)")
+        style = {"marker": "o", **variant_style(group.runs[0].choices)}  # the look it has in every figure
+        (line,) = ax.plot(x, mean, **style, label=f"{_label(group, labels)} ({len(group.runs)} seeds)")
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xticks(x, [r["bucket"] for r in rows])
     ax.set(
@@ -78,7 +80,7 @@ def bleu_by_length_over_seeds(runs: list[Run], path: Path) -> Path | None:
         ylabel="test BLEU",
         title="BLEU by length: mean over seeds (band: min–max)",
     )
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 100)  # BLEU's whole range, as in every figure
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
