@@ -62,3 +62,21 @@ def test_fixed_context_model_draws_no_map_and_says_so(tmp_path, caplog, context)
     assert len(said) == 1 and "attention=none" in said[0]  # once, not at every validation
     translations = module.translator().translate(["w01 w02"], return_attention=True)
     assert translations[0].attention is None and translations[0].output_pieces
+
+
+def test_the_progress_bar_total_is_what_training_will_really_run():
+    from seq2seq.training.progress import RunProgressBar, time_capped
+
+    bar = RunProgressBar()
+    bar._trainer = SimpleNamespace(
+        num_training_batches=394, max_steps=30, global_step=10, accumulate_grad_batches=1
+    )
+    assert bar.total_train_batches == 20  # max_steps ends training 20 batches into this 394-batch epoch
+    bar._trainer.max_steps = -1
+    assert bar.total_train_batches == 394
+    bar._trainer.accumulate_grad_batches, bar._trainer.max_steps = 2, 15
+    assert bar.total_train_batches == 10
+    # max_time: 90 s left at 2 batches/s after 20 batches → 20 + 1 + 180
+    assert time_capped(394, 20, 2.0, 90.0) == 201
+    assert time_capped(394, 20, 2.0, 1000.0) == 394  # the epoch ends first
+    assert time_capped(394, 20, None, 90.0) == 394 and time_capped(394, 20, 2.0, None) == 394

@@ -31,6 +31,14 @@ class RunProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         rate = bar.format_dict.get("rate") if bar is not None else None  # tqdm's smoothed batches/s
         remaining = timer.time_remaining("train") if timer is not None else None
-        if rate and remaining is not None and bar.total:
-            bar.total = min(bar.total, bar.n + 1 + int(remaining * rate))
+        if bar is not None:
+            bar.total = time_capped(bar.total, bar.n, rate, remaining)
         super().on_train_batch_end(trainer, pl_module, *args)
+
+
+def time_capped(total: int | float | None, done: int, rate: float | None, remaining_s: float | None) -> Any:
+    """The bar's total once ``remaining_s`` seconds are left at ``rate`` batches/s: no more than ``done`` + 1
+    (this batch) + what fits in the time left; unchanged without a rate, a time limit or a total."""
+    if not rate or remaining_s is None or not total:
+        return total
+    return min(total, done + 1 + int(remaining_s * rate))
