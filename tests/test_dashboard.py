@@ -350,3 +350,15 @@ def test_job_table_shows_what_varies_and_every_job_as_what_it_is(sweep: Path) ->
     assert "7 jobs: 4 completed, 1 failed, 1 interrupted, 1 never ran" not in page  # (counted, not guessed)
     assert "8 jobs: 4 completed, 1 failed, 1 interrupted, 2 never ran" in page
     assert "position: sticky" in page and "overflow-x: auto" in page
+
+
+def test_the_wandb_report_colours_each_run_as_its_variant(sweep: Path) -> None:
+    from seq2seq.dashboard.cli import run_colours
+    from seq2seq.evaluation.style import ATTENTION_COLOURS
+
+    (sweep / "0" / "wandb" / "offline-run-20240101_120000-abc123").mkdir(parents=True)
+    (sweep / "1" / "wandb" / "offline-run-20240101_120100-def456").mkdir(parents=True)
+    assert run_colours(load_runs(sweep)) == {  # job 0 is bahdanau, job 1 none; the others have no W&B run
+        "abc123": ATTENTION_COLOURS["bahdanau"],
+        "def456": ATTENTION_COLOURS["none"],
+    }

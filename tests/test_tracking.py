@@ -84,10 +84,17 @@ def test_the_wandb_report_of_a_sweep_is_filtered_to_its_group_and_shows_bleu_by_
     from seq2seq.evaluation.tracking import wandb_report
 
     report = wandb_report(
-        "Sweep", "2 jobs", "p", "e", group="bottleneck/2026-01-05_10-00-00", buckets=["1-10", "51+"]
+        "Sweep",
+        "2 jobs",
+        "p",
+        "e",
+        group="bottleneck/2026-01-05_10-00-00",
+        buckets=["1-10", "51+"],
+        colours={"abc123": "#0072B2"},
     )
     (grid,) = report.blocks
     assert grid.runsets[0].filters == "Group = 'bottleneck/2026-01-05_10-00-00'"
+    assert grid.runsets[0].run_settings["abc123"].color == "#0072B2"  # the variant's colour everywhere
     by_title = {getattr(panel, "title", None) or "custom": panel for panel in grid.panels}
     assert by_title["test BLEU by source length (words)"].metrics == [
         "test/bleu_by_length/1-10",

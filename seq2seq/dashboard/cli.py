@@ -19,6 +19,7 @@ from seq2seq.dashboard.runs import Run, load_runs
 from seq2seq.evaluation import tracking
 from seq2seq.evaluation.console import make_console
 from seq2seq.evaluation.record import read_sweep_plan, sweep_group
+from seq2seq.evaluation.style import variant_style
 
 USAGE = "usage: seq2seq-dashboard sweep_dir=DIR [out_dir=DIR] [baseline=JOB]"
 WANDB_TIMEOUT_S = 60.0  # the W&B report is given up after this long
@@ -38,6 +39,7 @@ def maybe_wandb_report(
         timeout_s=timeout_s,
         group=read_sweep_plan(sweep_dir)["group"] or sweep_group(sweep_dir),
         buckets=buckets,
+        colours=run_colours(runs),
     )
     if url is None:
         hint = f"W&B report skipped; to upload offline runs: wandb sync {sweep_dir}/*/wandb/offline-run-*"
@@ -69,6 +71,16 @@ def parser() -> argparse.ArgumentParser:
         "(default: <sweep_dir>/dashboard)",
     )
     return parser
+
+
+def run_colours(runs: list[Run]) -> dict[str, str]:
+    """W&B run id (kept by ``wandb sync``) → the colour of the run's attention variant in every figure."""
+    colours = {}
+    for run in runs:
+        run_id = tracking.previous_wandb_id(run.path)
+        if run_id:
+            colours[run_id] = variant_style(run.choices)["color"]
+    return colours
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:

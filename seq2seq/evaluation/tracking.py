@@ -277,9 +277,10 @@ def wandb_report(
     entity: str | None,
     group: str | None = None,
     buckets: Sequence[str] = (),
+    colours: Mapping[str, str] | None = None,
 ) -> Any:
     """The W&B Report of a sweep (package ``wandb-workspaces``), built but not saved: its runs filtered to the
-    sweep's ``group``; panels of test BLEU per length bucket (``test/bleu_by_length/<bucket>``, one bar group
+    sweep's ``group`` and drawn in ``colours`` (run id → colour: each variant's colour in every figure); panels of test BLEU per length bucket (``test/bleu_by_length/<bucket>``, one bar group
     per run), ``val/bleu`` and per-bucket ``val/bleu_by_length`` over steps (BLEU axes 0–100), ``train/loss``,
     ``train/lr``, and the test position-accuracy line charts each run logged."""
     import wandb_workspaces.reports.v2 as wr
@@ -289,6 +290,7 @@ def wandb_report(
         project=project,
         name=group or "all runs",
         filters=f"Group = '{group}'" if group else "",
+        custom_run_colors=dict(colours or {}),
     )
     step = "trainer/global_step"
     panels = [
@@ -331,6 +333,7 @@ def create_wandb_report(
     entity: str | None,
     group: str | None = None,
     buckets: Sequence[str] = (),
+    colours: Mapping[str, str] | None = None,
 ) -> str | None:
     """Save :func:`wandb_report` of a sweep; None without an API key."""
     import wandb
@@ -339,7 +342,7 @@ def create_wandb_report(
         return None
     project = project or os.environ.get("WANDB_PROJECT") or "seq2seq"
     entity = entity or os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
-    report = wandb_report(title, description, project, entity, group, buckets)
+    report = wandb_report(title, description, project, entity, group, buckets, colours)
     report.save()
     return report.url
 
@@ -352,6 +355,7 @@ def try_wandb_report(
     timeout_s: float,
     group: str | None = None,
     buckets: Sequence[str] = (),
+    colours: Mapping[str, str] | None = None,
 ) -> tuple[str | None, str | None]:
     """:func:`create_wandb_report`, which must never fail or block: ``(url, None)`` or ``(None, why)``.
 
@@ -364,7 +368,7 @@ def try_wandb_report(
 
     def create() -> None:
         try:
-            outcome["url"] = create_wandb_report(title, description, project, entity, group, buckets)
+            outcome["url"] = create_wandb_report(title, description, project, entity, group, buckets, colours)
         except ImportError as err:
             outcome["why"] = f"{err.name} is not installed; pip install wandb-workspaces"
         except Exception as err:  # see the docstring: report and skip, whatever it is
