@@ -162,7 +162,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 stop = next(c for c in callbacks if isinstance(c, GracefulStop))
                 signum, saved = stop.signum or signal.SIGTERM, stop.saved
                 wall = time.perf_counter() - start
-                raise interrupted(cfg, trainer, choices, params, wall, signum, saved) from None
+                phase = "validation" if stop.in_validation else "training"
+                raise interrupted(cfg, trainer, choices, params, wall, signum, saved, phase) from None
             wall = time.perf_counter() - start
             best = trainer.checkpoint_callback.best_model_path or None
             try:

@@ -247,3 +247,42 @@ def test_sigterm_while_testing_stops_at_once_and_records_how_to_finish(tmp_path,
     assert results["status"] == "interrupted" and "SIGTERM during testing" in results["error"]
     assert results["resume"].endswith("ckpt_path=last") and not (tmp_path / "run" / "predictions").exists()
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers put back
+
+
+class SignalInValidation(Callback):
+    """Send SIGTERM at the first batch of the ``nth`` validation (sanity check not counted); count the
+    validation batches that still ran after it."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth, self.seen, self.after = nth, 0, 0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.seen += 0 if trainer.sanity_checking else 1
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.seen == self.nth and not trainer.sanity_checking:
+            if batch_idx == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)
+            self.after += 1
+
+
+def test_sigterm_during_a_validation_stops_it_at_once_and_the_resume_is_exact(tmp_path, monkeypatch):
+    """The stop saves nothing (the step's validation would be lost): the resume replays from the previous
+    validation's last.ckpt and ends as an uninterrupted run."""
+    build = train_module.build_callbacks
+    overrides = [*KILLABLE[len(TINY) :], "trainer.max_steps=8"]
+    whole = train(compose_train(tmp_path / "whole", *TINY, *overrides))
+    stopper = SignalInValidation(nth=2)
+    monkeypatch.setattr(train_module, "build_callbacks", lambda cfg, d: [*build(cfg, d), stopper])
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(compose_train(tmp_path / "cut", *TINY, *overrides))
+    assert stop.value.signum == signal.SIGTERM and stopper.after == 0  # stopped inside the first batch
+    assert "during validation at step 4" in stop.value.results["error"]
+    run_dir = tmp_path / "cut" / "run"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    monkeypatch.setattr(train_module, "build_callbacks", build)
+    resumed = train(compose_train(tmp_path / "cut", *TINY, *overrides, "ckpt_path=last"))
+    assert resumed["status"] == "completed" and resumed["metrics"] == whole["metrics"]
+    a, b = weights(tmp_path / "whole" / "run"), weights(run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -31,7 +31,9 @@ class GracefulStop(Callback):
     when another rank waits in a gradient all-reduce; it is replaced while training.) The pre-emption signal
     is routed here only when a Python handler waits for it (submitit's, which requeues the SLURM job);
     :meth:`pass_on` gives it to that handler once the run has recorded the interruption. A second Ctrl+C
-    aborts at once.
+    aborts at once. In a one-process fit a signal during a validation (which can take minutes) stops at
+    once, saving nothing: the run resumes from the previous validation's ``last_path`` and replays the steps
+    since then exactly.
 
     Args:
         last_path: the checkpoint written on a stop (``<run_dir>/checkpoints/last.ckpt``).
@@ -49,6 +51,8 @@ class GracefulStop(Callback):
         self._received: int | None = None  # a signal this process got
         self._lightning: Handler = None  # Lightning's SIGTERM handler for this fit
         self._replaced: dict[int, Handler] = {}
+        self._validating = False  # inside a validation of a one-process fit
+        self.in_validation = False  # the stop came during a validation: nothing is saved
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -61,9 +65,27 @@ class GracefulStop(Callback):
             self._replaced[signum] = signal.getsignal(signum)
             signal.signal(signum, self._note)
 
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # one process: a signal during a validation stops it at once (several ranks must agree, between steps)
+        self._validating = not trainer.sanity_checking and trainer.world_size == 1
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validating = False
+
     def _note(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C aborts at once
+        if self._received is None and self._validating:
+            # no checkpoint now: this step's validation would be lost and the resume inexact; the run resumes
+            # from the last validation's last.ckpt and replays the steps since, exactly
+            self._received = self.signum = signum
+            self.in_validation = True
+            log.warning(
+                "%s: validation stopped; the run resumes from the last checkpoint, %s",
+                signal.Signals(signum).name,
+                self.last_path,
+            )
+            raise SIGTERMException
         if self._received is None:
             self._received = signum
             log.warning(
@@ -92,6 +114,9 @@ class GracefulStop(Callback):
         if not isinstance(exception, SIGTERMException):
             return
         self.signum = self.signum or self._received or signal.SIGTERM
+        if self.in_validation:
+            self.saved = self.last_path if self.last_path.is_file() else None
+            return
         trainer.save_checkpoint(self.last_path, weights_only=False)  # every rank takes part; rank 0 writes
         self.saved = self.last_path
         if trainer.is_global_zero:
