@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,27 @@ def compose_train(tmp_path: Path, *overrides: str) -> DictConfig:
     with open_dict(cfg):
         del cfg["hydra"]  # the task function never sees it
     return cfg
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# as a user's terminal has them; a suite started in the background (`make test &`) inherits SIGINT ignored
+SESSION_HANDLERS = {signum: signal.getsignal(signum) for signum in SIGNALS} | {
+    signal.SIGINT: signal.default_int_handler
+}
+
+
+def _put_back_signal_handlers() -> None:
+    for signum, handler in SESSION_HANDLERS.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_put_back():
+    """Every test starts and ends with the session's signal handlers (Ctrl+C raising KeyboardInterrupt):
+    Lightning ignores SIGINT after a KeyboardInterrupt inside a fit, and in-process runs install their own."""
+    _put_back_signal_handlers()
+    yield
+    _put_back_signal_handlers()
 
 
 @pytest.fixture
