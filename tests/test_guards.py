@@ -263,3 +263,12 @@ def test_attention_maps_skip_sources_too_long_to_draw():
     sources = ["a " * 3, "b " * 5000, "c " * 50, "d " * 10]
     assert pick_examples(sources, 4, max_words=120) == [0, 3, 2]
     assert pick_examples(sources, 2, max_words=None) == [0, 1]
+
+
+def test_an_unwritable_tokenizer_cache_warns_naming_the_option_and_goes_on(caplog):
+    with caplog.at_level("WARNING"):
+        tokenizer = load_or_train(
+            ["a b c", "b c d"] * 4, {"model_type": "word", "vocab_size": 20}, "/proc/x", "src"
+        )
+    assert tokenizer.vocab_size > 4  # trained and used, just not cached
+    assert "cannot cache it in /proc/x/tokenizers" in caplog.text and "SEQ2SEQ_CACHE" in caplog.text
