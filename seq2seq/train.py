@@ -163,7 +163,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 signum, saved = stop.signum or signal.SIGTERM, stop.saved
                 wall = time.perf_counter() - start
                 phase = "validation" if stop.in_validation else "training"
-                raise interrupted(cfg, trainer, choices, params, wall, signum, saved, phase) from None
+                raise interrupted(
+                    cfg, trainer, choices, params, wall, signum, saved, phase, stop.saved_step
+                ) from None
             wall = time.perf_counter() - start
             best = trainer.checkpoint_callback.best_model_path or None
             try:
@@ -224,11 +226,13 @@ def interrupted(
     signum: int,
     saved: Path | None,
     phase: str = "training",
+    saved_step: int | None = None,
 ) -> TrainingInterrupted:
     """Record a run stopped by a signal (rank 0 writes ``results.json``); returns the exception to raise.
 
     Args:
-        saved: the checkpoint the run resumes from; phase: what the signal stopped (training, testing).
+        saved: the checkpoint the run resumes from, at ``saved_step`` (``train.steps``; default: the current
+            step); phase: what the signal stopped (training, validation, testing).
     """
     run_dir = Path(cfg.paths.output_dir)
     command = resume_command(run_dir)
@@ -239,7 +243,11 @@ def interrupted(
         config=OmegaConf.to_container(cfg, resolve=True),
         error=f"interrupted by {name} during {phase} at step {trainer.global_step}; resume with: {command}",
         params=params,
-        train={"steps": trainer.global_step, "epochs": trainer.current_epoch, "wall_s": wall},
+        train={
+            "steps": trainer.global_step if saved_step is None else saved_step,
+            "epochs": trainer.current_epoch,
+            "wall_s": wall,
+        },
         checkpoint=str(saved) if saved else None,
         resume=command,
     )

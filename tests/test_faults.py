@@ -279,6 +279,7 @@ def test_sigterm_during_a_validation_stops_it_at_once_and_the_resume_is_exact(tm
         train(compose_train(tmp_path / "cut", *TINY, *overrides))
     assert stop.value.signum == signal.SIGTERM and stopper.after == 0  # stopped inside the first batch
     assert "during validation at step 4" in stop.value.results["error"]
+    assert stop.value.results["train"]["steps"] == 2  # where the resume continues: the last checkpoint
     run_dir = tmp_path / "cut" / "run"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
     monkeypatch.setattr(train_module, "build_callbacks", build)

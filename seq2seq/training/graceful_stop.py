@@ -53,6 +53,8 @@ class GracefulStop(Callback):
         self._replaced: dict[int, Handler] = {}
         self._validating = False  # inside a validation of a one-process fit
         self.in_validation = False  # the stop came during a validation: nothing is saved
+        self.saved_step: int | None = None  # the global step of ``saved`` (where a resume continues)
+        self._last_saved_step = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -108,6 +110,11 @@ class GracefulStop(Callback):
             if callable(self._lightning):
                 self._lightning(signal.SIGTERM, None)  # on every rank together: its broadcast pairs up
 
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._last_saved_step = trainer.global_step
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -116,9 +123,11 @@ class GracefulStop(Callback):
         self.signum = self.signum or self._received or signal.SIGTERM
         if self.in_validation:
             self.saved = self.last_path if self.last_path.is_file() else None
+            self.saved_step = self._last_saved_step if self.saved else 0
             return
         trainer.save_checkpoint(self.last_path, weights_only=False)  # every rank takes part; rank 0 writes
         self.saved = self.last_path
+        self.saved_step = trainer.global_step
         if trainer.is_global_zero:
             log.warning(
                 "%s: training stopped at step %d; saved %s",
