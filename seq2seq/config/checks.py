@@ -298,11 +298,7 @@ def validate_evaluate(cfg: Any) -> None:
     _at_least("max_words", cfg.max_words, 1, allow_none=True)
     _at_least("batch_tokens", cfg.batch_tokens, 1, allow_none=True)
     _choice("accelerator", cfg.accelerator, ("auto", "cpu", "gpu"))
-    _check(
-        cfg.accelerator != "gpu" or torch.cuda.is_available(),
-        "accelerator=gpu: this machine has no GPU PyTorch can use (torch.cuda.is_available() is false); use "
-        "accelerator=auto or accelerator=cpu",
-    )
+    _gpu_here("accelerator", cfg.accelerator, "gpu")
     if cfg.get("decoding") is not None:
         check_decoding(typed(cfg.decoding, DecodingConfig, "decoding."))
     check_logger(typed(cfg.logger, LoggerConfig, "logger."))
@@ -315,17 +311,22 @@ def validate_translate(cfg: Any) -> None:
     )
     _choice("long_lines", cfg.long_lines, ("error", "warn"))
     _choice("device", cfg.device, ("auto", "cpu", "cuda"))
-    _check(
-        cfg.device != "cuda" or torch.cuda.is_available(),
-        "device=cuda: this machine has no GPU PyTorch can use (torch.cuda.is_available() is false); use "
-        "device=auto or device=cpu",
-    )
+    _gpu_here("device", cfg.device, "cuda")
     if cfg.get("dump_attention") is not None:
         check_writable_file("dump_attention", cfg.dump_attention)
     _at_least("max_words", cfg.max_words, 1, allow_none=True)
     _at_least("batch_tokens", cfg.batch_tokens, 1, allow_none=True)
     if cfg.get("decoding") is not None:
         check_decoding(typed(cfg.decoding, DecodingConfig, "decoding."))
+
+
+def _gpu_here(option: str, value: str, gpu: str) -> None:
+    """``option=<gpu>`` only where PyTorch sees a GPU."""
+    _check(
+        value != gpu or torch.cuda.is_available(),
+        f"{option}={gpu}: this machine has no GPU PyTorch can use (torch.cuda.is_available() is false); use "
+        f"{option}=auto or {option}=cpu",
+    )
 
 
 def check_writable_file(option: str, value: Any) -> None:
