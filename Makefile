@@ -25,7 +25,7 @@ export HYDRA_FULL_ERROR ?= 0
 help:
 	@grep -E '^## ' $(MAKEFILE_LIST) | sed 's/^## /  make /'
 
-.PHONY: help setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence bench evaluate translate cost
+.PHONY: help setup train test lint format clean data-bible dashboard retention sweep-bottleneck sweep-hidden influence alignment-heads bench evaluate translate cost
 
 ## setup: create .venv and install the project (idempotent: a second call does nothing)
 setup: $(STAMP)
@@ -82,6 +82,11 @@ retention: $(STAMP)
 influence: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make influence RUN=<run dir>"; exit 2; }
 	$(PY) -m seq2seq.analysis.influence run_dir=$(RUN) $(ARGS)
+
+## alignment-heads: alignment accuracy per decoder layer and head of a toy Transformer run: make alignment-heads RUN=<run dir> [ARGS="out_dir=..."]
+alignment-heads: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make alignment-heads RUN=<run dir>"; exit 2; }
+	$(PY) -m seq2seq.analysis.alignment_heads run_dir=$(RUN) $(ARGS)
 
 ## bench: seq2seq vs JoeyNMT 2.3.0 speed/memory benchmark (docs/performance.md); ARGS="--quick" for a smoke run
 bench: $(STAMP)

@@ -107,6 +107,66 @@ def alignment_scores(
     return {**_summary([c for _, c in judged]), "sentences": len(judged), "by_length": rows}
 
 
+@dataclass(frozen=True)
+class GoldSentence:
+    """What judging one sentence of a batch needs: its ``n_source`` source and ``n_target`` target pieces (EOS
+    excluded), the word of each piece (the source in the model's order) and the gold alignment."""
+
+    n_source: int
+    n_target: int
+    source_words: list[int]
+    target_words: list[int]
+    gold: list[int]
+
+
+def gold_sentences(
+    batch: Batch, data_cfg: Any, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
+) -> list[GoldSentence | None]:
+    """Each sentence of a toy batch as :func:`judge` needs it; None where it cannot be judged (not a sentence of
+    the toy grammar, or its text does not re-tokenize to the batch's ids).
+
+    Args:
+        data_cfg: the ``data`` config (``reverse_source``: the batch's source ids are reversed).
+    """
+    reverse_source = bool(data_cfg.get("reverse_source", False))
+    sentences: list[GoldSentence | None] = []
+    for row, source in enumerate(batch.sources):
+        try:
+            gold = toy_alignment(source)
+        except DataError:
+            sentences.append(None)
+            continue
+        n_source = int(batch.src_lengths[row])
+        source_words = word_of_each_piece(src_tokenizer, source)
+        source_words = source_words[::-1] if reverse_source else source_words  # the model's order
+        target_words = word_of_each_piece(tgt_tokenizer, batch.references[row])
+        target = batch.tgt_out[row].tolist()
+        n_target = target.index(EOS_ID) if EOS_ID in target else len(target)
+        if len(source_words) != n_source or len(target_words) != n_target:
+            sentences.append(None)
+            continue
+        sentences.append(GoldSentence(n_source, n_target, source_words, target_words, gold))
+    return sentences
+
+
+def judge(weights: torch.Tensor, sentences: Sequence[GoldSentence | None]) -> list[AlignmentCounts | None]:
+    """:func:`sentence_alignment` of each sentence of a batch.
+
+    Args:
+        weights: ``(B, T, S)`` teacher-forced attention (one head's, or an average), rows in batch order.
+        sentences: :func:`gold_sentences` of the same batch.
+    """
+    weights = weights.float().cpu()
+    return [
+        None
+        if s is None
+        else sentence_alignment(
+            weights[row, : s.n_target, : s.n_source], s.source_words, s.target_words, s.gold
+        )
+        for row, s in enumerate(sentences)
+    ]
+
+
 @torch.no_grad()
 def batch_alignments(
     model: Any, batch: Batch, data_cfg: Any, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer
@@ -121,24 +181,8 @@ def batch_alignments(
     """
     if data_cfg.get("task") != "toy_translation" or model.decoder.attention is None:
         return [None] * len(batch.sources)
-    reverse_source = bool(data_cfg.get("reverse_source", False))
+    sentences = gold_sentences(batch, data_cfg, src_tokenizer, tgt_tokenizer)
+    if not any(sentences):
+        return [None] * len(batch.sources)
     _, weights = model(batch.src, batch.src_lengths, batch.tgt_in, return_attention=True)  # (B, T, S)
-    results: list[AlignmentCounts | None] = []
-    for row, source in enumerate(batch.sources):
-        try:
-            gold = toy_alignment(source)
-        except DataError:
-            results.append(None)
-            continue
-        n_source = int(batch.src_lengths[row])
-        source_words = word_of_each_piece(src_tokenizer, source)
-        source_words = source_words[::-1] if reverse_source else source_words  # the model's order
-        target_words = word_of_each_piece(tgt_tokenizer, batch.references[row])
-        target = batch.tgt_out[row].tolist()
-        n_target = target.index(EOS_ID) if EOS_ID in target else len(target)
-        if len(source_words) != n_source or len(target_words) != n_target:
-            results.append(None)  # the text does not re-tokenize to the batch's ids: nothing to judge
-            continue
-        step_weights = weights[row, :n_target, :n_source].float().cpu()
-        results.append(sentence_alignment(step_weights, source_words, target_words, gold))
-    return results
+    return judge(weights, sentences)

@@ -1,5 +1,5 @@
 """The figures of runs, evaluations, analyses and the dashboard: BLEU by source length, attention heatmaps,
-token accuracy by output position and influence by source position.
+token accuracy by output position, influence by source position and alignment accuracy per attention head.
 
 Built with matplotlib's object API (``Figure``, Agg canvas): no pyplot state, no display needed, safe in
 any thread or process.
@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from seq2seq.evaluation.style import attention_colour
 
 MAX_LABELLED = 60  # longer axes keep every ``step``-th label so they stay readable
 
@@ -236,4 +239,39 @@ def plot_influence(groups: Mapping[str, dict], path: str | Path, title: str) -> 
     axes[1].set_title("by position from the start")
     _legend(axes[1], max(len(groups), 2))
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_alignment_heads(
+    accuracy: np.ndarray | Sequence[Sequence[float | None]],
+    path: str | Path,
+    title: str,
+    best: tuple[int, int] | None = None,
+) -> Path:
+    """Heatmap of alignment accuracy (%) per decoder layer (rows) and cross-attention head (columns), each cell
+    labelled with its value; the last column is each layer's head average.
+
+    Args:
+        accuracy: ``(L, h + 1)`` percentages (None: no sentence judged), heads ``1 … h`` then the average.
+        best: 0-based ``(layer, head)`` of the best single head, framed in the Transformer's colour.
+    """
+    values = np.array([[math.nan if v is None else v for v in row] for row in accuracy], dtype=float)
+    layers, columns = values.shape
+    fig = Figure(figsize=(2.4 + 0.9 * columns, 1.4 + 0.6 * layers), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=100.0, aspect="auto", interpolation="nearest")
+    for (row, col), value in np.ndenumerate(values):
+        text = "—" if math.isnan(value) else f"{value:.1f}"
+        ax.text(col, row, text, ha="center", va="center", fontsize=8, color="w" if value < 60 else "k")
+    if best is not None:
+        row, col = best
+        ax.add_patch(
+            Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, lw=2.5, color=attention_colour("multihead"))
+        )
+    ax.set_xticks(range(columns), [*(str(h) for h in range(1, columns)), "mean"])
+    ax.set_yticks(range(layers), [str(layer) for layer in range(1, layers + 1)])
+    ax.set_xlabel("cross-attention head")
+    ax.set_ylabel("decoder layer")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="alignment accuracy (%)")
     return _save(fig, path)

@@ -51,6 +51,7 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
+        per_head: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Queries from ``x`` ``(B, T, d)`` read ``keys``/``values`` ``(B, h, S, d/h)``.
 
@@ -58,9 +59,11 @@ class MultiHeadAttention(nn.Module):
             mask: ``(B, S)`` bool, True where a key may be read (source padding is False), or None.
             causal: query ``t`` reads keys ``≤ t`` only (self-attention over a whole target, ``S = T``).
             need_weights: also return the weights averaged over heads ``(B, T, S)``.
+            per_head: with ``need_weights``, return each head's weights ``(B, h, T, S)`` instead of their
+                average (the per-head alignment analysis).
 
         Returns:
-            ``(B, T, d)`` and the head-averaged weights or None.
+            ``(B, T, d)`` and the weights (head-averaged, or per head) or None.
         """
         queries = self._split(self.query(x))  # (B, h, T, d/h)
         allowed = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, S)
@@ -74,7 +77,7 @@ class MultiHeadAttention(nn.Module):
             if allowed is not None:
                 scores = scores.masked_fill(~allowed, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
-            weights = probs.mean(dim=1)  # (B, T, S)
+            weights = probs if per_head else probs.mean(dim=1)  # (B, h, T, S) or (B, T, S)
             read = F.dropout(probs, dropout, self.training) @ values
         else:
             read = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=dropout)

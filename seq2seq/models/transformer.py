@@ -13,7 +13,8 @@ sinusoidal positions (``positional.py``). Embeddings are N(0, 1) and are not sca
   Trained on the whole target at once (causal mask); searched one token at a time through the same
   ``forward_step`` interface as the recurrent decoder, with the keys and values of earlier steps cached
   (:class:`TransformerState`) and those of the source projected once (:class:`TransformerMemory`).
-  Its attention weights (heat maps, alignment) are the last layer's cross-attention averaged over heads.
+  Its attention weights (heat maps, alignment) are the last layer's cross-attention averaged over heads;
+  :meth:`TransformerDecoder.cross_attention_heads` gives every layer's, per head (the per-head alignment analysis).
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ class DecoderLayer(nn.Module):
         cross: tuple[Tensor, Tensor],
         mask: Tensor,
         need_weights: bool,
+        per_head: bool = False,
     ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
         """``x`` ``(B, T, d)`` at the positions after ``past`` (cached keys/values, or None for a whole target).
 
-        Returns the new ``x``, the keys/values up to and including these positions, and cross-attention weights.
+        Returns the new ``x``, the keys/values up to and including these positions, and cross-attention weights
+        (with ``need_weights``: averaged over heads ``(B, T, S)``, or per head ``(B, h, T, S)`` with ``per_head``).
         """
         normed = self.norms[0](x)
         keys, values = self.self_attention.project(normed)
@@ -101,7 +104,9 @@ class DecoderLayer(nn.Module):
         # A whole target: position t reads positions ≤ t. One new step: it reads everything cached.
         read, _ = self.self_attention(normed, keys, values, causal=past is None)
         x = x + self.dropout(read)
-        read, weights = self.cross_attention(self.norms[1](x), *cross, mask=mask, need_weights=need_weights)
+        read, weights = self.cross_attention(
+            self.norms[1](x), *cross, mask=mask, need_weights=need_weights, per_head=per_head
+        )
         x = x + self.dropout(read)
         x = x + self.dropout(self.feed_forward(self.norms[2](x)))
         return x, (keys, values), weights
@@ -183,11 +188,20 @@ class TransformerDecoder(nn.Module):
         return TransformerState([(empty, empty) for _ in self.layers])
 
     def _run(
-        self, embedded: Tensor, state: TransformerState | None, memory: TransformerMemory, need_weights: bool
+        self,
+        embedded: Tensor,
+        state: TransformerState | None,
+        memory: TransformerMemory,
+        need_weights: bool,
+        every_head: bool = False,
     ) -> tuple[Tensor, KeyValues, Tensor | None]:
-        """The stack over ``(B, T, E)`` embeddings at positions ``state.step …`` (0 … without a state)."""
+        """The stack over ``(B, T, E)`` embeddings at positions ``state.step …`` (0 … without a state).
+
+        The weights: with ``need_weights`` the last layer's cross-attention averaged over heads ``(B, T, S)``;
+        with ``every_head`` instead every layer's, per head, ``(L, B, h, T, S)``.
+        """
         x = self.dropout(self.positions(self.input(embedded), offset=0 if state is None else state.step))
-        past, weights = [], None
+        past, weights, per_layer = [], None, []
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
             x, pair, layer_weights = layer(
@@ -195,11 +209,13 @@ class TransformerDecoder(nn.Module):
                 None if state is None else state.past[index],
                 memory.cross[index],
                 memory.mask,
-                need_weights and last,
+                (need_weights and last) or every_head,
+                per_head=every_head,
             )
             past.append(pair)
+            per_layer.append(layer_weights)
             weights = layer_weights if last else weights
-        return self.norm(x), past, weights
+        return self.norm(x), past, torch.stack(per_layer) if every_head else weights
 
     def forward_step(
         self, prev_embedded: Tensor, state: TransformerState, memory: TransformerMemory
@@ -219,6 +235,13 @@ class TransformerDecoder(nn.Module):
         """Teacher forcing over a whole target at once: outputs ``(B, T, d)``, attention ``(B, T, S)`` or None."""
         out, _, weights = self._run(self.embedding(targets_in), None, memory, return_attention)
         return out, weights
+
+    def cross_attention_heads(self, targets_in: Tensor, memory: TransformerMemory) -> Tensor:
+        """Teacher forcing over ``(B, T)`` decoder inputs: every layer's cross-attention per head,
+        ``(L, B, h, T, S)`` (each row a distribution over the source; zero at padding). The same computation
+        as :meth:`unroll`; its weights are ``[-1].mean(dim=1)`` of these."""
+        _, _, weights = self._run(self.embedding(targets_in), None, memory, False, every_head=True)
+        return weights
 
     def logits(self, outputs: Tensor) -> Tensor:
         """``(..., d)`` → ``(..., V)``."""

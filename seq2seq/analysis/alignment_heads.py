@@ -1,0 +1,272 @@
+"""Alignment quality per decoder layer and head of a trained Transformer: which heads align words?
+
+A run's ``results.json`` scores the Transformer decoder's last-layer cross-attention averaged over heads
+(``evaluation/alignment.py``). Heads of one layer can specialise — some attend to the aligned source word,
+others to neighbours, punctuation or the sentence end (Voita et al. 2019, "Analyzing multi-head
+self-attention") — and lower layers may align better or worse than the last. Here every layer's
+cross-attention is taken per head under teacher forcing (``TransformerDecoder.cross_attention_heads``,
+``(L, B, h, T, S)``) and each head, and each layer's head average, is scored against the toy task's gold word
+alignment with the same accuracy / AER / gold mass as ``results.json`` (overall and by source-length bucket).
+
+Layers and heads are numbered from 1; ``head: null`` is a layer's average over its heads (the last layer's
+average is what ``results.json`` reports).
+
+Run: ``python -m seq2seq.analysis.alignment_heads run_dir=<training run dir> [out_dir=<dir>] [max_sentences=N]``
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from seq2seq.config import CONF_DIR
+from seq2seq.data.atomic import write_atomic
+from seq2seq.data.datamodule import eval_loader, load_split
+from seq2seq.evaluation.alignment import (
+    AlignmentCounts,
+    GoldSentence,
+    alignment_scores,
+    gold_sentences,
+    judge,
+)
+from seq2seq.evaluation.console import make_console
+from seq2seq.evaluation.plots import plot_alignment_heads
+from seq2seq.evaluation.record import choices_from_config, run_label, write_json_atomic
+from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
+from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.models.transformer import TransformerDecoder
+
+CONFIG = "conf/alignment_heads.yaml"
+SCHEMA = 1
+USAGE = "usage: python -m seq2seq.analysis.alignment_heads run_dir=<training run dir> [out_dir=<dir>]"
+SCORES = ("accuracy", "aer", "gold_mass")
+Key = tuple[int, int | None]  # 0-based (layer, head); head None = the layer's average over heads
+
+
+@torch.no_grad()
+def attention_heads(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+    """Teacher-forced cross-attention of every decoder layer and head, ``(L, B, h, T, S)``.
+
+    Raises:
+        ValueError: the model's decoder is not a Transformer (an RNN decoder has one head-less attention).
+    """
+    if not isinstance(model.decoder, TransformerDecoder):
+        raise ValueError(
+            "per-head alignment needs a Transformer decoder (model/decoder=transformer); this run's decoder is "
+            "recurrent, with one attention whose alignment results.json already reports (test/alignment_accuracy)"
+        )
+    memory, _ = model.encode(src, src_lengths)
+    return model.decoder.cross_attention_heads(tgt_in, memory)
+
+
+def head_counts(
+    heads: Tensor, sentences: Sequence[GoldSentence | None]
+) -> dict[Key, list[AlignmentCounts | None]]:
+    """One batch judged per ``(layer, head)`` and per ``(layer, None)`` (the head average).
+
+    Args:
+        heads: ``(L, B, h, T, S)`` attention, as :func:`attention_heads` returns it.
+        sentences: the batch's :func:`~seq2seq.evaluation.alignment.gold_sentences`.
+    """
+    counts: dict[Key, list[AlignmentCounts | None]] = {}
+    for layer in range(heads.size(0)):
+        for head in range(heads.size(2)):
+            counts[layer, head] = judge(heads[layer, :, head], sentences)
+        counts[layer, None] = judge(heads[layer].mean(dim=1), sentences)
+    return counts
+
+
+def score_heads(
+    sources: Sequence[str], counts: dict[Key, Sequence[AlignmentCounts | None]], edges: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One entry per key of ``counts``: ``layer``, ``head`` (1-based; None = the head average) and
+    :func:`~seq2seq.evaluation.alignment.alignment_scores` (accuracy, AER, gold mass, by length) — or, when no
+    sentence could be judged, those scores as None."""
+    entries = []
+    for (layer, head), judged in sorted(
+        counts.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1])
+    ):
+        scores = alignment_scores(sources, judged, edges) or {name: None for name in SCORES}
+        entries.append({"layer": layer + 1, "head": None if head is None else head + 1, **scores})
+    return entries
+
+
+def rank_heads(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The single heads (no averages), best first: by accuracy, then by gold mass; unscored heads last."""
+
+    def key(entry: dict[str, Any]) -> tuple[float, float]:
+        return (-(entry["accuracy"] if entry["accuracy"] is not None else -1.0), -(entry["gold_mass"] or 0.0))
+
+    return sorted((e for e in entries if e["head"] is not None), key=key)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _positive_int(name: str, value: Any, allow_null: bool = False) -> int | None:
+    if value is None and allow_null:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        null = " or null" if allow_null else ""
+        raise ValueError(f"{CONFIG}: option `{name}` must be a positive integer{null}, got {value!r}.")
+    return int(value)
+
+
+def check_run(trained: TrainedModel) -> None:
+    """Toy data (gold alignments) and a Transformer decoder, or a ValueError that says what the run is."""
+    data = trained.cfg.data
+    if data.get("task") != "toy_translation":
+        raise ValueError(
+            f"{trained.path}: trained on data={data.get('name')}, which has no gold word alignments; "
+            "the per-head alignment analysis needs a run on data=toy_translation"
+        )
+    if not isinstance(trained.model.decoder, TransformerDecoder):
+        decoder = trained.cfg.model.get("decoder", {}).get("type", "rnn")
+        raise ValueError(
+            f"{trained.path}: model/decoder={decoder} has no attention heads; the per-head alignment analysis "
+            "needs a run with model/decoder=transformer (an RNN's alignment is test/alignment_accuracy in results.json)"
+        )
+
+
+def measure(
+    trained: TrainedModel, max_sentences: int | None, max_tokens: int, device: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Score every head of the run's test split (its first ``max_sentences``): the entries and sentences read."""
+    check_run(trained)
+    pairs = load_split(trained.cfg.data, "test")[:max_sentences]
+    model = trained.model.to(device)
+    sources: list[str] = []
+    counts: dict[Key, list[AlignmentCounts | None]] = {}
+    for batch in eval_loader(trained.encoder.encode(pairs), max_tokens):
+        sentences = gold_sentences(batch, trained.cfg.data, trained.src_tokenizer, trained.tgt_tokenizer)
+        heads = attention_heads(
+            model, batch.src.to(device), batch.src_lengths.to(device), batch.tgt_in.to(device)
+        )
+        for key, judged in head_counts(heads, sentences).items():
+            counts.setdefault(key, []).extend(judged)
+        sources += batch.sources
+    return score_heads(sources, counts, list(trained.cfg.eval.length_buckets)), len(pairs)
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def table_rows(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """``layer``, ``head`` (``mean`` for the average) and the three scores, formatted, one row per entry."""
+    return [
+        [
+            str(e["layer"]),
+            "mean" if e["head"] is None else str(e["head"]),
+            *(_cell(e[name]) for name in SCORES),
+        ]
+        for e in entries
+    ]
+
+
+COLUMNS = ("layer", "head", "accuracy %", "AER %", "gold mass %")
+
+
+def markdown_table(entries: Sequence[dict[str, Any]]) -> str:
+    """The table of :func:`table_rows` in Markdown (right-aligned numbers)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---:|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(entries)]
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_grid(entries: Sequence[dict[str, Any]]) -> list[list[float | None]]:
+    """``(L, h + 1)`` accuracies: per layer its heads in order, then its head average."""
+    layers = max(e["layer"] for e in entries)
+    grid: list[list[float | None]] = []
+    for layer in range(1, layers + 1):
+        own = [e for e in entries if e["layer"] == layer]
+        heads = sorted((e for e in own if e["head"] is not None), key=lambda e: e["head"])
+        grid.append([e["accuracy"] for e in heads] + [e["accuracy"] for e in own if e["head"] is None])
+    return grid
+
+
+def print_table(payload: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Alignment per decoder layer and head (test, teacher-forced) — {payload['label']}")
+    for column in COLUMNS:
+        table.add_column(column, justify="right")
+    for row in table_rows(payload["entries"]):
+        table.add_row(*row)
+    console = make_console()
+    console.print(table)
+    best = payload["best_head"]
+    if best is not None:
+        console.print(f"best head: layer {best['layer']}, head {best['head']} ({_cell(best['accuracy'])} %)")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Measure, print and write ``alignment_heads.json``, ``alignment_heads.md`` and
+    ``plots/alignment_heads.png`` into ``out_dir`` (default: the run dir); returns the JSON."""
+    max_sentences = _positive_int("max_sentences", cfg.max_sentences, allow_null=True)
+    batch_tokens = _positive_int("batch_tokens", cfg.batch_tokens, allow_null=True)
+    threads = _positive_int("threads", cfg.get("threads"), allow_null=True)
+    if threads:
+        torch.set_num_threads(threads)
+    if cfg.run_dir is None:
+        raise ValueError(f"{CONFIG}: missing run_dir (the directory of a finished training run); {USAGE}")
+    run_dir = Path(cfg.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run_dir={run_dir} does not exist or is not a directory; {USAGE}")
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else run_dir
+    option = "ckpt_path" if cfg.get("ckpt_path") else "run_dir"  # another checkpoint, else the run's
+    checkpoint = find_checkpoint(cfg[option], option)
+    trained = load_checkpoint(checkpoint, map_location=cfg.device)
+    max_tokens = batch_tokens or int(trained.cfg.data.batch.eval_max_tokens)
+    entries, n_sentences = measure(trained, max_sentences, max_tokens, cfg.device)
+    ranking = rank_heads(entries)
+    label = run_label(choices_from_config(trained.cfg), trained.cfg)
+    best = ranking[0] if ranking and ranking[0]["accuracy"] is not None else None
+    payload = {
+        "schema": SCHEMA,
+        "checkpoint": str(checkpoint),
+        "label": label,
+        "config": {"max_sentences": max_sentences, "batch_tokens": max_tokens, "split": "test"},
+        "n_sentences": n_sentences,
+        "layers": len(trained.model.decoder.layers),
+        "heads": trained.model.decoder.layers[0].cross_attention.heads,
+        "best_head": None if best is None else {k: best[k] for k in ("layer", "head", *SCORES)},
+        "ranking": [[e["layer"], e["head"], e["accuracy"]] for e in ranking],
+        "entries": entries,
+    }
+    write_json_atomic(out_dir / "alignment_heads.json", payload)
+    write_atomic(
+        out_dir / "alignment_heads.md",
+        f"Alignment per decoder layer and head — {label}; test split, {n_sentences} sentences, "
+        "teacher-forced (head `mean`: the layer's average over heads)\n\n" + markdown_table(entries),
+    )
+    png = plot_alignment_heads(
+        accuracy_grid(entries),
+        out_dir / "plots" / "alignment_heads.png",
+        f"alignment accuracy (%) per decoder layer and head — {label}",
+        best=None if best is None else (best["layer"] - 1, best["head"] - 1),
+    )
+    print_table(payload)
+    print(f"wrote {out_dir / 'alignment_heads.json'}, {out_dir / 'alignment_heads.md'} and {png}")
+    return payload
+
+
+@hydra.main(config_path=CONF_DIR, config_name="alignment_heads", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError, DataError: ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
