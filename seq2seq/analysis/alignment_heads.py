@@ -16,8 +16,6 @@ Run: ``python -m seq2seq.analysis.alignment_heads run_dir=<training run dir> [ou
 
 from __future__ import annotations
 
-import numbers
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from seq2seq.analysis.options import positive_int, run_or_exit
 from seq2seq.config import CONF_DIR
 from seq2seq.data.atomic import write_atomic
 from seq2seq.data.datamodule import eval_loader, load_split
@@ -109,15 +108,6 @@ def rank_heads(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- the run
-
-
-def _positive_int(name: str, value: Any, allow_null: bool = False) -> int | None:
-    if value is None and allow_null:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        null = " or null" if allow_null else ""
-        raise ValueError(f"{CONFIG}: option `{name}` must be a positive integer{null}, got {value!r}.")
-    return int(value)
 
 
 def check_run(trained: TrainedModel) -> None:
@@ -211,9 +201,9 @@ def print_table(payload: dict[str, Any]) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Measure, print and write ``alignment_heads.json``, ``alignment_heads.md`` and
     ``plots/alignment_heads.png`` into ``out_dir`` (default: the run dir); returns the JSON."""
-    max_sentences = _positive_int("max_sentences", cfg.max_sentences, allow_null=True)
-    batch_tokens = _positive_int("batch_tokens", cfg.batch_tokens, allow_null=True)
-    threads = _positive_int("threads", cfg.get("threads"), allow_null=True)
+    max_sentences = positive_int(CONFIG, "max_sentences", cfg.max_sentences, allow_null=True)
+    batch_tokens = positive_int(CONFIG, "batch_tokens", cfg.batch_tokens, allow_null=True)
+    threads = positive_int(CONFIG, "threads", cfg.get("threads"), allow_null=True)
     if threads:
         torch.set_num_threads(threads)
     if cfg.run_dir is None:
@@ -261,11 +251,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=CONF_DIR, config_name="alignment_heads", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (ValueError, FileNotFoundError) as err:  # CheckpointError, DataError: ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(run, cfg)
 
 
 if __name__ == "__main__":

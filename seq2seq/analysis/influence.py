@@ -24,7 +24,6 @@ Run: ``python -m seq2seq.analysis.influence run_dir=<training run dir> [max_sent
 from __future__ import annotations
 
 import numbers
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from seq2seq.analysis.options import positive_int, run_or_exit
 from seq2seq.config import CONF_DIR
 from seq2seq.data.batching import Batch, PairDataset, collate
 from seq2seq.data.datamodule import load_split
@@ -175,15 +175,6 @@ def summarise(
 # ---------------------------------------------------------------- options, checkpoint and data
 
 
-def _positive_int(name: str, value: Any, allow_null: bool = False) -> int | None:
-    if value is None and allow_null:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        null = " or null" if allow_null else ""
-        raise ValueError(f"{CONFIG}: option `{name}` must be a positive integer{null}, got {value!r}.")
-    return int(value)
-
-
 def _length_groups(value: Any) -> dict[str, tuple[int, int | None]]:
     groups = {}
     for name, bounds in (value or {}).items():
@@ -208,10 +199,10 @@ def settings_from_config(cfg: DictConfig) -> dict[str, Any]:
     """The validated analysis options (what ``influence.json`` records under ``config``)."""
     groups = OmegaConf.to_container(cfg.length_groups) if cfg.length_groups is not None else {}
     return {
-        "max_sentences": _positive_int("max_sentences", cfg.max_sentences, allow_null=True),
-        "batch_size": _positive_int("batch_size", cfg.batch_size),
-        "bins": _positive_int("bins", cfg.bins),
-        "max_positions": _positive_int("max_positions", cfg.max_positions),
+        "max_sentences": positive_int(CONFIG, "max_sentences", cfg.max_sentences, allow_null=True),
+        "batch_size": positive_int(CONFIG, "batch_size", cfg.batch_size),
+        "bins": positive_int(CONFIG, "bins", cfg.bins),
+        "max_positions": positive_int(CONFIG, "max_positions", cfg.max_positions),
         "length_groups": {k: list(v) for k, v in _length_groups(groups).items()},
         "objective": "sentence log-likelihood, teacher-forced",
     }
@@ -294,7 +285,7 @@ def table_rows(payload: dict[str, Any]) -> list[list[Any]]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Measure, print, write ``influence.json`` and ``plots/influence.png`` into the run dir; returns the JSON."""
     settings = settings_from_config(cfg)
-    threads = _positive_int("threads", cfg.get("threads"), allow_null=True)
+    threads = positive_int(CONFIG, "threads", cfg.get("threads"), allow_null=True)
     if threads:
         torch.set_num_threads(threads)
     if cfg.run_dir is None:
@@ -347,11 +338,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=CONF_DIR, config_name="influence", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (ValueError, FileNotFoundError) as err:  # CheckpointError, DataError: ValueErrors
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_or_exit(run, cfg)
 
 
 if __name__ == "__main__":
