@@ -44,6 +44,18 @@ TINY = [
     "seed=3",
 ]
 
+# TINY's model on the toy translation task (which knows its gold word alignment).
+TOY = [
+    *(o for o in TINY if not o.startswith("data")),
+    "data=toy_translation",
+    "data.sizes.train=60",
+    "data.sizes.val=10",
+    "data.sizes.test=12",
+    "data.min_len=3",
+    "data.max_len=12",
+    "data.batch.max_tokens=300",
+]
+
 
 def compose_train(tmp_path: Path, *overrides: str) -> DictConfig:
     """Compose ``conf/train.yaml`` as ``python -m seq2seq.train`` would, with the run dir in ``tmp_path``."""

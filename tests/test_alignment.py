@@ -11,7 +11,7 @@ from seq2seq.data.tokenizer import Tokenizer, train_tokenizer
 from seq2seq.data.toy_alignment import toy_alignment
 from seq2seq.evaluation.alignment import alignment_scores, sentence_alignment, word_of_each_piece
 from seq2seq.train import train
-from tests.conftest import TINY, compose_train
+from tests.conftest import TOY, compose_train
 
 
 def test_gold_alignment_links_each_target_word_to_its_translation():
@@ -88,18 +88,6 @@ def test_attention_forced_onto_gold_scores_perfectly(model_type, reverse):
 def test_unjudgeable_sentences_are_left_out():
     assert sentence_alignment(torch.ones(2, 2), [0, 1], [0, 1, 2], [0, 1]) is None  # word counts differ
     assert alignment_scores(["a b"], [None], [1]) is None
-
-
-TOY = [
-    *(o for o in TINY if not o.startswith("data")),
-    "data=toy_translation",
-    "data.sizes.train=60",
-    "data.sizes.val=10",
-    "data.sizes.test=12",
-    "data.min_len=3",
-    "data.max_len=12",
-    "data.batch.max_tokens=300",
-]
 
 
 def test_toy_run_reports_alignment(tmp_path):

@@ -27,18 +27,8 @@ from seq2seq.evaluation.alignment import GoldSentence, judge
 from seq2seq.inference.checkpoint import load_checkpoint
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.train import train
-from tests.conftest import CONF, TINY, compose_train, run_module
+from tests.conftest import CONF, TOY, compose_train, run_module
 
-TOY = [
-    *(o for o in TINY if not o.startswith("data")),
-    "data=toy_translation",
-    "data.sizes.train=60",
-    "data.sizes.val=10",
-    "data.sizes.test=12",
-    "data.min_len=3",
-    "data.max_len=12",
-    "data.batch.max_tokens=300",
-]
 TRANSFORMER = ["model/encoder=transformer", "model/decoder=transformer"]
 SMALL = ["model.encoder.ff_size=32", "model.decoder.ff_size=32", "model.decoder.num_layers=2"]
 
