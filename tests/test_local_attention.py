@@ -161,3 +161,115 @@ def test_fast_teacher_forced_unroll_equals_the_step_loop(mode, input_feeding):
     torch.testing.assert_close(results[0][1], results[1][1])
     if mode == "m":
         assert results[0][1][0, 7, :5].eq(0).all() and results[0][1][0, 7, 5:].gt(0).all()
+
+
+def _full_and_window(attention, queries, memory, mask, centre):
+    """context, weights and the gradients of a fixed random loss, through read_full and read_window."""
+    results = []
+    for read in (attention.read_full, attention.read_window):
+        attention.zero_grad()
+        leaves = [t.detach().requires_grad_() for t in (queries, memory, centre)]
+        q, m, c = leaves
+        position = attention.aligned_position(q, mask.sum(-1)) if c.dim() == 0 else c
+        context, weights = read(q, attention.project_keys(m), m, mask, position)
+        generator = torch.Generator().manual_seed(7)
+        loss = (context * torch.randn(context.shape, generator=generator, dtype=context.dtype)).sum() + (
+            weights * torch.randn(weights.shape, generator=generator, dtype=weights.dtype)
+        ).sum()
+        loss.backward()
+        grads = [t.grad if t.grad is not None else torch.zeros(()) for t in leaves]
+        grads += [p.grad.clone() for p in attention.parameters() if p.grad is not None]
+        results.append((context, weights, grads))
+    return results
+
+
+@pytest.mark.parametrize("score", ["dot", "general", "concat"])
+@pytest.mark.parametrize("mode", ["p", "m"])
+def test_window_read_equals_the_full_masked_matrix(score, mode):
+    """O(T·D) gather = the O(T·S) masked matrix: context, (B, T, S) weights and every gradient, with padded rows,
+    p_t at 0, near 0, at integers, near S and at S (local-p), and local-m steps past the end."""
+    torch.manual_seed(3)
+    window, steps = 3, S + 4
+    attention = LocalAttention(H, H, 5, score=score, mode=mode, window=window).double()
+    memory = torch.randn(B, S, H, dtype=torch.float64)
+    mask = torch.arange(S).unsqueeze(0) < LENGTHS.unsqueeze(1)
+    queries = torch.randn(B, steps, H, dtype=torch.float64) * 3
+    if mode == "p":  # explicit p_t ∈ [0, S_b]: the Gaussian's gradient reaches p_t itself
+        fractions = torch.linspace(0, 1, steps, dtype=torch.float64)
+        fractions[1], fractions[2], fractions[-2] = 1e-3, 0.5 / S, 1 - 1e-3
+        centre = LENGTHS.double().unsqueeze(1) * fractions  # (B, T)
+        centre[:, 3] = torch.tensor([5.0, 2.0, 1.0])  # exact integers: both window edges inside
+        centres = [centre, torch.tensor(0.0)]  # the latter: predicted by the position layer
+    else:
+        centres = [attention.aligned_position(queries, LENGTHS)]
+    for centre in centres:
+        (context, weights, grads), (context_w, weights_w, grads_w) = _full_and_window(
+            attention, queries, memory, mask, centre
+        )
+        torch.testing.assert_close(context_w, context)
+        torch.testing.assert_close(weights_w, weights)
+        assert weights.ne(0).sum() > 0 and (weights[~mask.unsqueeze(1).expand_as(weights)] == 0).all()
+        for got, want in zip(grads_w, grads, strict=True):
+            torch.testing.assert_close(got, want)
+        assert all(g.abs().sum() > 0 for g in grads[:2] + grads[3:])  # query, memory, every parameter used
+        assert len(grads) - 3 == len(list(attention.parameters())) - (
+            2 if mode == "p" and centre.dim() else 0
+        )
+
+
+def test_window_read_never_scores_the_whole_source(monkeypatch):
+    """With 2D + 1 < S forward_all scores only the windows; with 2D + 1 ≥ S it may score the full matrix."""
+    query, memory, mask = _inputs()
+    attention = LocalAttention(H, H, 5, score="general", mode="p", window=3)
+    keys = attention.project_keys(memory)
+    expected = attention.read_full(
+        query.unsqueeze(1), keys, memory, mask, attention.aligned_position(query, LENGTHS).unsqueeze(1)
+    )
+
+    def refuse(*args):
+        raise AssertionError("scored all (t, s) pairs")
+
+    monkeypatch.setattr(attention.scorer, "score_all", refuse)
+    context, weights = attention(query, keys, memory, mask)
+    torch.testing.assert_close(context, expected[0].squeeze(1))
+    torch.testing.assert_close(weights, expected[1].squeeze(1))
+    wide = LocalAttention(H, H, 5, score="general", mode="p", window=15)  # 2D + 1 = 31 ≥ S = 30
+    monkeypatch.setattr(wide.scorer, "score_windows", refuse)
+    wide(query, wide.project_keys(memory), memory, mask)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_reversed_local_m_centres_on_the_last_source_word_first(batched):
+    """reverse=True (data.reverse_source): step t's window is centred at max(S_b - 1 - t, 0), per row's own S_b."""
+    query, memory, mask = _inputs()
+    attention = LocalAttention(H, H, 5, score="dot", mode="m", window=2, reverse=True)
+    keys, steps = attention.project_keys(memory), 35
+    if batched:
+        queries = query.unsqueeze(1).expand(B, steps, H)
+        all_weights = attention.forward_all(queries, keys, memory, mask)[1]
+    for step in range(steps):
+        weights = all_weights[:, step] if batched else attention(query, keys, memory, mask, step=step)[1]
+        torch.testing.assert_close(weights.sum(-1), torch.ones(B))
+        for b, length in enumerate(LENGTHS.tolist()):
+            centre = max(length - 1 - step, 0)
+            assert weights[b].nonzero().flatten().tolist() == [
+                s for s in range(length) if abs(s - centre) <= 2
+            ]
+    torch.testing.assert_close(
+        attention.aligned_position(query, LENGTHS, step=3), torch.tensor([26.0, 13.0, 0.0])
+    )
+
+
+def test_reverse_comes_from_data_reverse_source_and_defaults_to_off(tiny_cfg):
+    """model.attention.reverse follows data.reverse_source; a config saved before the option builds reverse=False."""
+    from omegaconf import OmegaConf
+
+    for flipped in (False, True):
+        cfg = tiny_cfg("model/attention=luong_local", f"data.reverse_source={str(flipped).lower()}")
+        validate_train(cfg)
+        model = EncoderDecoder.from_config(cfg.model, 9, 9)
+        assert model.decoder.attention.reverse is flipped
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    del saved["model"]["attention"]["reverse"]  # a checkpoint written before the option existed
+    model = EncoderDecoder.from_config(OmegaConf.create(saved).model, 9, 9)
+    assert model.decoder.attention.reverse is False

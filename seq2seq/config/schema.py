@@ -31,6 +31,7 @@ class AttentionConfig:
     score: str | None = None  # luong_local: dot | general | concat
     mode: str | None = None  # luong_local: p | m
     window: int | None = None  # luong_local: D
+    reverse: bool | None = None  # luong_local: local-m counts p_t from the end; set from data.reverse_source
 
 
 @dataclass

@@ -66,6 +66,10 @@ class Attention(nn.Module):
         """Scores ``(B, T, S)`` for ``T`` queries ``(B, T, H)`` at once."""
         raise NotImplementedError
 
+    def score_windows(self, queries: Tensor, keys: Tensor) -> Tensor:
+        """Scores ``(B, T, W)`` for ``T`` queries ``(B, T, H)``, each against its own ``W`` keys ``(B, T, W, K)``."""
+        raise NotImplementedError
+
     def forward_all(
         self, queries: Tensor, keys: Tensor, memory: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
@@ -102,6 +106,10 @@ class AdditiveScore(Attention):
         energy = torch.tanh(self.query_layer(queries).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
         return self.energy_layer(energy).squeeze(-1)  # (B, T, S)
 
+    def score_windows(self, queries: Tensor, keys: Tensor) -> Tensor:
+        energy = torch.tanh(self.query_layer(queries).unsqueeze(2) + keys)  # (B, T, W, A)
+        return self.energy_layer(energy).squeeze(-1)  # (B, T, W)
+
 
 class BahdanauAttention(AdditiveScore):
     """Additive attention of Bahdanau et al. (2015), queried with the previous decoder state s_{i-1}."""
@@ -126,6 +134,9 @@ class LuongDotAttention(Attention):
 
     def score_all(self, queries: Tensor, keys: Tensor) -> Tensor:
         return torch.bmm(queries, keys.transpose(1, 2))  # (B, T, S)
+
+    def score_windows(self, queries: Tensor, keys: Tensor) -> Tensor:
+        return torch.matmul(keys, queries.unsqueeze(-1)).squeeze(-1)  # (B, T, W)
 
 
 class LuongGeneralAttention(LuongDotAttention):

@@ -26,11 +26,18 @@ def build_attention(
     score: str | None = None,
     mode: str | None = None,
     window: int | None = None,
+    reverse: bool | None = None,
 ) -> Attention | None:
-    """``none`` → None; ``luong_local`` → :class:`LocalAttention` (``score``, ``mode``, ``window``); else global."""
+    """``none`` → None; ``luong_local`` → :class:`LocalAttention` (options None: its defaults); else global."""
     if name == LOCAL:
         return LocalAttention(
-            query_size, memory_size, attention_size, score or "general", mode or "p", window or 10
+            query_size,
+            memory_size,
+            attention_size,
+            score or "general",
+            mode or "p",
+            window or 10,
+            bool(reverse),
         )
     if name == MULTIHEAD:
         raise ValueError(

@@ -26,7 +26,8 @@ class EncoderDecoder(nn.Module):
         embedding_size, hidden_size: shared by encoder and decoder (``model.embedding_size``, ``model.hidden_size``).
         rnn_type: ``rnn`` | ``gru`` | ``lstm`` for both encoder and decoder.
         attention: ``none`` | ``bahdanau`` | ``luong_dot`` | ``luong_general`` | ``luong_concat`` | ``luong_local``.
-        attention_options: ``luong_local`` only: ``score``, ``mode`` and ``window`` (``local_attention.py``).
+        attention_options: ``luong_local`` only: ``score``, ``mode``, ``window`` and ``reverse`` (``local_attention.py``;
+            a config saved without ``reverse`` builds ``reverse=False``, as before the option existed).
         context: for ``attention=none``: ``init`` (Sutskever 2014) or ``every_step`` (Cho 2014).
         encoder_type, decoder_type: ``rnn`` | ``transformer`` (``model.encoder.type``, ``model.decoder.type``);
             the Transformer's ``*_heads`` and ``*_ff_size`` apply only to it, its ``d`` is ``hidden_size``.
@@ -145,7 +146,9 @@ class EncoderDecoder(nn.Module):
             decoder_dropout=dec.dropout,
             attention=model_cfg.attention.name,
             attention_size=model_cfg.attention.get("size"),
-            attention_options={key: model_cfg.attention.get(key) for key in ("score", "mode", "window")},
+            attention_options={
+                key: model_cfg.attention.get(key) for key in ("score", "mode", "window", "reverse")
+            },
             input_feeding=dec.input_feeding,
             context=model_cfg.context,
             pad_id=pad_id,
