@@ -136,9 +136,10 @@ def test_tiny_training_run(tiny_cfg, mode):
     assert results["metrics"]["test/attention_entropy"] is not None
 
 
+@pytest.mark.parametrize("score", ["general", "concat"])  # full matrix, window
 @pytest.mark.parametrize("mode", ["p", "m"])
 @pytest.mark.parametrize("input_feeding", [False, True])  # fused and hoisted unrolls
-def test_fast_teacher_forced_unroll_equals_the_step_loop(mode, input_feeding):
+def test_fast_teacher_forced_unroll_equals_the_step_loop(score, mode, input_feeding):
     torch.manual_seed(0)
     model = EncoderDecoder(
         11,
@@ -147,7 +148,7 @@ def test_fast_teacher_forced_unroll_equals_the_step_loop(mode, input_feeding):
         8,
         attention="luong_local",
         input_feeding=input_feeding,
-        attention_options={"mode": mode, "window": 2},
+        attention_options={"mode": mode, "window": 2, "score": score},
     ).double()
     src = torch.randint(4, 11, (3, 9))
     src[1, 6:] = 0
@@ -217,10 +218,11 @@ def test_window_read_equals_the_full_masked_matrix(score, mode):
         )
 
 
-def test_window_read_never_scores_the_whole_source(monkeypatch):
-    """With 2D + 1 < S forward_all scores only the windows; with 2D + 1 ≥ S it may score the full matrix."""
+def test_concat_reads_only_the_window(monkeypatch):
+    """With 2D + 1 < S the concat score is computed only inside the windows: no (B, T, S, A) tensor. With
+    2D + 1 ≥ S, and for dot / general (dense matrix products), the full matrix is scored."""
     query, memory, mask = _inputs()
-    attention = LocalAttention(H, H, 5, score="general", mode="p", window=3)
+    attention = LocalAttention(H, H, 5, score="concat", mode="p", window=3)
     keys = attention.project_keys(memory)
     expected = attention.read_full(
         query.unsqueeze(1), keys, memory, mask, attention.aligned_position(query, LENGTHS).unsqueeze(1)
@@ -233,9 +235,11 @@ def test_window_read_never_scores_the_whole_source(monkeypatch):
     context, weights = attention(query, keys, memory, mask)
     torch.testing.assert_close(context, expected[0].squeeze(1))
     torch.testing.assert_close(weights, expected[1].squeeze(1))
-    wide = LocalAttention(H, H, 5, score="general", mode="p", window=15)  # 2D + 1 = 31 ≥ S = 30
-    monkeypatch.setattr(wide.scorer, "score_windows", refuse)
-    wide(query, wide.project_keys(memory), memory, mask)
+    wide = LocalAttention(H, H, 5, score="concat", mode="p", window=15)  # 2D + 1 = 31 ≥ S = 30
+    general = LocalAttention(H, H, 5, score="general", mode="p", window=3)
+    for full in (wide, general):
+        monkeypatch.setattr(full.scorer, "score_windows", refuse)
+        full(query, full.project_keys(memory), memory, mask)
 
 
 @pytest.mark.parametrize("batched", [False, True])

@@ -19,9 +19,11 @@ Positions count from 0; padding and positions outside the window get exactly zer
 local-p with the ``general`` score best (their Table 4), hence the defaults.
 
 Cost: :meth:`LocalAttention.read_window` gathers, per target step, only the ``2D + 1`` keys and encoder outputs
-``floor(p_t) - D … floor(p_t) + D`` and scores those: O(T·D) instead of O(T·S). When the window covers the
-whole source (``2D + 1 ≥ S``) :meth:`LocalAttention.read_full` scores the full ``(B, T, S)`` matrix and masks
-it (the same result, tested equal). Either way the weights come back as ``(B, T, S)``.
+``floor(p_t) - D … floor(p_t) + D`` and scores those: O(T·D) instead of O(T·S). :meth:`LocalAttention.read_full`
+scores the full ``(B, T, S)`` matrix and masks it: the same result (tested equal, gradients included). The window
+is read for the ``concat`` score (its full path builds a ``(B, T, S, A)`` tanh tensor) when ``2D + 1 < S``;
+``dot`` and ``general`` keep the full path, two dense matrix products that on a CPU beat gathering ``(B, T, W, ·)``
+copies at every length measured up to S = 400 (``docs/performance.md``). Either way the weights are ``(B, T, S)``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from seq2seq.models.attention import (
 )
 
 LOCAL_MODES = ("p", "m")  # predictive (local-p), monotonic (local-m)
+WINDOWED_SCORES = ("concat",)  # read only the window (read_window); the others score the full matrix
 LOCAL_SCORES: dict[str, type[Attention]] = {
     "dot": LuongDotAttention,
     "general": LuongGeneralAttention,
@@ -74,6 +77,7 @@ class LocalAttention(Attention):
         if window < 1:
             raise ValueError(f"local attention window={window}: must be at least 1")
         self.mode, self.window, self.reverse = mode, int(window), bool(reverse)
+        self.windowed = score in WINDOWED_SCORES
         self.sigma = self.window / 2.0
         self.scorer = LOCAL_SCORES[score](query_size, memory_size, attention_size)
         if mode == "p":
@@ -120,7 +124,8 @@ class LocalAttention(Attention):
     ) -> tuple[Tensor, Tensor]:
         """Reads for ``T`` queries ``(B, T, H)`` at steps ``first_step …``: context ``(B, T, H)``, weights ``(B, T, S)``."""
         centre = self.aligned_position(queries, mask.sum(dim=-1), first_step)  # (B, T)
-        read = self.read_full if 2 * self.window + 1 >= mask.size(1) else self.read_window
+        windowed = self.windowed and 2 * self.window + 1 < mask.size(1)
+        read = self.read_window if windowed else self.read_full
         return read(queries, keys, memory, mask, centre)
 
     def read_window(
