@@ -12,22 +12,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from seq2seq.analysis.alignment_heads import (
-    accuracy_grid,
-    attention_heads,
-    check_run,
-    markdown_table,
-    rank_heads,
-    run,
-    score_heads,
-)
+from seq2seq.analysis.alignment_heads import check_run, markdown_table, run
 from seq2seq.data.synthetic import generate_pairs
 from seq2seq.data.toy_alignment import toy_alignment
 from seq2seq.evaluation.alignment import GoldSentence, judge
+from seq2seq.evaluation.head_alignment import accuracy_grid, attention_heads, rank_heads, score_heads
 from seq2seq.inference.checkpoint import load_checkpoint
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.train import train
 from tests.conftest import CONF, TOY, compose_train, run_module
+from tests.wandb_records import read_run
 
 TRANSFORMER = ["model/encoder=transformer", "model/decoder=transformer"]
 SMALL = ["model.encoder.ff_size=32", "model.decoder.ff_size=32", "model.decoder.num_layers=2"]
@@ -109,9 +103,10 @@ def test_a_head_forced_onto_gold_scores_perfectly_and_ranks_first():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """Tiny toy runs (3 steps): a two-layer Transformer decoder, and an RNN decoder with Bahdanau attention."""
+    """Tiny toy runs (3 steps): a two-layer Transformer decoder (logged to W&B offline), and an RNN decoder with
+    Bahdanau attention."""
     dirs = {}
-    for name, overrides in (("transformer", [*TRANSFORMER, *SMALL]), ("rnn", [])):
+    for name, overrides in (("transformer", [*TRANSFORMER, *SMALL, "logger=wandb"]), ("rnn", [])):
         tmp = tmp_path_factory.mktemp(name)
         train(compose_train(tmp, *TOY, *overrides))
         dirs[name] = tmp / "run"
@@ -150,6 +145,41 @@ def test_run_writes_json_markdown_and_heatmap_per_layer_and_head(runs, tmp_path)
     table = (out / "alignment_heads.md").read_text()
     assert table.count("\n| ") == 1 + 10 and "| layer | head | accuracy % | AER % | gold mass % |" in table
     assert (out / "plots" / "alignment_heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_scores_every_head_in_results_wandb_and_a_heatmap(runs):
+    """A Transformer run on toy data scores its test split per layer and head itself: results.json's
+    ``alignment_heads`` and ``test/alignment_accuracy/L<l>H<h>`` metrics, the heat map, and W&B (read back
+    from the offline files); the last layer's head average is the run's ``test/alignment_accuracy``."""
+    results = json.loads((runs["transformer"] / "results.json").read_text())
+    entries, metrics = results["alignment_heads"], results["metrics"]
+    assert [(e["layer"], e["head"]) for e in entries] == [
+        (layer, head) for layer in (1, 2) for head in (1, 2, 3, 4, None)
+    ]
+    last_mean = entries[-1]
+    assert last_mean["accuracy"] == pytest.approx(metrics["test/alignment_accuracy"])
+    for mine, run_wide in zip(last_mean["by_length"], results["alignment"]["by_length"], strict=True):
+        assert (mine["bucket"], mine["n"]) == (run_wide["bucket"], run_wide["n"])
+        assert mine["accuracy"] == pytest.approx(run_wide["accuracy"], nan_ok=True)
+    for e in entries:
+        name = f"L{e['layer']}" + ("mean" if e["head"] is None else f"H{e['head']}")
+        assert metrics[f"test/alignment_accuracy/{name}"] == pytest.approx(e["accuracy"])
+    png = runs["transformer"] / "plots" / "alignment_heads.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (offline,) = (runs["transformer"] / "wandb").glob("offline-run-*")
+    logged = read_run(offline)
+    assert logged.summary["test/alignment_accuracy/L2H3"] == pytest.approx(
+        metrics["test/alignment_accuracy/L2H3"]
+    )
+    stepped = [row for row in logged.history if "test/alignment_accuracy/L1H1" in row]
+    assert stepped and stepped[-1]["test/alignment_accuracy/L1H1"] == pytest.approx(
+        metrics["test/alignment_accuracy/L1H1"]
+    )
+    assert any(key.startswith("test/alignment_heads/") for row in logged.history for key in row)
+    rnn = json.loads((runs["rnn"] / "results.json").read_text())  # one attention, no heads
+    assert rnn["alignment_heads"] is None and rnn["alignment"] is not None
+    assert not any(k.startswith("test/alignment_accuracy/") for k in rnn["metrics"])
+    assert not (runs["rnn"] / "plots" / "alignment_heads.png").exists()
 
 
 def test_non_toy_data_and_bad_options_are_clear_errors(runs, tmp_path):

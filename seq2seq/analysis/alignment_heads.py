@@ -9,7 +9,9 @@ cross-attention is taken per head under teacher forcing (``TransformerDecoder.cr
 alignment with the same accuracy / AER / gold mass as ``results.json`` (overall and by source-length bucket).
 
 Layers and heads are numbered from 1; ``head: null`` is a layer's average over its heads (the last layer's
-average is what ``results.json`` reports).
+average is what ``results.json`` reports). Training itself scores its test split per head
+(``results.json``'s ``alignment_heads``, ``evaluation/head_alignment.py``); this analysis does it for any
+checkpoint, on any number of test sentences, and writes the table and heat map beside it.
 
 Run: ``python -m seq2seq.analysis.alignment_heads run_dir=<training run dir> [out_dir=<dir>] [max_sentences=N]``
 """
@@ -23,91 +25,30 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig
-from torch import Tensor
 
 from seq2seq.analysis.options import positive_int, run_or_exit
 from seq2seq.config import CONF_DIR
 from seq2seq.data.atomic import write_atomic
 from seq2seq.data.datamodule import eval_loader, load_split
-from seq2seq.evaluation.alignment import (
-    AlignmentCounts,
-    GoldSentence,
-    alignment_scores,
-    gold_sentences,
-    judge,
-)
+from seq2seq.evaluation.alignment import AlignmentCounts, gold_sentences
 from seq2seq.evaluation.console import make_console
+from seq2seq.evaluation.head_alignment import (
+    SCORES,
+    Key,
+    accuracy_grid,
+    attention_heads,
+    has_heads,
+    head_counts,
+    rank_heads,
+    score_heads,
+)
 from seq2seq.evaluation.plots import plot_alignment_heads
 from seq2seq.evaluation.record import choices_from_config, run_label, write_json_atomic
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
-from seq2seq.models.seq2seq import EncoderDecoder
-from seq2seq.models.transformer import TransformerDecoder
 
 CONFIG = "conf/alignment_heads.yaml"
 SCHEMA = 1
 USAGE = "usage: python -m seq2seq.analysis.alignment_heads run_dir=<training run dir> [out_dir=<dir>]"
-SCORES = ("accuracy", "aer", "gold_mass")
-Key = tuple[int, int | None]  # 0-based (layer, head); head None = the layer's average over heads
-
-
-@torch.no_grad()
-def attention_heads(model: EncoderDecoder, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
-    """Teacher-forced cross-attention of every decoder layer and head, ``(L, B, h, T, S)``.
-
-    Raises:
-        ValueError: the model's decoder is not a Transformer (an RNN decoder has one head-less attention).
-    """
-    if not isinstance(model.decoder, TransformerDecoder):
-        raise ValueError(
-            "per-head alignment needs a Transformer decoder (model/decoder=transformer); this run's decoder is "
-            "recurrent, with one attention whose alignment results.json already reports (test/alignment_accuracy)"
-        )
-    memory, _ = model.encode(src, src_lengths)
-    return model.decoder.cross_attention_heads(tgt_in, memory)
-
-
-def head_counts(
-    heads: Tensor, sentences: Sequence[GoldSentence | None]
-) -> dict[Key, list[AlignmentCounts | None]]:
-    """One batch judged per ``(layer, head)`` and per ``(layer, None)`` (the head average).
-
-    Args:
-        heads: ``(L, B, h, T, S)`` attention, as :func:`attention_heads` returns it.
-        sentences: the batch's :func:`~seq2seq.evaluation.alignment.gold_sentences`.
-    """
-    counts: dict[Key, list[AlignmentCounts | None]] = {}
-    for layer in range(heads.size(0)):
-        for head in range(heads.size(2)):
-            counts[layer, head] = judge(heads[layer, :, head], sentences)
-        counts[layer, None] = judge(heads[layer].mean(dim=1), sentences)
-    return counts
-
-
-def score_heads(
-    sources: Sequence[str], counts: dict[Key, Sequence[AlignmentCounts | None]], edges: Sequence[int]
-) -> list[dict[str, Any]]:
-    """One entry per key of ``counts``: ``layer``, ``head`` (1-based; None = the head average) and
-    :func:`~seq2seq.evaluation.alignment.alignment_scores` (accuracy, AER, gold mass, by length) — or, when no
-    sentence could be judged, those scores as None."""
-    entries = []
-    for (layer, head), judged in sorted(
-        counts.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1])
-    ):
-        scores = alignment_scores(sources, judged, edges) or {name: None for name in SCORES}
-        entries.append({"layer": layer + 1, "head": None if head is None else head + 1, **scores})
-    return entries
-
-
-def rank_heads(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The single heads (no averages), best first: by accuracy, then by gold mass; unscored heads last."""
-
-    def key(entry: dict[str, Any]) -> tuple[float, float]:
-        return (-(entry["accuracy"] if entry["accuracy"] is not None else -1.0), -(entry["gold_mass"] or 0.0))
-
-    return sorted((e for e in entries if e["head"] is not None), key=key)
-
-
-# ---------------------------------------------------------------- the run
 
 
 def check_run(trained: TrainedModel) -> None:
@@ -118,7 +59,7 @@ def check_run(trained: TrainedModel) -> None:
             f"{trained.path}: trained on data={data.get('name')}, which has no gold word alignments; "
             "the per-head alignment analysis needs a run on data=toy_translation"
         )
-    if not isinstance(trained.model.decoder, TransformerDecoder):
+    if not has_heads(trained.model):
         decoder = trained.cfg.model.get("decoder", {}).get("type", "rnn")
         raise ValueError(
             f"{trained.path}: model/decoder={decoder} has no attention heads; the per-head alignment analysis "
@@ -170,17 +111,6 @@ def markdown_table(entries: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---:|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(entries)]
     return "\n".join(lines) + "\n"
-
-
-def accuracy_grid(entries: Sequence[dict[str, Any]]) -> list[list[float | None]]:
-    """``(L, h + 1)`` accuracies: per layer its heads in order, then its head average."""
-    layers = max(e["layer"] for e in entries)
-    grid: list[list[float | None]] = []
-    for layer in range(1, layers + 1):
-        own = [e for e in entries if e["layer"] == layer]
-        heads = sorted((e for e in own if e["head"] is not None), key=lambda e: e["head"])
-        grid.append([e["accuracy"] for e in heads] + [e["accuracy"] for e in own if e["head"] is None])
-    return grid
 
 
 def print_table(payload: dict[str, Any]) -> None:

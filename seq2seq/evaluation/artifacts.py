@@ -16,7 +16,13 @@ from typing import Any
 
 from pytorch_lightning.loggers import Logger
 
-from seq2seq.evaluation.plots import plot_attention, plot_bleu_by_length, plot_position_accuracy
+from seq2seq.evaluation.head_alignment import accuracy_grid, best_head, head_name
+from seq2seq.evaluation.plots import (
+    plot_alignment_heads,
+    plot_attention,
+    plot_bleu_by_length,
+    plot_position_accuracy,
+)
 from seq2seq.evaluation.record import PREDICTIONS, RESULTS, write_json_atomic, write_predictions
 from seq2seq.evaluation.scoring import SplitScores
 from seq2seq.evaluation.tracking import log_bleu_by_length, log_images, log_position_accuracy, log_summary
@@ -37,6 +43,8 @@ def split_metrics(test: SplitScores) -> dict[str, Any]:
         metrics["test/alignment_accuracy"] = test.alignment["accuracy"]
         metrics["test/aer"] = test.alignment["aer"]
         metrics["test/alignment_gold_mass"] = test.alignment["gold_mass"]
+    for entry in test.alignment_heads or []:
+        metrics[f"test/alignment_accuracy/{head_name(entry)}"] = entry["accuracy"]
     return metrics
 
 
@@ -51,6 +59,7 @@ def split_records(test: SplitScores) -> dict[str, Any]:
         "teacher_forced_position_accuracy_ci": test.teacher_forced_position_accuracy_ci,
         "sacrebleu": test.signatures,
         "alignment": test.alignment,  # toy data with attention: accuracy, AER, gold mass, by length
+        "alignment_heads": test.alignment_heads,  # the same per Transformer decoder layer and head
     }
 
 
@@ -88,6 +97,14 @@ def write_outputs(
         "test/position_accuracy",
         {"free-running": test.position_accuracy, "teacher-forced": test.teacher_forced_position_accuracy},
     )
+    if test.alignment_heads:
+        heads = plot_alignment_heads(
+            accuracy_grid(test.alignment_heads),
+            out_dir / "plots" / "alignment_heads.png",
+            "test alignment accuracy (%) per decoder layer and head",
+            best=best_head(test.alignment_heads),
+        )
+        log_images(loggers, "test/alignment_heads", [heads], ["alignment accuracy per layer and head"])
 
 
 MAX_MAP_WORDS = (

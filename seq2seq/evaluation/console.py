@@ -79,6 +79,12 @@ def print_summary(results: dict, run_dir: str, console: Console | None = None) -
             "test alignment: argmax on gold % / AER %",
             f"{_fmt(metrics['test/alignment_accuracy'])} / {_fmt(metrics.get('test/aer'))}",
         )
+    heads = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/alignment_accuracy/L")}
+    if any(v is not None for v in heads.values()):  # a Transformer decoder: its best single head
+        name, value = max(
+            ((k, v) for k, v in heads.items() if "H" in k and v is not None), key=lambda kv: kv[1]
+        )
+        table.add_row("test alignment: best head (layer, head) %", f"{name} {_fmt(value)}")
     table.add_row("parameters", f"{results['params']:,}")
     table.add_row("training tokens/s", _fmt(train.get("tokens_per_s"), 0))
     table.add_row("steps / epochs", f"{train.get('steps')} / {train.get('epochs')}")

@@ -20,6 +20,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from seq2seq.data.lengths import bucket_bounds, words
 from seq2seq.evaluation.alignment import AlignmentCounts, alignment_scores
+from seq2seq.evaluation.head_alignment import Key, head_name, split_head_scores
 from seq2seq.evaluation.intervals import bootstrap_interval, wilson_interval
 
 DEFAULT_EDGES = (1, 11, 21, 31, 41, 51)
@@ -122,6 +123,7 @@ class SentenceOutput:
         free, forced: per reference token, whether the free-running / teacher-forced prediction was right.
         nll, tokens: summed cross-entropy of the reference (teacher-forced, EOS included) and its token count.
         alignment: teacher-forced attention against the gold alignment (toy data with attention), or None.
+        head_alignment: the same per decoder ``(layer, head)`` (test split, Transformer decoder), or None.
     """
 
     index: int
@@ -135,6 +137,7 @@ class SentenceOutput:
     nll: float
     tokens: int
     alignment: AlignmentCounts | None = None
+    head_alignment: dict[Key, AlignmentCounts | None] | None = None
 
 
 @dataclass
@@ -148,6 +151,7 @@ class SplitScores:
             signatures: sacrebleu's signature of each metric.
         position_accuracy_ci, teacher_forced_position_accuracy_ci: Wilson intervals of the two curves.
         alignment: attention against the gold alignment (``evaluation/alignment.py``), or None.
+        alignment_heads: the same per decoder layer and head (``evaluation/head_alignment.py``), or None.
     """
 
     sources: list[str]
@@ -164,10 +168,12 @@ class SplitScores:
     position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
     teacher_forced_position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
     alignment: dict | None = None
+    alignment_heads: list[dict] | None = None
 
     def logged(self) -> dict[str, float]:
         """The scalars logged per split: ``loss``, ``ppl``, the scores, (with attention) the entropy, and the
-        BLEU of every non-empty length bucket as ``bleu_by_length/<bucket>`` (``bleu_by_length/51+``)."""
+        BLEU of every non-empty length bucket as ``bleu_by_length/<bucket>`` (``bleu_by_length/51+``); on toy
+        data the alignment accuracy and AER, per Transformer head as ``alignment_accuracy/L2H3``."""
         logged = {"loss": self.loss, "ppl": math.exp(min(self.loss, 50.0)), **self.scores}
         if self.attention_entropy is not None:
             logged["attention_entropy"] = self.attention_entropy
@@ -177,6 +183,9 @@ class SplitScores:
         if self.alignment is not None:
             logged["alignment_accuracy"] = self.alignment["accuracy"]
             logged["aer"] = self.alignment["aer"]
+        for entry in self.alignment_heads or []:
+            if entry["accuracy"] is not None:
+                logged[f"alignment_accuracy/{head_name(entry)}"] = entry["accuracy"]
         return logged
 
     def summary(self) -> dict[str, Any]:
@@ -219,4 +228,5 @@ def score_split(
         position_accuracy_ci=position_intervals(free, max_positions),
         teacher_forced_position_accuracy_ci=position_intervals(forced, max_positions),
         alignment=alignment_scores(sources, [out.alignment for out in outputs], edges),
+        alignment_heads=split_head_scores(sources, [out.head_alignment for out in outputs], edges),
     )

@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from seq2seq.data.batching import Batch
 from seq2seq.data.encoding import PairEncoder
 from seq2seq.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
-from seq2seq.evaluation.alignment import batch_alignments
+from seq2seq.evaluation.alignment import AlignmentCounts, batch_alignments
+from seq2seq.evaluation.head_alignment import Key, batch_head_alignments
 from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
 from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
@@ -42,6 +43,20 @@ def score_run_split(cfg: DictConfig, outputs: list[SentenceOutput], bootstrap: b
     resamples (checkpoints of older runs have no ``eval.bootstrap``: none)."""
     resamples = int(cfg.eval.get("bootstrap", 0)) if bootstrap else 0
     return score_split(outputs, list(cfg.eval.length_buckets), int(cfg.eval.max_positions), resamples)
+
+
+def gold_alignments(
+    model: EncoderDecoder,
+    batch: Batch,
+    cfg: DictConfig,
+    tokenizers: tuple[Tokenizer, Tokenizer],
+    per_head: bool,
+) -> tuple[list[AlignmentCounts | None], list[dict[Key, AlignmentCounts | None] | None]]:
+    """Per sentence of a toy batch, its attention against the gold alignment (``evaluation/alignment.py``) and,
+    with ``per_head`` and a Transformer decoder, per layer and head (``evaluation/head_alignment.py``)."""
+    gold = batch_alignments(model, batch, cfg.data, *tokenizers)
+    heads = batch_head_alignments(model, batch, cfg.data, *tokenizers) if per_head else [None] * len(gold)
+    return gold, heads
 
 
 TOKENS_WINDOW = 50  # batches over which train/tokens_per_s is averaged (total tokens / total seconds)
@@ -208,7 +223,8 @@ class Seq2SeqModule(pl.LightningModule):
         forced = logits.argmax(-1).eq(batch.tgt_out).tolist()  # (B, T): teacher-forced predictions right?
         hyps = decode(self.model, batch, self.decoding, return_attention=self.has_attention)
         attention = hyps.attention or [None] * len(hyps.tokens)
-        gold = batch_alignments(self.model, batch, self.cfg.data, self.src_tokenizer, self.tgt_tokenizer)
+        tokenizers = (self.src_tokenizer, self.tgt_tokenizer)  # per head at test only: one pass per split
+        gold, heads = gold_alignments(self.model, batch, self.cfg, tokenizers, self.trainer.testing)
         references = batch.tgt_out.tolist()
         for row, (index, tokens, weights) in enumerate(
             zip(batch.indices.tolist(), hyps.tokens, attention, strict=True)
@@ -227,6 +243,7 @@ class Seq2SeqModule(pl.LightningModule):
                     nll=nll[row],
                     tokens=counts[row],
                     alignment=gold[row],
+                    head_alignment=heads[row],
                 )
             )
 
