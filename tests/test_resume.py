@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 
 import seq2seq.train as train_module
 from seq2seq.train import TrainingInterrupted, train
-from seq2seq.training.resume import resolve_ckpt_path
+from seq2seq.training.resume import _differences, resolve_ckpt_path
 from tests.conftest import ROOT, TINY, compose_train
 
 # 48 copy pairs in 6 batches per epoch; dropout and teacher-forcing coin flips draw random numbers, and the
@@ -185,3 +185,12 @@ def test_a_run_resumed_in_place_continues_its_wandb_run(tiny_cfg, tmp_path, monk
     train(tiny_cfg("logger=wandb", "trainer.max_steps=4", "trainer.max_epochs=2", "ckpt_path=last"))
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and len({run.name.rsplit("-", 1)[-1] for run in runs}) == 1  # one id
+
+
+def test_an_option_added_since_the_checkpoint_is_no_difference_at_its_old_default():
+    """A checkpoint written before ``model.attention.reverse`` existed resumes with it False (the behaviour it
+    was trained with), but not with it True."""
+    saved = {"attention": {"name": "luong_local", "window": 10}}
+    assert list(_differences(saved, {"attention": {**saved["attention"], "reverse": False}}, "model")) == []
+    changed = {"attention": {**saved["attention"], "reverse": True}}
+    assert list(_differences(saved, changed, "model")) == [("model.attention.reverse", None, True)]

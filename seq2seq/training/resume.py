@@ -123,9 +123,12 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _differences(old: Any, new: Any, key: str) -> Iterator[tuple[str, Any, Any]]:
-    """``(dotted key, old, new)`` for every leaf where two config trees differ."""
+    """``(dotted key, old, new)`` for every leaf where two config trees differ. An option the checkpoint's config
+    lacks (added since) set to None or False is no difference: those options default to the old behaviour."""
     if isinstance(old, dict) and isinstance(new, dict):
         for name in sorted(set(old) | set(new)):
+            if name not in old and new.get(name) in (None, False):
+                continue
             yield from _differences(old.get(name), new.get(name), f"{key}.{name}")
     elif old != new:
         yield key, old, new
