@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
 from seq2seq.analysis.alignment_heads import check_run, markdown_table, run
+from seq2seq.dashboard.build import build_dashboard
 from seq2seq.data.synthetic import generate_pairs
 from seq2seq.data.toy_alignment import toy_alignment
 from seq2seq.evaluation.alignment import GoldSentence, judge
@@ -180,6 +182,24 @@ def test_training_scores_every_head_in_results_wandb_and_a_heatmap(runs):
     assert rnn["alignment_heads"] is None and rnn["alignment"] is not None
     assert not any(k.startswith("test/alignment_accuracy/") for k in rnn["metrics"])
     assert not (runs["rnn"] / "plots" / "alignment_heads.png").exists()
+
+
+def test_dashboard_shows_alignment_by_length_and_per_head(runs, tmp_path):
+    """The real runs as a sweep: the alignment column, the accuracy-by-length figure with both jobs, and the
+    per-head heat map of the Transformer job only."""
+    sweep = tmp_path / "sweep"
+    for job, name in enumerate(("transformer", "rnn")):
+        shutil.copytree(runs[name], sweep / str(job), ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    page = build_dashboard(sweep).read_text()
+    head = page.split('<table id="jobs">')[1].split("</thead>")[0]
+    assert 'data-key="test/alignment_accuracy"' in head
+    for name in ("transformer", "rnn"):
+        value = json.loads((runs[name] / "results.json").read_text())["metrics"]["test/alignment_accuracy"]
+        assert f'data-sort="{value}"' in page
+    assert (sweep / "dashboard" / "alignment_by_length.png").stat().st_size > 5000
+    assert "Test alignment accuracy by source length bucket" in page
+    section = page.split('<section id="alignment-heads">')[1].split("</section>")[0]
+    assert section.count("<figure>") == 1 and "job 0: test alignment accuracy" in section
 
 
 def test_non_toy_data_and_bad_options_are_clear_errors(runs, tmp_path):

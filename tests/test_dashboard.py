@@ -343,6 +343,7 @@ def test_job_table_shows_what_varies_and_every_job_as_what_it_is(sweep: Path) ->
         assert f'data-key="{column}"' in head, column
     for shared in ("data", "teacher_forcing", "decoding"):  # the same in every job that ran
         assert f'data-key="{shared}"' not in head, shared
+    assert 'data-key="test/alignment_accuracy"' not in head and "alignment" not in page  # no job has one
     assert "Every job: data = toy_translation, teacher_forcing = constant, decoding = greedy" in page
     assert page.count('class="job status-completed"') == 4 and page.count('class="job status-failed"') == 1
     assert page.count('class="job status-interrupted"') == 1 and "resume with" in page

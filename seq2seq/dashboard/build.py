@@ -10,6 +10,8 @@ Reads every ``results.json`` under a sweep (Hydra multirun) directory, plus each
    and never-run jobs each marked as such, with their error.
 4. training curves (train/loss, val/bleu vs. step), accuracy by output position, attention heatmaps.
 5. influence by source position, one line per variant (``seq2seq.analysis.influence``, docs/influence.md).
+6. on toy data, alignment with the gold word alignment: accuracy by source length per job and, for
+   Transformer decoders, each job's accuracy per layer and head (``plots/alignment_heads.png``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ def write_dashboard(
         ("Free-running token accuracy (%) by output position on the test split: the decoder fed its own "
          "previous outputs.", figures.position_accuracy(runs, out_dir / "position_accuracy.png")),
     ]  # fmt: skip
+    if any(run.alignment for run in runs):
+        results.append(
+            ("Test alignment accuracy by source length bucket: % of target words whose attention argmax is "
+             "the gold source word (teacher-forced; Transformer: last layer, heads averaged).",
+             figures.alignment_by_length(runs, out_dir / "alignment_by_length.png"))
+        )  # fmt: skip
     curves = figures.training_curves(runs, out_dir / "training_curves.png")
     influence = figures.influence(runs, out_dir / "influence.png")
     tables, seed_figures = seed_section([run for run in runs if run.status != NEVER_RAN], out_dir, baseline)
@@ -78,6 +86,7 @@ def write_dashboard(
         shared=shared,
         training=[("Training curves from each job's metrics.csv.", curves)],
         heatmaps=[(r.job, r.heatmaps) for r in runs if r.heatmaps],
+        head_maps=[(r.job, r.head_map) for r in runs if r.head_map],
         influence=[(INFLUENCE_CAPTION, influence)] if isinstance(influence, Path) else [],
         seeds=tables,
         seed_figures=seed_figures,

@@ -67,6 +67,27 @@ def bleu_by_length(runs: list[Run], path: Path) -> Drawn:
     )
 
 
+def alignment_by_length(runs: list[Run], path: Path) -> Drawn:
+    """Test alignment accuracy (%) by source length bucket, one line per completed job scored against the toy
+    task's gold word alignment (``results.json``'s ``alignment``)."""
+    done = [r for r in runs if r.completed and r.alignment and r.alignment.get("by_length")]
+    if not done:
+        return "Alignment: no completed job was scored against gold alignments (data=toy_translation with attention)."
+    labels = variant_labels(done)
+    rows = {
+        labels[run.job]: [{**row, "bleu": row["accuracy"]} for row in run.alignment["by_length"]]
+        for run in done
+    }
+    return plots.plot_bleu_by_length(
+        rows,
+        path,
+        title="test alignment accuracy by source length",
+        annotate_n=False,
+        styles=_styles(done, labels),
+        ylabel="attention argmax on the gold word (%)",
+    )
+
+
 def bleu_vs_hidden(runs: list[Run], path: Path) -> Drawn:
     """Test BLEU vs. hidden size, one line per attention variant."""
     series = hidden_size_series(runs)

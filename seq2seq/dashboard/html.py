@@ -178,6 +178,7 @@ def render_page(
     seeds: list[tuple[str, list[str], list[list[str]]]] | None = None,
     seed_figures: list[tuple[str, Path]] | None = None,
     shared: dict[str, object] | None = None,
+    head_maps: list[tuple[str, Path]] | None = None,
 ) -> str:
     """The whole dashboard page, in this order:
 
@@ -186,7 +187,8 @@ def render_page(
     training: (caption, PNG) pairs of training figures; heatmaps: (job, PNGs) of attention heatmaps;
     influence: (caption, PNG) pairs of the influence-by-source-position figure (after the results);
     seeds: (caption, columns, rows) text tables and seed_figures (caption, PNG) of the seeds and significance
-    section (after the results).
+    section (after the results); head_maps: (job, PNG) of the alignment accuracy per Transformer decoder layer
+    and head (after the influence).
     """
     heatmap_html = "".join(
         f"<h3>job {html.escape(job)}</h3>"
@@ -204,6 +206,21 @@ def render_page(
         if seeds or seed_figures
         else "",
         f"<section><h2>Influence by source position</h2>{_figures(influence)}</section>" if influence else "",
+        (
+            '<section id="alignment-heads"><h2>Alignment per decoder layer and head</h2>'
+            + "".join(
+                _figure(
+                    f"job {job}: test alignment accuracy (%) per layer (rows) and head (columns; "
+                    "mean = the layer's average); the best head framed.",
+                    png,
+                    f"alignment heads {job}",
+                )
+                for job, png in head_maps
+            )
+            + "</section>"
+        )
+        if head_maps
+        else "",
         "<section><h2>Jobs</h2><p>Click a column header to sort; scroll sideways on a narrow screen.</p>"
         + (
             '<p class="shared">Every job: '

@@ -20,6 +20,7 @@ from seq2seq.evaluation.record import CHOICE_GROUPS, RESULTS, SCHEMA, RecordErro
 
 ENCODER, ATTENTION = "model/encoder", "model/attention"
 SCORES = ("test/bleu", "test/chrf", "test/exact_match", "val/bleu")
+ALIGNMENT = "test/alignment_accuracy"  # a column only when some job has it (toy data with attention)
 CURVES = ("train/loss", "val/bleu")
 MAX_HEATMAPS = 3  # attention PNGs shown per job
 
@@ -32,6 +33,7 @@ class Run(RunRecord):
     metrics_csv: Path | None = None
     heatmaps: list[Path] = field(default_factory=list)
     influence: dict[str, Any] | None = None  # influence.json (seq2seq.analysis.influence), when present
+    head_map: Path | None = None  # plots/alignment_heads.png: alignment per Transformer layer and head
 
 
 def _natural_key(text: str) -> list[object]:
@@ -55,6 +57,7 @@ def _read_run(results: Path, sweep_dir: Path) -> Run:
         metrics_csv=csvs[-1] if csvs else None,  # the newest CSVLogger version
         heatmaps=sorted(job_dir.glob("plots/attention/*.png"))[:MAX_HEATMAPS],
         influence=_read_influence(job_dir / "influence.json"),
+        head_map=head_map if (head_map := job_dir / "plots" / "alignment_heads.png").is_file() else None,
     )
 
 
@@ -171,12 +174,13 @@ def job_table(runs: list[Run]) -> tuple[list[str], list[JobRow], dict[str, objec
     """The columns and rows of the job table (raw values; the page and the terminal format them), and the
     settings every job shares (``{"data": "copy", "hidden": 128}``), left out of the columns.
 
-    ``job``, ``status`` and the scores are always columns; a choice, the hidden size or the parameter count
-    only when it differs between jobs (jobs that never ran, and jobs that do not know it, do not count).
+    ``job``, ``status`` and the scores are always columns, the alignment accuracy when a job has one; a choice,
+    the hidden size or the parameter count only when it differs between jobs (jobs that never ran, and jobs
+    that do not know it, do not count).
     """
     choice_keys = list(dict.fromkeys([*CHOICE_GROUPS, *(k for r in runs for k in r.choices)]))
     choice_keys = [k for k in choice_keys if any(k in r.choices for r in runs)]
-    columns = ["job", "status", *choice_keys, "hidden", "params", *SCORES, "wall s", "tokens/s"]
+    columns = ["job", "status", *choice_keys, "hidden", "params", *SCORES, ALIGNMENT, "wall s", "tokens/s"]
     cells = [
         [
             run.job,
@@ -185,6 +189,7 @@ def job_table(runs: list[Run]) -> tuple[list[str], list[JobRow], dict[str, objec
             run.hidden_size,
             run.params,
             *(run.metrics.get(k) for k in SCORES),
+            run.metrics.get(ALIGNMENT),
             run.train.get("wall_s"),
             run.train.get("tokens_per_s"),
         ]
@@ -196,7 +201,9 @@ def job_table(runs: list[Run]) -> tuple[list[str], list[JobRow], dict[str, objec
     for i, column in enumerate(columns):
         values = {repr(row[i]) for row in ran if row[i] is not None}  # a failed job may not know it
         optional = column in (*choice_keys, "hidden", "params")
-        if optional and len(values) == 1 and len(ran) > 1:
+        if column == ALIGNMENT:  # a score: a column whenever a job has it, never folded into `shared`
+            keep += [i] if values else []
+        elif optional and len(values) == 1 and len(ran) > 1:
             shared[column] = next(row[i] for row in ran if row[i] is not None)
         elif not optional or values:
             keep.append(i)

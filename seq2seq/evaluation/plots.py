@@ -75,9 +75,11 @@ def plot_bleu_by_length(
     title: str = "BLEU by source length",
     annotate_n: bool = True,
     styles: Mapping[str, Mapping[str, Any]] | None = None,
+    ylabel: str = "BLEU",
 ) -> Path:
     """One line per series (e.g. ``{"test": rows, "val (best)": rows}``, or one per run of a sweep) over the
-    length buckets of ``results.json``'s ``bleu_by_length`` rows (:func:`length_series`).
+    length buckets of ``results.json``'s ``bleu_by_length`` rows (:func:`length_series`); any other 0–100 score
+    by length in the rows' ``bleu`` key, named by ``ylabel`` (the dashboard's alignment accuracy).
 
     Empty buckets are gaps, not zeros; with ``annotate_n`` each point is labelled with its ``n``. Rows with
     ``bleu_ci`` get 95 % error bars. The y axis is BLEU's whole range, 0–100, in every figure, so a line near
@@ -110,7 +112,7 @@ def plot_bleu_by_length(
                 )
     ax.set_xticks(x, buckets)
     ax.set_xlabel("source length (words)")
-    ax.set_ylabel("BLEU")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -252,6 +252,8 @@ class RunRecord:
     position_accuracy: list[float | None] | None = None
     teacher_forced_position_accuracy: list[float | None] | None = None
     train: dict[str, float | None] = field(default_factory=dict)
+    alignment: dict[str, Any] | None = None  # toy data with attention: accuracy, AER, gold mass, by length
+    alignment_heads: list[dict[str, Any]] | None = None  # the same per Transformer decoder layer and head
 
     @classmethod
     def read(cls, run_dir: str | Path) -> RunRecord:
@@ -281,6 +283,8 @@ class RunRecord:
             position_accuracy=data.get("position_accuracy"),
             teacher_forced_position_accuracy=data.get("teacher_forced_position_accuracy"),
             train=data.get("train") or {},
+            alignment=data.get("alignment"),
+            alignment_heads=data.get("alignment_heads"),
         )
 
     @property
