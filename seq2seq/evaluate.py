@@ -33,7 +33,8 @@ from seq2seq.evaluation.record import RESULTS, build_results, choices_from_confi
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
 from seq2seq.inference.signals import Stopped, stop_on_signals
-from seq2seq.inference.translator import NO_ATTENTION
+from seq2seq.inference.translator import NO_ATTENTION, NO_HEADS
+from seq2seq.models.transformer import TransformerDecoder
 from seq2seq.training.module import Seq2SeqModule
 from seq2seq.training.quiet import silence
 
@@ -111,6 +112,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluate.yaml").write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
     trained = load_checkpoint(ckpt)
+    heads = bool(cfg.get("attention_heads", False))
+    if heads and not isinstance(trained.model.decoder, TransformerDecoder):
+        raise ValueError(f"attention_heads=true: {NO_HEADS} ({ckpt})")
     model_cfg = evaluation_config(trained, cfg)
     pairs, what = scored_pairs(cfg, trained)
     max_words = cfg.max_words if cfg.max_words is not None else model_cfg.data.get("max_words")
@@ -169,6 +173,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 out_dir / "plots" / "attention",
                 loggers,
                 prefix,
+                heads=heads,
             )
         print_evaluation(results, str(out_dir))
         return results

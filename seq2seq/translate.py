@@ -3,7 +3,8 @@
 Reads UTF-8 sentences, one per line, from ``input`` or stdin, and writes one translation per line to
 stdout, in order; an empty input line gives an empty output line, so the output stays line-aligned.
 Decoding is the checkpoint's own or the one chosen here (``decoding=beam decoding.beam_size=10``).
-``dump_attention=<file>`` also writes every line's attention weights as JSON. The model, tokenizers and
+``dump_attention=<file>`` also writes every line's attention weights as JSON (``attention_heads=true``: a
+Transformer decoder's per layer and head as well). The model, tokenizers and
 config all come from the checkpoint, so a checkpoint moved anywhere still works. Messages go to stderr;
 bad input (checkpoint, file, encoding, over-long lines) ends with one clear line and exit status 1.
 """
@@ -28,7 +29,7 @@ from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import decode_lines
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
 from seq2seq.inference.signals import Stopped, stop_on_signals
-from seq2seq.inference.translator import NO_ATTENTION, Translation, Translator
+from seq2seq.inference.translator import NO_ATTENTION, NO_HEADS, Translation, Translator
 from seq2seq.models.decoding import Decoding
 
 log = logging.getLogger("seq2seq.translate")
@@ -68,7 +69,8 @@ def check_lengths(lines: Sequence[str], max_words: int | None, policy: str) -> N
 
 
 def attention_record(number: int, translation: Translation) -> dict[str, Any]:
-    """One line of the ``dump_attention`` JSON: pieces and ``weights[output][source]`` (or null)."""
+    """One line of the ``dump_attention`` JSON: pieces and ``weights[output][source]`` (or null); with
+    ``attention_heads`` also ``heads[layer][head][output][source]``."""
     weights = translation.attention
     return {
         "line": number,
@@ -76,8 +78,14 @@ def attention_record(number: int, translation: Translation) -> dict[str, Any]:
         "translation": translation.text,
         "source_pieces": translation.source_pieces,
         "output_pieces": translation.output_pieces,
-        "weights": None if weights is None else [[round(w, 6) for w in row] for row in weights.tolist()],
+        "weights": None if weights is None else _rounded(weights),
+        **({} if translation.heads is None else {"heads": _rounded(translation.heads)}),
     }
+
+
+def _rounded(weights: torch.Tensor) -> list:
+    """A tensor's values as nested lists, to 6 decimals (the JSON stays readable and small)."""
+    return torch.round(weights.double(), decimals=6).tolist()
 
 
 def write_attention(
@@ -112,12 +120,17 @@ def translate(cfg: DictConfig) -> list[Translation]:
     decoding = Decoding.from_config(cfg.decoding if cfg.get("decoding") is not None else trained.cfg.decoding)
     budget = cfg.batch_tokens or trained.cfg.data.batch.eval_max_tokens
     translator = Translator(trained.model, trained.encoder, decoding, budget)
+    heads = bool(cfg.get("attention_heads", False))
+    if heads and not translator.has_heads:
+        raise ValueError(f"attention_heads=true: {NO_HEADS}")
     lines = read_lines(cfg.input)
     max_words = cfg.max_words if cfg.max_words is not None else trained.cfg.data.get("max_words")
     check_lengths(lines, max_words, cfg.long_lines)
     if cfg.dump_attention is not None and not translator.has_attention:
         log.warning("%s; %s gets null weights", NO_ATTENTION, cfg.dump_attention)
-    translations = translator.translate(lines, return_attention=cfg.dump_attention is not None)
+    translations = translator.translate(
+        lines, return_attention=cfg.dump_attention is not None, return_heads=heads
+    )
     sys.stdout.write("".join(t.text + "\n" for t in translations))
     sys.stdout.flush()
     if cfg.dump_attention is not None:

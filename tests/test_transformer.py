@@ -161,24 +161,65 @@ def test_config_checks(tiny_cfg, overrides, message):
         validate_train(tiny_cfg(*overrides))
 
 
-def test_full_transformer_trains_translates_and_draws_attention(tiny_cfg, tmp_path):
+def test_full_transformer_trains_translates_and_draws_attention_per_head(tiny_cfg, tmp_path, capsys):
+    """A tiny full Transformer run with ``eval.attention_heads``: every attention map has its per-head twin; the
+    translator's per-head weights (teacher forcing on the hypothesis) average, in the last layer, to the
+    attention the search itself returned, greedy and beam; ``translate attention_heads=true`` dumps them."""
+    import json
+
     from seq2seq.inference.checkpoint import load_checkpoint
     from seq2seq.inference.translator import Translator
     from seq2seq.models.decoding import Decoding
+    from tests.test_translate import compose_translate, run_translate
 
-    results = train(tiny_cfg(*TRANSFORMER, *SMALL, "eval.attention_examples=2", "trainer.max_steps=4"))
+    overrides = (*TRANSFORMER, *SMALL, "eval.attention_examples=2", "eval.attention_heads=true")
+    results = train(tiny_cfg(*overrides, "trainer.max_steps=4"))
     assert results["status"] == "completed"
     assert results["choices"]["model/encoder"] == "transformer"
     assert results["choices"]["model/decoder"] == "transformer"
     assert results["choices"]["model/attention"] == "multihead"
     assert results["metrics"]["test/attention_entropy"] is not None
     run = tmp_path / "run"
-    assert sorted(p.name for p in (run / "plots" / "attention").iterdir())
+    maps = sorted(p.name for p in (run / "plots" / "attention").iterdir())
+    plain = [name for name in maps if not name.endswith("_heads.png")]
+    assert len(plain) == 2 and sorted(set(maps) - set(plain)) == [n[:-4] + "_heads.png" for n in plain]
     trained = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert isinstance(trained.model.decoder, TransformerDecoder)
-    translator = Translator(trained.model, trained.encoder, Decoding("beam", beam_size=2), 1000)
-    translations = translator.translate(["w01 w02 w03", "w04 w05"], return_attention=True)
-    assert len(translations) == 2 and translations[0].attention is not None
+    sentences = ["w01 w02 w03", "w04 w05", "w06 w07 w08 w09 w10 w11"]
+    for decoding in (Decoding("greedy"), Decoding("beam", beam_size=2)):
+        translator = Translator(trained.model, trained.encoder, decoding, 1000)
+        translations = translator.translate(sentences, return_attention=True, return_heads=True)
+        for t in translations:
+            rows, cols = len(t.output_pieces), len(t.source_pieces)
+            assert t.heads.shape == (2, 4, rows, cols)  # two decoder layers, four heads
+            torch.testing.assert_close(t.heads.sum(-1), torch.ones(2, 4, rows))
+            torch.testing.assert_close(t.heads[-1].mean(0), t.attention, atol=1e-5, rtol=1e-4)
+    source, dump = tmp_path / "in.txt", tmp_path / "attention.json"
+    source.write_text("\n".join(sentences) + "\n")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    run_translate(
+        capsys, f"ckpt_path={ckpt}", f"input={source}", f"dump_attention={dump}", "attention_heads=true"
+    )
+    lines = json.loads(dump.read_text())["lines"]
+    for line in lines:
+        assert len(line["heads"]) == 2 and len(line["heads"][0]) == 4
+        assert len(line["heads"][0][0]) == len(line["output_pieces"])
+    with pytest.raises(ConfigError, match="add dump_attention=<file>"):
+        from seq2seq.translate import translate
+
+        translate(compose_translate(f"ckpt_path={ckpt}", "attention_heads=true"))
+
+
+def test_per_head_attention_is_refused_for_a_recurrent_decoder(tiny_cfg):
+    from seq2seq.inference.translator import NO_HEADS, Translator
+    from seq2seq.models.decoding import Decoding
+
+    with pytest.raises(ConfigError, match="eval.attention_heads=true draws the Transformer decoder"):
+        validate_train(tiny_cfg("eval.attention_heads=true"))
+    model = _model(encoder="rnn", decoder="rnn")
+    with pytest.raises(ValueError, match="only a Transformer decoder"):
+        Translator(model, None, Decoding("greedy"), 100).translate(["w01"], return_heads=True)
+    assert "recurrent" in NO_HEADS
 
 
 def test_hybrid_trains(tiny_cfg):

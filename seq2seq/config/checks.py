@@ -260,6 +260,11 @@ def validate_train(cfg: Any) -> None:
         lambda: check_logger(typed_cfg.logger),
         lambda: _length_buckets("eval.length_buckets", typed_cfg.eval.length_buckets),
         lambda: _at_least("eval.attention_examples", typed_cfg.eval.attention_examples, 0),
+        lambda: _check(
+            not typed_cfg.eval.attention_heads or cfg.model.decoder.type == "transformer",
+            "eval.attention_heads=true draws the Transformer decoder's cross-attention per layer and head; "
+            f"model/decoder={cfg.model.decoder.type} has one attention: drop the option or use model/decoder=transformer",
+        ),
         lambda: _at_least("eval.max_positions", typed_cfg.eval.max_positions, 1),
         lambda: _bootstrap("eval.bootstrap", typed_cfg.eval.bootstrap),
         lambda: _check(
@@ -314,6 +319,10 @@ def validate_translate(cfg: Any) -> None:
     _gpu_here("device", cfg.device, "cuda")
     if cfg.get("dump_attention") is not None:
         check_writable_file("dump_attention", cfg.dump_attention)
+    _check(
+        not cfg.get("attention_heads") or cfg.get("dump_attention") is not None,
+        "attention_heads=true writes the per-head weights into the attention file: add dump_attention=<file>",
+    )
     _at_least("max_words", cfg.max_words, 1, allow_none=True)
     _at_least("batch_tokens", cfg.batch_tokens, 1, allow_none=True)
     if cfg.get("decoding") is not None:

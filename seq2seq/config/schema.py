@@ -81,6 +81,7 @@ class OptimConfig:
 class EvalConfig:
     length_buckets: list[int] = field(default_factory=lambda: [1, 11, 21, 31, 41, 51])
     attention_examples: int = 4
+    attention_heads: bool = False
     max_positions: int = 60
     bootstrap: int = 1000
 

@@ -20,6 +20,7 @@ from seq2seq.evaluation.head_alignment import accuracy_grid, best_head, head_nam
 from seq2seq.evaluation.plots import (
     plot_alignment_heads,
     plot_attention,
+    plot_attention_heads,
     plot_bleu_by_length,
     plot_position_accuracy,
 )
@@ -136,20 +137,20 @@ def pick_examples(sources: Sequence[str], count: int, max_words: int | None = MA
 def save_attention_maps(
     translations: Sequence[Translation], names: Sequence[str], out_dir: str | Path
 ) -> list[Path]:
-    """One ``<name>.png`` heatmap per translation that has attention weights; returns the paths written."""
+    """One ``<name>.png`` heatmap per translation that has attention weights, and ``<name>_heads.png`` (every
+    layer and head) per translation that has per-head weights; returns the paths written."""
     paths = []
     for name, translation in zip(names, translations, strict=True):
         if translation.attention is None:
             continue
+        title = f"{name}: {translation.text}"[:120]
+        pieces = (translation.source_pieces, translation.output_pieces)
         paths.append(
-            plot_attention(
-                translation.attention.numpy(),
-                translation.source_pieces,
-                translation.output_pieces,
-                Path(out_dir) / f"{name}.png",
-                title=f"{name}: {translation.text}"[:120],
-            )
+            plot_attention(translation.attention.numpy(), *pieces, Path(out_dir) / f"{name}.png", title)
         )
+        if translation.heads is not None:
+            heads = translation.heads.numpy()
+            paths.append(plot_attention_heads(heads, *pieces, Path(out_dir) / f"{name}_heads.png", title))
     return paths
 
 
@@ -161,22 +162,27 @@ def draw_attention_maps(
     loggers: Sequence[Logger],
     prefix: str,
     step: int | None = None,
+    heads: bool = False,
 ) -> list[Path]:
     """Translate ``count`` of ``sources`` spread over lengths and save their attention as
-    ``<out_dir>/<prefix>_<index>.png`` (index in ``sources``), logged to W&B under ``<prefix>/attention``.
+    ``<out_dir>/<prefix>_<index>.png`` (index in ``sources``), logged to W&B under ``<prefix>/attention``;
+    with ``heads`` (a Transformer decoder) also every layer's heads as ``<prefix>_<index>_heads.png``.
 
     The caller checks that the model has attention (:data:`~seq2seq.inference.translator.NO_ATTENTION` otherwise).
     """
     picks = pick_examples(sources, count)
     if not picks:
         return []
-    translations = translator.translate([sources[i] for i in picks], return_attention=True)
+    translations = translator.translate(
+        [sources[i] for i in picks], return_attention=True, return_heads=heads
+    )
     names = [f"{prefix}_{i:05d}" for i in picks]
     paths = save_attention_maps(translations, names, out_dir)
     captions = [
-        f"{n}: {t.source} → {t.text}"
+        f"{n}{part}: {t.source} → {t.text}"
         for n, t in zip(names, translations, strict=True)
         if t.attention is not None
+        for part in ("", " (per layer and head)")[: 1 + (t.heads is not None)]
     ]
     log_images(loggers, f"{prefix}/attention", paths, captions, step=step)
     return paths

@@ -152,6 +152,50 @@ def plot_attention(
     return _save(fig, path)
 
 
+def plot_attention_heads(
+    heads: np.ndarray,
+    source_pieces: Sequence[str],
+    output_pieces: Sequence[str],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """One heatmap per decoder layer (rows) and cross-attention head (columns) of one translation, on a shared
+    0–1 scale; output pieces label each row's first panel, source pieces the bottom row.
+
+    Args:
+        heads: ``(L, h, T, S)`` with ``T = len(output_pieces)`` and ``S = len(source_pieces)``.
+    """
+    heads = np.asarray(heads, dtype=float)
+    if heads.ndim != 4 or heads.shape[2:] != (len(output_pieces), len(source_pieces)):
+        raise ValueError(
+            f"per-head attention of shape {heads.shape} does not match (layers, heads, {len(output_pieces)} "
+            f"output, {len(source_pieces)} source pieces)"
+        )
+    layers, count, rows, cols = heads.shape
+    width = min(6.0, 1.2 + 0.12 * cols)
+    fig = Figure(figsize=(width * count, min(6.0, 1.0 + 0.12 * rows) * layers), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(layers, count, squeeze=False))
+    for layer in range(layers):
+        for head in range(count):
+            ax = axes[layer, head]
+            image = ax.imshow(
+                heads[layer, head], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+            )
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
+            if head == 0:
+                _label_axis(ax.set_yticks, output_pieces)
+            else:
+                ax.set_yticks([])
+            if layer == layers - 1:
+                _label_axis(ax.set_xticks, source_pieces, rotation=90)
+            else:
+                ax.set_xticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01, label="attention weight")
+    return _save(fig, path)
+
+
 def _label_axis(set_ticks, pieces: Sequence[str], rotation: int = 0) -> None:
     step = max(1, math.ceil(len(pieces) / MAX_LABELLED))
     positions = list(range(0, len(pieces), step))

@@ -2,7 +2,8 @@
 
 Used by ``seq2seq-translate``, by the attention maps drawn during training and by ``seq2seq-evaluate``.
 Sentences are encoded as in training (:class:`~seq2seq.data.encoding.PairEncoder`), batched by length under a
-token budget, decoded with :func:`~seq2seq.models.decoding.decode` and put back in input order.
+token budget, decoded with :func:`~seq2seq.models.decoding.decode` and put back in input order. On request a
+Transformer decoder's cross-attention comes per layer and head as well (:func:`hypothesis_heads`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,36 @@ import torch
 
 from seq2seq.data.batching import TokenBudgetBatchSampler, collate
 from seq2seq.data.encoding import PairEncoder
+from seq2seq.data.tokenizer import BOS_ID, PAD_ID
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.models.transformer import TransformerDecoder
 
 NO_ATTENTION = (
     "attention=none: the fixed-context decoder has no attention weights, so no attention maps are drawn"
 )
+NO_HEADS = "attention heads: only a Transformer decoder (model/decoder=transformer) has them; this model's is recurrent"
+
+
+@torch.no_grad()
+def hypothesis_heads(
+    model: EncoderDecoder, src: torch.Tensor, src_lengths: torch.Tensor, outputs: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Every decoder layer's cross-attention per head for each hypothesis, ``(L, B, h, T, S)``, ``T`` = the
+    longest hypothesis + 1 (the EOS step).
+
+    The decoder is fed ``BOS`` + the hypothesis itself (teacher forcing on its own output): a causal decoder's
+    step ``t`` sees only the source and the tokens before it, so row ``t`` is the attention with which the
+    search chose token ``t`` (greedy or the kept beam) — head by head, where the search keeps only the last
+    layer's head average (``TransformerDecoder.cross_attention_heads``).
+    """
+    steps = max(len(tokens) for tokens in outputs) + 1
+    targets = torch.full((len(outputs), steps), PAD_ID, dtype=torch.long, device=src.device)
+    targets[:, 0] = BOS_ID
+    for row, tokens in enumerate(outputs):
+        targets[row, 1 : len(tokens) + 1] = torch.as_tensor(list(tokens), dtype=torch.long)
+    memory, _ = model.encode(src, src_lengths)
+    return model.decoder.cross_attention_heads(targets, memory)
 
 
 @dataclass
@@ -32,6 +57,8 @@ class Translation:
         output_pieces: the hypothesis pieces, then ``</s>`` when the search ended with EOS.
         attention: ``(len(output_pieces), len(source_pieces))`` weights; None for ``attention=none`` or
             when not asked for.
+        heads: ``(L, h, len(output_pieces), len(source_pieces))``: every Transformer decoder layer's
+            cross-attention per head (``attention`` is the last layer's mean over heads); None unless asked for.
     """
 
     source: str
@@ -39,6 +66,7 @@ class Translation:
     source_pieces: list[str]
     output_pieces: list[str]
     attention: torch.Tensor | None = None
+    heads: torch.Tensor | None = None
 
 
 class Translator:
@@ -63,12 +91,25 @@ class Translator:
     def has_attention(self) -> bool:
         return self.model.decoder.attention is not None
 
-    def translate(self, sentences: Sequence[str], return_attention: bool = False) -> list[Translation]:
-        """Translate raw sentences in order, batched by length.
+    @property
+    def has_heads(self) -> bool:
+        """Whether the decoder is a Transformer, with cross-attention per layer and head."""
+        return isinstance(self.model.decoder, TransformerDecoder)
+
+    def translate(
+        self, sentences: Sequence[str], return_attention: bool = False, return_heads: bool = False
+    ) -> list[Translation]:
+        """Translate raw sentences in order, batched by length; ``return_heads`` (a Transformer decoder only)
+        adds each translation's per-layer, per-head cross-attention (:func:`hypothesis_heads`).
 
         Empty (or whitespace-only) sentences, and sentences with no pieces, translate to "" without running
         the model, so outputs stay aligned with inputs.
+
+        Raises:
+            ValueError: ``return_heads`` with a recurrent decoder (:data:`NO_HEADS`).
         """
+        if return_heads and not self.has_heads:
+            raise ValueError(NO_HEADS)
         results = [Translation(s, "", [], []) for s in sentences]
         dataset = self.encoder.encode_sources([s for s in sentences if s.strip()])
         todo = [i for i, s in enumerate(sentences) if s.strip()]  # input line of each dataset example
@@ -91,17 +132,24 @@ class Translator:
                 hyps = decode(self.model, batch, self.decoding, return_attention=return_attention)
                 attention = hyps.attention or [None] * len(examples)
                 budgets = self.decoding.max_lengths(batch.src_lengths).tolist()
-                for example, tokens, weights, budget in zip(
-                    examples, hyps.tokens, attention, budgets, strict=True
+                heads = (
+                    hypothesis_heads(self.model, batch.src, batch.src_lengths, hyps.tokens)
+                    if return_heads
+                    else None
+                )
+                for row, (example, tokens, weights, budget) in enumerate(
+                    zip(examples, hyps.tokens, attention, budgets, strict=True)
                 ):
                     ended = len(tokens) < budget  # only EOS stops a search before its budget
                     line = todo[example.index]
+                    steps = len(tokens) + int(ended)
                     results[line] = Translation(
                         source=sentences[line],
                         text=tgt_tokenizer.decode(tokens),
                         source_pieces=src_tokenizer.pieces(example.src),
                         output_pieces=tgt_tokenizer.pieces(tokens) + (["</s>"] if ended else []),
                         attention=weights,
+                        heads=None if heads is None else heads[:, row, :, :steps, : len(example.src)].cpu(),
                     )
         finally:
             self.model.train(was_training)

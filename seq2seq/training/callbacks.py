@@ -42,11 +42,13 @@ class AttentionMaps(Callback):
     Args:
         count: sentences drawn (``eval.attention_examples``), spread over lengths.
         out_dir: where the PNGs go.
+        heads: also each layer's heads of a Transformer decoder, ``val_<index>_heads.png`` (``eval.attention_heads``).
     """
 
-    def __init__(self, count: int, out_dir: str | Path) -> None:
+    def __init__(self, count: int, out_dir: str | Path, heads: bool = False) -> None:
         self.count = count
         self.out_dir = Path(out_dir)
+        self.heads = heads
         self._said_none = False
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Seq2SeqModule) -> None:
@@ -68,6 +70,7 @@ class AttentionMaps(Callback):
             trainer.loggers,
             "val",
             trainer.global_step,
+            heads=self.heads,
         )
 
 
@@ -110,5 +113,6 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Callback]:
         # max_steps mid-epoch has no val/bleu yet); its state is part of the checkpoint written after it
         callbacks.append(EarlyStopping(**{"check_on_train_epoch_end": False, **cb.early_stopping}))
     if cfg.eval.get("attention_examples", 0) > 0:
-        callbacks.append(AttentionMaps(cfg.eval.attention_examples, run_dir / "plots" / "attention"))
+        heads = bool(cfg.eval.get("attention_heads", False))
+        callbacks.append(AttentionMaps(cfg.eval.attention_examples, run_dir / "plots" / "attention", heads))
     return callbacks
