@@ -193,6 +193,7 @@ def test_dashboard_shows_alignment_by_length_and_per_head(runs, tmp_path):
     page = build_dashboard(sweep).read_text()
     head = page.split('<table id="jobs">')[1].split("</thead>")[0]
     assert 'data-key="test/alignment_accuracy"' in head
+    assert "a Transformer decoder's is its last layer's cross-attention, heads averaged" in page
     for name in ("transformer", "rnn"):
         value = json.loads((runs[name] / "results.json").read_text())["metrics"]["test/alignment_accuracy"]
         assert f'data-sort="{value}"' in page

@@ -193,4 +193,6 @@ def test_an_option_added_since_the_checkpoint_is_no_difference_at_its_old_defaul
     saved = {"attention": {"name": "luong_local", "window": 10}}
     assert list(_differences(saved, {"attention": {**saved["attention"], "reverse": False}}, "model")) == []
     changed = {"attention": {**saved["attention"], "reverse": True}}
-    assert list(_differences(saved, changed, "model")) == [("model.attention.reverse", None, True)]
+    ((key, old, new),) = _differences(saved, changed, "model")
+    assert (key, new) == ("model.attention.reverse", True) and "absent" in repr(old) and "false" in repr(old)
+    assert list(_differences({"a": None}, {"a": 0}, "x")) == [("x.a", None, 0)]  # a saved null is not absent

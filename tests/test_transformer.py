@@ -210,16 +210,39 @@ def test_full_transformer_trains_translates_and_draws_attention_per_head(tiny_cf
         translate(compose_translate(f"ckpt_path={ckpt}", "attention_heads=true"))
 
 
-def test_per_head_attention_is_refused_for_a_recurrent_decoder(tiny_cfg):
-    from seq2seq.inference.translator import NO_HEADS, Translator
+def test_per_head_attention_is_refused_for_a_recurrent_decoder(tiny_cfg, tmp_path):
+    """Training, evaluate and translate each refuse per-head maps of a recurrent decoder, and per-head maps of
+    no sentences, with one message naming the option — before anything is decoded."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from seq2seq.evaluate import evaluate
+    from seq2seq.inference.translator import Translator
     from seq2seq.models.decoding import Decoding
+    from seq2seq.translate import translate
+    from tests.conftest import CONF
+    from tests.test_translate import compose_translate, write_checkpoint
 
     with pytest.raises(ConfigError, match="eval.attention_heads=true draws the Transformer decoder"):
         validate_train(tiny_cfg("eval.attention_heads=true"))
+    with pytest.raises(ConfigError, match="eval.attention_examples to at least 1"):
+        validate_train(tiny_cfg(*TRANSFORMER, "eval.attention_heads=true", "eval.attention_examples=0"))
     model = _model(encoder="rnn", decoder="rnn")
-    with pytest.raises(ValueError, match="only a Transformer decoder"):
+    with pytest.raises(ValueError, match="per-head attention: only a Transformer decoder"):
         Translator(model, None, Decoding("greedy"), 100).translate(["w01"], return_heads=True)
-    assert "recurrent" in NO_HEADS
+    ckpt = write_checkpoint(tmp_path)  # a recurrent decoder
+    dump = tmp_path / "attention.json"
+    with pytest.raises(ValueError, match="attention_heads=true: only a Transformer decoder"):
+        translate(compose_translate(f"ckpt_path={ckpt}", f"dump_attention={dump}", "attention_heads=true"))
+    assert not dump.exists()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "evaluate", [f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'ev'}", "attention_heads=true"]
+        )
+    with pytest.raises(ValueError, match="attention_heads=true: only a Transformer decoder"):
+        evaluate(cfg)
+    assert not (tmp_path / "ev" / "predictions").exists()
 
 
 def test_hybrid_trains(tiny_cfg):

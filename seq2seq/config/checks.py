@@ -265,6 +265,11 @@ def validate_train(cfg: Any) -> None:
             "eval.attention_heads=true draws the Transformer decoder's cross-attention per layer and head; "
             f"model/decoder={cfg.model.decoder.type} has one attention: drop the option or use model/decoder=transformer",
         ),
+        lambda: _check(
+            not typed_cfg.eval.attention_heads or typed_cfg.eval.attention_examples > 0,
+            "eval.attention_heads=true draws the heads of the eval.attention_examples sentences, which is 0: "
+            "set eval.attention_examples to at least 1",
+        ),
         lambda: _at_least("eval.max_positions", typed_cfg.eval.max_positions, 1),
         lambda: _bootstrap("eval.bootstrap", typed_cfg.eval.bootstrap),
         lambda: _check(
@@ -299,6 +304,11 @@ def validate_evaluate(cfg: Any) -> None:
     if cfg.length_buckets is not None:
         _length_buckets("length_buckets", cfg.length_buckets)
     _at_least("attention_examples", cfg.attention_examples, 0)
+    _check(
+        not cfg.get("attention_heads") or cfg.attention_examples > 0,
+        "attention_heads=true draws the heads of the attention_examples sentences, which is 0: set "
+        "attention_examples to at least 1",
+    )
     _bootstrap("bootstrap", cfg.get("bootstrap", 0))
     _at_least("max_words", cfg.max_words, 1, allow_none=True)
     _at_least("batch_tokens", cfg.batch_tokens, 1, allow_none=True)

@@ -165,6 +165,13 @@ def _plain_table(caption: str, columns: list[str], rows: list[list[str]]) -> str
     )
 
 
+ALIGNMENT_NOTE = (
+    '<p class="shared">test/alignment_accuracy: % of target words whose teacher-forced attention argmax is the '
+    "gold source word; a Transformer decoder's is its last layer's cross-attention, heads averaged (each head: "
+    "Alignment per decoder layer and head).</p>"
+)
+
+
 def render_page(
     *,
     title: str,
@@ -222,6 +229,7 @@ def render_page(
         if head_maps
         else "",
         "<section><h2>Jobs</h2><p>Click a column header to sort; scroll sideways on a narrow screen.</p>"
+        + (ALIGNMENT_NOTE if "test/alignment_accuracy" in columns else "")
         + (
             '<p class="shared">Every job: '
             + ", ".join(f"{html.escape(k)} = {html.escape(format_value(v))}" for k, v in shared.items())

@@ -8,9 +8,9 @@ worse than the last. Here every layer's cross-attention is taken per head under 
 is judged against the toy task's gold word alignment with the same accuracy / AER / gold mass.
 
 Layers and heads are numbered from 1 in the scored entries; ``head: None`` is a layer's average over its heads
-(the last layer's average is what ``test/alignment_accuracy`` reports). Training scores the test split this way
-for every Transformer-decoder run on toy data (``results.json``'s ``alignment_heads``); the analysis
-``seq2seq.analysis.alignment_heads`` does it for any checkpoint.
+(the last layer's average is what ``test/alignment_accuracy`` reports). Training and ``seq2seq-evaluate`` score
+the test split this way for every Transformer decoder on toy data (``results.json``'s ``alignment_heads``); the
+analysis ``seq2seq.analysis.alignment_heads`` does it for any checkpoint and number of sentences.
 """
 
 from __future__ import annotations

@@ -172,8 +172,9 @@ def plot_attention_heads(
             f"output, {len(source_pieces)} source pieces)"
         )
     layers, count, rows, cols = heads.shape
-    width = min(6.0, 1.2 + 0.12 * cols)
-    fig = Figure(figsize=(width * count, min(6.0, 1.0 + 0.12 * rows) * layers), layout="constrained")
+    width = min(6.0, 1.2 + 0.12 * cols, 30.0 / count)  # the whole figure at most 30 × 30 inches
+    height = min(6.0, 1.0 + 0.12 * rows, 30.0 / layers)
+    fig = Figure(figsize=(width * count, height * layers), layout="constrained")
     axes = np.atleast_2d(fig.subplots(layers, count, squeeze=False))
     for layer in range(layers):
         for head in range(count):

@@ -23,7 +23,9 @@ from seq2seq.models.transformer import TransformerDecoder
 NO_ATTENTION = (
     "attention=none: the fixed-context decoder has no attention weights, so no attention maps are drawn"
 )
-NO_HEADS = "attention heads: only a Transformer decoder (model/decoder=transformer) has them; this model's is recurrent"
+NO_HEADS = (
+    "only a Transformer decoder (model/decoder=transformer) has attention heads; this model's is recurrent"
+)
 
 
 @torch.no_grad()
@@ -109,7 +111,7 @@ class Translator:
             ValueError: ``return_heads`` with a recurrent decoder (:data:`NO_HEADS`).
         """
         if return_heads and not self.has_heads:
-            raise ValueError(NO_HEADS)
+            raise ValueError(f"per-head attention: {NO_HEADS}")
         results = [Translation(s, "", [], []) for s in sentences]
         dataset = self.encoder.encode_sources([s for s in sentences if s.strip()])
         todo = [i for i, s in enumerate(sentences) if s.strip()]  # input line of each dataset example

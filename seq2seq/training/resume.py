@@ -127,11 +127,21 @@ def _differences(old: Any, new: Any, key: str) -> Iterator[tuple[str, Any, Any]]
     lacks (added since) set to None or False is no difference: those options default to the old behaviour."""
     if isinstance(old, dict) and isinstance(new, dict):
         for name in sorted(set(old) | set(new)):
-            if name not in old and new.get(name) in (None, False):
+            if name not in old:  # an option added since the checkpoint was written
+                if new[name] is not None and new[name] is not False:
+                    yield f"{key}.{name}", ABSENT, new[name]
                 continue
             yield from _differences(old.get(name), new.get(name), f"{key}.{name}")
     elif old != new:
         yield key, old, new
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "absent (an option added since: set it to the behaviour it trained with, e.g. false)"
+
+
+ABSENT = _Absent()
 
 
 def resume_command(run_dir: Path) -> str:
