@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from seq2seq.config.checks import check_precision
 from seq2seq.evaluate import evaluate
 from seq2seq.train import train
-from tests.conftest import CONF, TINY, run_module
+from tests.conftest import CONF, TINY, TOY, run_module
 
 # 2 processes; 30 test sentences in several evaluation batches, dealt out to the ranks unevenly.
 DDP = [
@@ -29,6 +29,19 @@ DDP = [
     "data.sizes.test=30",
     "data.batch.eval_max_tokens=40",
     "eval.attention_examples=0",
+]
+
+
+# The same with a small Transformer on the toy task: every rank's per-head alignment counts are gathered too.
+DDP_TRANSFORMER = [
+    *TOY,
+    "model/encoder=transformer",
+    "model/decoder=transformer",
+    "model.encoder.ff_size=32",
+    "model.decoder.ff_size=32",
+    *(o for o in DDP[len(TINY) :] if not o.startswith("data.batch")),
+    "data.batch.eval_max_tokens=60",
+    "trainer.max_epochs=1",
 ]
 
 
@@ -54,17 +67,18 @@ def rows(path: Path) -> list[list[str]]:
         return list(csv.reader(f, delimiter="\t"))
 
 
-def test_two_process_ddp_scores_equal_a_one_process_evaluation(tmp_path):
+@pytest.mark.parametrize("model", ["rnn", pytest.param("transformer", marks=pytest.mark.slow)])
+def test_two_process_ddp_scores_equal_a_one_process_evaluation(tmp_path, model):
     run_dir = tmp_path / "run"
-    result = cli(tmp_path, *DDP, f"hydra.run.dir={run_dir}")
+    overrides = DDP if model == "rnn" else DDP_TRANSFORMER
+    result = cli(tmp_path, *overrides, f"hydra.run.dir={run_dir}", timeout=300 if model == "rnn" else 600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert entries(tmp_path) == ["cache", "run"]  # no directory of a child process
     assert (run_dir / "train_ddp_process_1.log").exists()  # rank 1 ran, logging into the same directory
     trained = json.loads((run_dir / "results.json").read_text())
     assert trained["status"] == "completed"
-    assert (
-        trained["train"]["steps"] == 3 * 2
-    )  # each rank: 2 of the epoch's 4 batches (3 split to share evenly)
+    if model == "rnn":  # each rank: 2 of the epoch's 4 batches (3 split to share evenly)
+        assert trained["train"]["steps"] == 3 * 2
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -83,6 +97,11 @@ def test_two_process_ddp_scores_equal_a_one_process_evaluation(tmp_path):
         assert trained["metrics"][key] == single["metrics"][key], key
     assert trained["bleu_by_length"] == single["bleu_by_length"]
     assert rows(run_dir / "predictions" / "test.tsv") == rows(tmp_path / "one" / "predictions" / "test.tsv")
+    if model == "transformer":  # alignment per layer and head, from both ranks' sentences, as one process
+        assert trained["alignment_heads"] is not None and trained["alignment"]["sentences"] > 20
+        assert trained["alignment"] == single["alignment"]
+        assert trained["alignment_heads"] == single["alignment_heads"]
+        assert trained["metrics"]["test/alignment_accuracy"] == single["metrics"]["test/alignment_accuracy"]
 
 
 @pytest.mark.slow
