@@ -92,3 +92,15 @@ def test_compare_runs_shows_mean_and_spread_per_variant_and_pairs_seeds(tmp_path
     assert (
         "| gru + none, h=32, teacher_forcing=always, seed=2 | " in row and "| +0.0 | 1.000 | 1.000 |" in row
     )
+
+
+def test_an_option_left_off_groups_with_a_run_from_before_it_existed():
+    """A run made before ``eval.attention_heads`` existed and one with it false are one variant; true is not."""
+    old, new, on = record("none", 1, 19.0), record("none", 2, 19.5), record("none", 3, 20.0)
+    new.config["eval"] = {"attention_heads": False, "bootstrap": 1000}
+    old.config["eval"] = {"bootstrap": 1000}
+    on.config["eval"] = {"attention_heads": True, "bootstrap": 1000}
+    groups = group_by_seed([old, new, on])
+    assert [g.seeds for g in groups] == [["1", "2"], ["3"]]
+    new.config["eval"]["bootstrap"] = 0  # 0 is a value, not "off": another variant
+    assert variant_key(old) != variant_key(new)

@@ -3,7 +3,8 @@
 Two random axes are kept apart: ``seed`` (model initialisation, dropout, batch order) and ``data.seed`` (which
 sentences a generated or re-split data set holds). :func:`group_by_seed` puts runs in one group when their
 resolved configs are equal once the axes named in ``axes`` (default: ``seed`` only) and the run-specific keys
-(:data:`RUN_SPECIFIC`: paths, tags, logger, threads, resume) are left out. A group's spread is given both as the
+(:data:`RUN_SPECIFIC`: paths, tags, logger, threads, resume) are left out, and an option set to null or false
+counts as absent (a run from before an option existed groups with one that leaves it off). A group's spread is given both as the
 sample standard deviation (n − 1 in the denominator) and as the min–max range, and always with the number of
 seeds: with 3 seeds the standard deviation is itself very uncertain, the range is what was seen.
 
@@ -71,7 +72,15 @@ def variant_key(run: RunRecord, axes: Sequence[str] = ("seed",)) -> str:
     """What makes a run a variant: its choices and its config without the seed ``axes`` and the run-specific
     keys, as JSON."""
     paths = [SEED_AXES[a] for a in axes] + [(key,) for key in RUN_SPECIFIC]
-    return json.dumps([run.choices, _without(run.config, paths)], sort_keys=True)
+    return json.dumps([run.choices, _set_options(_without(run.config, paths))], sort_keys=True)
+
+
+def _set_options(node: Any) -> Any:
+    """``node`` without the keys whose value is null or false, at every depth: those mean "off", whether the
+    run set them or predates them."""
+    if isinstance(node, dict):
+        return {k: _set_options(v) for k, v in node.items() if v is not None and v is not False}
+    return node
 
 
 def seed_of(run: RunRecord, axes: Sequence[str] = ("seed",)) -> str:
