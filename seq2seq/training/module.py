@@ -24,7 +24,7 @@ from seq2seq.data.batching import Batch
 from seq2seq.data.encoding import PairEncoder
 from seq2seq.data.tokenizer import EOS_ID, PAD_ID, Tokenizer
 from seq2seq.evaluation.alignment import AlignmentCounts, batch_alignments
-from seq2seq.evaluation.head_alignment import Key, batch_head_alignments
+from seq2seq.evaluation.head_alignment import Key, batch_head_alignments, has_heads
 from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
 from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
@@ -53,10 +53,13 @@ def gold_alignments(
     per_head: bool,
 ) -> tuple[list[AlignmentCounts | None], list[dict[Key, AlignmentCounts | None] | None]]:
     """Per sentence of a toy batch, its attention against the gold alignment (``evaluation/alignment.py``) and,
-    with ``per_head`` and a Transformer decoder, per layer and head (``evaluation/head_alignment.py``)."""
-    gold = batch_alignments(model, batch, cfg.data, *tokenizers)
-    heads = batch_head_alignments(model, batch, cfg.data, *tokenizers) if per_head else [None] * len(gold)
-    return gold, heads
+    with ``per_head`` and a Transformer decoder, per layer and head (``evaluation/head_alignment.py``); the
+    overall counts are then the last layer's head average of those, not a second forward pass."""
+    if per_head and has_heads(model):
+        heads = batch_head_alignments(model, batch, cfg.data, *tokenizers)
+        last = (len(model.decoder.layers) - 1, None)
+        return [None if entry is None else entry[last] for entry in heads], heads
+    return batch_alignments(model, batch, cfg.data, *tokenizers), [None] * len(batch.sources)
 
 
 TOKENS_WINDOW = 50  # batches over which train/tokens_per_s is averaged (total tokens / total seconds)
