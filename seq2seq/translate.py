@@ -83,9 +83,11 @@ def attention_record(number: int, translation: Translation) -> dict[str, Any]:
     }
 
 
-def _rounded(weights: torch.Tensor) -> list:
-    """A tensor's values as nested lists, to 6 decimals (the JSON stays readable and small)."""
-    return torch.round(weights.double(), decimals=6).tolist()
+def _rounded(values: torch.Tensor | list | float) -> list | float:
+    """A tensor's values as nested lists, each rounded to 6 decimals (the JSON stays readable and small)."""
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    return [_rounded(v) for v in values] if isinstance(values, list) else round(values, 6)
 
 
 def write_attention(
