@@ -29,12 +29,12 @@ from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import Pairs, read_parallel
 from seq2seq.evaluation.artifacts import draw_attention_maps, split_metrics, split_records, write_outputs
 from seq2seq.evaluation.console import print_evaluation
+from seq2seq.evaluation.head_alignment import has_heads
 from seq2seq.evaluation.record import RESULTS, build_results, choices_from_config, run_name, write_json_atomic
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
 from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.inference.translator import NO_ATTENTION, NO_HEADS
-from seq2seq.models.transformer import TransformerDecoder
 from seq2seq.training.module import Seq2SeqModule
 from seq2seq.training.quiet import silence
 
@@ -113,7 +113,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     (out_dir / "evaluate.yaml").write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
     trained = load_checkpoint(ckpt)
     heads = bool(cfg.get("attention_heads", False))
-    if heads and not isinstance(trained.model.decoder, TransformerDecoder):
+    if heads and not has_heads(trained.model):
         raise ValueError(f"attention_heads=true: {NO_HEADS} ({ckpt})")
     model_cfg = evaluation_config(trained, cfg)
     pairs, what = scored_pairs(cfg, trained)

@@ -178,12 +178,12 @@ def draw_attention_maps(
     )
     names = [f"{prefix}_{i:05d}" for i in picks]
     paths = save_attention_maps(translations, names, out_dir)
-    captions = [
-        f"{n}{part}: {t.source} → {t.text}"
-        for n, t in zip(names, translations, strict=True)
-        if t.attention is not None
-        for part in ("", " (per layer and head)")[: 1 + (t.heads is not None)]
-    ]
+    captions = []  # one per path saved, in order
+    for name, t in zip(names, translations, strict=True):
+        if t.attention is not None:
+            captions.append(f"{name}: {t.source} → {t.text}")
+        if t.attention is not None and t.heads is not None:
+            captions.append(f"{name} (per layer and head): {t.source} → {t.text}")
     log_images(loggers, f"{prefix}/attention", paths, captions, step=step)
     return paths
 
