@@ -43,6 +43,22 @@ def test_epochs_are_deterministic_and_differ():
     assert sorted(_all(a)) == list(range(500))
 
 
+def test_an_epochs_batches_are_computed_once_and_follow_the_epoch(monkeypatch):
+    sampler = TokenBudgetBatchSampler(LENGTHS, 300, seed=4)
+    fresh = list(TokenBudgetBatchSampler(LENGTHS, 300, seed=4))
+    passes = []
+    compute = sampler._all_batches
+    monkeypatch.setattr(sampler, "_all_batches", lambda: passes.append(sampler.epoch) or compute())
+    first = list(sampler)
+    assert first == fresh and len(sampler) == len(first)
+    first[0].append(-1)  # a consumer changing a batch it was given does not change the epoch
+    assert list(sampler) == fresh
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert len(sampler) == len(second) and second != fresh
+    assert passes == [0, 1]  # repeated len() and iteration (as Lightning does): one pass per epoch
+
+
 def test_eval_order_is_sorted_and_fixed():
     sampler = TokenBudgetBatchSampler(LENGTHS, 300, shuffle=False)
     order = _all(sampler)

@@ -73,3 +73,34 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
+
+
+def test_fused_optimizer_takes_the_same_adam_steps(tiny_cfg):
+    """speed.fused_optimizer: PyTorch's fused Adam, three updates equal to the per-tensor Adam's."""
+    proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
+    weights = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        module = Seq2SeqModule(
+            tiny_cfg(f"speed.fused_optimizer={fused}", "optim.weight_decay=0.01", "optim.scheduler=none"),
+            Tokenizer(proto),
+            Tokenizer(proto),
+        )
+        g = torch.Generator().manual_seed(1)
+        vocab = module.model.decoder.generator.out_features
+        src, tgt = torch.randint(4, vocab, (3, 5), generator=g), torch.randint(4, vocab, (3, 6), generator=g)
+        tgt_in = torch.cat([torch.full((3, 1), BOS_ID), tgt[:, :-1]], dim=1)
+        batch = Batch(src, torch.tensor([5, 5, 5]), tgt_in, tgt, torch.arange(3))
+        optimizer = module.configure_optimizers()
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        for _ in range(3):
+            module.loss(batch).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        weights[fused] = {n: p.detach().clone() for n, p in module.named_parameters()}
+    for name, value in weights[True].items():
+        torch.testing.assert_close(value, weights[False][name], rtol=1e-5, atol=1e-6, msg=name)
+    torch.manual_seed(0)
+    start = Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto))
+    moved = sum(not torch.equal(p, weights[True][n]) for n, p in start.named_parameters())
+    assert moved > 0  # the updates did change the weights

@@ -66,6 +66,7 @@ def test_the_guard_refuses_to_save_non_finite_weights_and_tells_huge_from_infini
         )
     assert _all_finite([torch.full((1000,), 1e30)])  # a 2-norm would overflow to inf here
     assert not _all_finite([torch.ones(3), torch.tensor([0.0, float("-inf")])])
+    assert not _all_finite([torch.full((1000,), 1e30), torch.tensor([float("nan")])])  # overflow and a NaN
 
 
 def test_a_diverging_training_stops_and_saves_no_non_finite_checkpoint(tmp_path):

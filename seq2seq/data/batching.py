@@ -138,6 +138,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches of it already trained)
+        self._cached: tuple[tuple[int, int, int], list[list[int]]] | None = None  # ((epoch, world, rank), batches)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
@@ -199,16 +200,24 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             batches[largest:largest] = [big[: len(big) // 2], big[len(big) // 2 :]]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _rank_batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch, computed once per (epoch, world, rank): Lightning asks for
+        ``len()`` several times per epoch, and on a large corpus each pass sorts every example."""
         world, rank = self._world()
-        batches = self._shard(self._all_batches(), world)[rank::world]
+        key = (self.epoch, world, rank)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._shard(self._all_batches(), world)[rank::world])
+        return self._cached[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._rank_batches()
         if self._resume is not None:
             epoch, done = self._resume
             self._resume = None
             if epoch == self.epoch:
                 batches = batches[done:]
-        yield from batches
+        for batch in batches:
+            yield list(batch)  # a copy: the cached epoch stays intact whatever the consumer does
 
     def __len__(self) -> int:
-        world, rank = self._world()
-        return len(self._shard(self._all_batches(), world)[rank::world])
+        return len(self._rank_batches())

@@ -108,10 +108,13 @@ def cell_from_gates(rnn_type: str, gates_x: Tensor, gates_h: Tensor, hidden: Ten
     Returns the new ``h`` and (LSTM) ``c``; the equations of ``nn.GRUCell`` / ``nn.LSTMCell`` / ``nn.RNNCell``.
     """
     if rnn_type == "gru":
+        # split, not slices: one backward node that concatenates the parts' gradients, where each slice's
+        # backward would allocate a zero tensor of the whole and add into it
         size = hidden.size(-1)
-        rz = torch.sigmoid(gates_x[:, : 2 * size] + gates_h[:, : 2 * size])
-        r, z = rz[:, :size], rz[:, size:]
-        n = torch.tanh(gates_x[:, 2 * size :] + r * gates_h[:, 2 * size :])
+        rz_x, n_x = gates_x.split([2 * size, size], dim=1)
+        rz_h, n_h = gates_h.split([2 * size, size], dim=1)
+        r, z = torch.sigmoid(rz_x + rz_h).chunk(2, dim=1)
+        n = torch.tanh(n_x + r * n_h)
         return n + z * (hidden - n), None  # (1 - z) n + z h; dtypes may differ under autocast
     if rnn_type == "lstm":
         i, f, g, o = (gates_x + gates_h).chunk(4, dim=1)
@@ -184,10 +187,10 @@ def hoisted_step(
         rest.append(attentional)
     projected = torch.addmm(b_h, hs[0], w_h)  # (B, G) or (B, G + A)
     gates = rnn.cells[0].weight_hh.size(0)
-    gates_h = projected[:, :gates]
+    gates_h, query = projected.split([gates, projected.size(1) - gates], dim=1)  # query: (B, A) or (B, 0)
     if bahdanau:
-        if projected.size(1) > gates:
-            scores = attention.score_projected(projected[:, gates:], memory.keys)
+        if query.size(1) > 0:
+            scores = attention.score_projected(query, memory.keys)
         else:
             scores = attention.score(hs[-1], memory.keys)
         context, weights = _read(scores, invalid, memory.outputs)
