@@ -138,7 +138,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches of it already trained)
-        self._cached: tuple[tuple[int, int, int], list[list[int]]] | None = None  # ((epoch, world, rank), batches)
+        self._cached: tuple[tuple[int, int, int], list[list[int]]] | None = (
+            None  # ((epoch, world, rank), batches)
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""
