@@ -5,6 +5,7 @@ import torch
 
 from seq2seq.models import unroll
 from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.models.step_weights import StepWeight
 
 SETUPS = [  # (attention, context, input_feeding): every decoder the config can build
     ("none", "init", False),
@@ -19,6 +20,7 @@ SETUPS = [  # (attention, context, input_feeding): every decoder the config can 
     ("luong_general", "init", True),
     ("luong_concat", "init", True),
 ]
+HOISTED = [s for s in SETUPS if s[0] == "bahdanau" or s[2]]  # a step reads the previous output: no fused call
 
 
 def _model(rnn_type, attention, context, input_feeding, layers):
@@ -47,8 +49,8 @@ def _batch():
     return src, torch.tensor([7, 5, 2]), tgt_in
 
 
-def _loss_and_grads(model, fast):
-    model.fast_unroll = fast
+def _loss_and_grads(model, fast, step_weights=True):
+    model.fast_unroll, model.step_weights = fast, step_weights
     model.zero_grad()
     src, lengths, tgt_in = _batch()
     logits, weights = model(src, lengths, tgt_in, return_attention=True)
@@ -61,9 +63,26 @@ def _loss_and_grads(model, fast):
 @pytest.mark.parametrize("rnn_type", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize(("attention", "context", "input_feeding"), SETUPS)
 def test_fast_unroll_equals_step_loop(rnn_type, attention, context, input_feeding, layers):
-    model = _model(rnn_type, attention, context, input_feeding, layers)
+    _check_fast_unroll(
+        _model(rnn_type, attention, context, input_feeding, layers), attention, step_weights=True
+    )
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("rnn_type", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize(("attention", "context", "input_feeding"), HOISTED)
+def test_hoisted_loop_without_step_weights_equals_step_loop(
+    rnn_type, attention, context, input_feeding, layers
+):
+    """speed.step_weights=false: autograd's own per-step weight gradients, the same values."""
+    _check_fast_unroll(
+        _model(rnn_type, attention, context, input_feeding, layers), attention, step_weights=False
+    )
+
+
+def _check_fast_unroll(model, attention, step_weights):
     loss, weights, grads = _loss_and_grads(model, fast=False)
-    fast_loss, fast_weights, fast_grads = _loss_and_grads(model, fast=True)
+    fast_loss, fast_weights, fast_grads = _loss_and_grads(model, fast=True, step_weights=step_weights)
     torch.testing.assert_close(fast_loss, loss, rtol=1e-10, atol=1e-12)
     if attention == "none":
         assert weights is None and fast_weights is None
@@ -87,6 +106,23 @@ def test_which_unroll_runs(monkeypatch):
     src, lengths, tgt_in = _batch()
     logits, _ = model(src, lengths, tgt_in)
     assert logits.shape == (3, 6, 13) and calls == []
+
+
+def test_the_hoisted_loop_defers_its_weight_gradients(monkeypatch):
+    """speed.step_weights: W_h, W_rest and W_c are StepWeights while training, plain tensors without gradients."""
+    made, init = [], StepWeight.__init__
+    monkeypatch.setattr(StepWeight, "__init__", lambda self, w: made.append(tuple(w.shape)) or init(self, w))
+    model = _model("gru", "bahdanau", "init", True, 1)
+    src, lengths, tgt_in = _batch()
+    model(src, lengths, tgt_in)[0].sum().backward()
+    h = 8  # (in, out): the [h̃; c] columns of W_ih; W_hh with Bahdanau's W appended; W_c
+    assert made == [(h + h, 3 * h), (h, 3 * h + h), (h + h, h)]
+    made.clear()
+    with torch.no_grad():
+        model(src, lengths, tgt_in)
+    model.step_weights = False
+    model(src, lengths, tgt_in)[0].sum().backward()
+    assert made == []
 
 
 def test_fast_unroll_in_float32_with_dropout_off_in_eval():

@@ -59,6 +59,7 @@ class SpeedConfig:
     fast_unroll: bool = True
     loss_chunk: int = 4096
     compile: bool = False
+    step_weights: bool = True
     fused_optimizer: bool = True
 
 

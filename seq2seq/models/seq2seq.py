@@ -39,10 +39,13 @@ class EncoderDecoder(nn.Module):
             equal to the decoder's step loop); False runs the step loop (``speed.fast_unroll``). A Transformer
             decoder always trains on the whole target at once.
         compile_step: the fast unroll's per-step function through ``torch.compile`` (``speed.compile``).
+        step_weights: the hoisted loop's per-step weights as :class:`~seq2seq.models.step_weights.StepWeight` s,
+            each gradient one product over all steps (``speed.step_weights``).
     """
 
     fast_unroll: bool = True
     compile_step: bool = False
+    step_weights: bool = True
 
     def __init__(
         self,
@@ -187,7 +190,13 @@ class EncoderDecoder(nn.Module):
         if teacher_forcing_ratio >= 1.0 and (self.fast_unroll or features):
             if self.fast_unroll and isinstance(self.decoder, RecurrentDecoder):
                 out, weights = teacher_forced(
-                    self.decoder, targets_in, memory, state, return_attention, self.compile_step
+                    self.decoder,
+                    targets_in,
+                    memory,
+                    state,
+                    return_attention,
+                    self.compile_step,
+                    self.step_weights,
                 )
             else:
                 out, weights = self.decoder.unroll(targets_in, memory, state, return_attention)

@@ -31,6 +31,7 @@ from torch import _VF, Tensor
 from seq2seq.models.attention import AdditiveScore
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell
 from seq2seq.models.encoders import RecurrentState
+from seq2seq.models.step_weights import StepWeight
 
 _FUSED = {"rnn": _VF.rnn_tanh, "gru": _VF.gru, "lstm": _VF.lstm}
 
@@ -48,15 +49,18 @@ def teacher_forced(
     state: DecoderState,
     return_attention: bool = False,
     compile: bool = False,
+    step_weights: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Attentional vectors ``h̃`` ``(B, T, H)`` for decoder inputs ``(B, T)`` (BOS first), and attention ``(B, T, S)``.
 
     Equal (within float rounding) to :meth:`RecurrentDecoder.forward` with ratio 1 before its output layer.
-    ``compile``: the hoisted loop's step through ``torch.compile`` (:func:`compiled_step`).
+    ``compile``: the hoisted loop's step through ``torch.compile`` (:func:`compiled_step`). ``step_weights``: the
+    hoisted loop's weight gradients each as one product over all steps (:class:`StepWeight`; not with ``compile``
+    or under autocast).
     """
     if can_fuse(decoder):
         return fused_unroll(decoder, targets_in, memory, state, return_attention)
-    return hoisted_unroll(decoder, targets_in, memory, state, return_attention, compile)
+    return hoisted_unroll(decoder, targets_in, memory, state, return_attention, compile, step_weights)
 
 
 def fused_recurrence(rnn: StackedCell, inputs: Tensor, hidden: RecurrentState) -> Tensor:
@@ -130,6 +134,7 @@ def hoisted_unroll(
     state: DecoderState,
     return_attention: bool,
     compile: bool = False,
+    step_weights: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The step loop with the input-independent work done once (module docstring)."""
     rnn, attention = decoder.rnn, decoder.attention
@@ -145,15 +150,34 @@ def hoisted_unroll(
         b_h = torch.cat([first.bias_hh, first.bias_hh.new_zeros(attention.query_layer.out_features)])
     else:
         w_h, b_h = first.weight_hh.t(), first.bias_hh
+    w_out, b_out = decoder.output_layer.weight.t(), decoder.output_layer.bias  # W_c as (2H or H, H)
+    deferred = step_weights and torch.is_grad_enabled() and not compile
+    if deferred and not torch.is_autocast_enabled(pre.device.type):
+        # each weight's gradient as one product over all steps (step_weights.py), not T thin ones
+        w_rest, w_h, w_out = StepWeight(w_rest), StepWeight(w_h), StepWeight(w_out)
     hs = list(state.hidden[0] if rnn.is_lstm else state.hidden)  # per layer (B, H)
     cs = list(state.hidden[1]) if rnn.is_lstm else [None] * len(hs)
     invalid = ~memory.mask  # (B, S)
     attentional = state.attentional
     step = compiled_step() if compile else hoisted_step
     attentionals, all_weights = [], []
-    for t in range(embedded.size(0)):
+    # unbind, not pre[t]: one backward node stacking the steps' gradients, where each index's backward would
+    # allocate a zero (T, B, G) tensor and add it into the others
+    for t, pre_t in enumerate(pre.unbind(0)):
         attentional, weights = step(
-            decoder, pre[t], w_rest, w_h, b_h, hs, cs, attentional, memory, invalid, state.step + t
+            decoder,
+            pre_t,
+            w_rest,
+            w_h,
+            b_h,
+            w_out,
+            b_out,
+            hs,
+            cs,
+            attentional,
+            memory,
+            invalid,
+            state.step + t,
         )
         attentionals.append(attentional)
         if return_attention and weights is not None:
@@ -165,9 +189,11 @@ def hoisted_unroll(
 def hoisted_step(
     decoder: RecurrentDecoder,
     pre: Tensor,
-    w_rest: Tensor,
-    w_h: Tensor,
+    w_rest: Tensor | StepWeight,
+    w_h: Tensor | StepWeight,
     b_h: Tensor,
+    w_out: Tensor | StepWeight,
+    b_out: Tensor,
     hs: list[Tensor],
     cs: list[Tensor | None],
     attentional: Tensor,
@@ -178,14 +204,15 @@ def hoisted_step(
     """One step of :func:`hoisted_unroll`: updates ``hs`` / ``cs`` (per layer) in place, returns ``h̃`` and weights.
 
     ``pre`` ``(B, G)`` is the embedding part of the first layer's input gates; ``w_h`` / ``b_h`` the first layer's
-    recurrent projection, with Bahdanau's query projection appended when they share their input.
+    recurrent projection, with Bahdanau's query projection appended when they share their input; ``w_out`` /
+    ``b_out`` the output layer ``W_c``. The weights are tensors ``(in, out)`` or :class:`StepWeight` s.
     """
     rnn, attention = decoder.rnn, decoder.attention
     bahdanau = attention is not None and attention.query_is_previous_state
     rest, weights, context = [], None, None
     if decoder.input_feeding:
         rest.append(attentional)
-    projected = torch.addmm(b_h, hs[0], w_h)  # (B, G) or (B, G + A)
+    projected = _product(hs[0], w_h, b_h)  # (B, G) or (B, G + A)
     gates = rnn.cells[0].weight_hh.size(0)
     gates_h, query = projected.split([gates, projected.size(1) - gates], dim=1)  # query: (B, A) or (B, 0)
     if bahdanau:
@@ -198,7 +225,7 @@ def hoisted_step(
         context = memory.context
     if context is not None:
         rest.append(context)
-    gates_x = torch.addmm(pre, rest[0] if len(rest) == 1 else torch.cat(rest, dim=-1), w_rest)
+    gates_x = _product(rest[0] if len(rest) == 1 else torch.cat(rest, dim=-1), w_rest, pre)
     hs[0], cs[0] = cell_from_gates(decoder.rnn_type, gates_x, gates_h, hs[0], cs[0])
     out = hs[0]
     for layer in range(1, len(hs)):
@@ -211,7 +238,12 @@ def hoisted_step(
     if attention is not None and not bahdanau:
         context, weights = attention(out, memory.keys, memory.outputs, memory.mask, step=step)
     features = out if context is None else torch.cat([out, context], dim=-1)
-    return torch.tanh(decoder.output_layer(features)), weights  # (B, H)
+    return torch.tanh(_product(features, w_out, b_out)), weights  # (B, H)
+
+
+def _product(x: Tensor, weight: Tensor | StepWeight, add: Tensor) -> Tensor:
+    """``add + x @ weight``, through the step weight when there is one."""
+    return weight.mm(x, add) if isinstance(weight, StepWeight) else torch.addmm(add, x, weight)
 
 
 _COMPILED: dict[str, Any] = {}

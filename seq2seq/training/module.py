@@ -93,6 +93,7 @@ class Seq2SeqModule(pl.LightningModule):
         speed = cfg.get("speed") or {}  # configs saved before the speed node existed: the defaults
         self.model.fast_unroll = bool(speed.get("fast_unroll", True))
         self.model.compile_step = bool(speed.get("compile", False))
+        self.model.step_weights = bool(speed.get("step_weights", True))
         self._compile_reported = False
         self.loss_chunk = int(speed.get("loss_chunk", 4096))  # 0: the full (B, T, V) logits
         self.fused_optimizer = bool(speed.get("fused_optimizer", False))

@@ -1,0 +1,71 @@
+"""A weight read at every step of a loop, with its gradient computed once for all steps (:class:`StepWeight`).
+
+Backpropagation through time gives a weight ``W`` used at every step ``t`` as ``y_t = b_t + x_t W`` the gradient
+``∂L/∂W = Σ_t x_tᵀ ∂L/∂y_t``. Autograd computes it step by step: ``T`` thin products (their inner dimension is
+the batch, ``B``), each accumulated into a full-size gradient. Here every step's backward only passes
+``∂L/∂x_t = ∂L/∂y_t Wᵀ`` on and keeps ``∂L/∂y_t``; when the last of them has run, the weight's gradient is one
+``(I, T·B) × (T·B, O)`` product over the stacked inputs and output gradients — the same sum, in one well-shaped
+product and without ``T`` accumulations (the "batch the weight gradients" step of cuDNN-style RNN kernels).
+
+Used by :func:`seq2seq.models.unroll.hoisted_unroll` for the per-step products of the decoder's step loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class StepWeight:
+    """One weight ``(I, O)`` for the steps of one forward pass: ``mm(x, add) = add + x @ weight``.
+
+    Args:
+        weight: the weight as the steps read it, ``(I, O)`` (e.g. ``linear.weight.t()``); its gradient flows back
+            through whatever produced it, once.
+    """
+
+    def __init__(self, weight: Tensor) -> None:
+        self.inputs: list[Tensor] = []
+        self.grads: dict[int, Tensor] = {}
+        self.handle = _Gather.apply(weight, self)  # its backward runs after every step's backward
+
+    def mm(self, x: Tensor, add: Tensor) -> Tensor:
+        """``add + x @ weight`` for ``x`` ``(B, I)``; ``add`` ``(B, O)`` or a bias ``(O,)``."""
+        return _StepProduct.apply(x, add, self.handle, self)
+
+
+class _StepProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, add: Tensor, weight: Tensor, owner: StepWeight) -> Tensor:
+        ctx.owner, ctx.index, ctx.bias = owner, len(owner.inputs), add.dim() == 1
+        ctx.save_for_backward(weight)
+        owner.inputs.append(x.detach())
+        return torch.addmm(add, x, weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        (weight,) = ctx.saved_tensors
+        ctx.owner.grads[ctx.index] = grad
+        grad_x = grad @ weight.t() if ctx.needs_input_grad[0] else None
+        grad_add = (grad.sum(0) if ctx.bias else grad) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_add, None, None  # the weight's share: in _Gather, with every other step's
+
+
+class _Gather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, owner: StepWeight) -> Tensor:
+        ctx.owner = owner
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        owner = ctx.owner
+        order = sorted(owner.grads)  # the steps whose output reached the loss
+        if order:
+            inputs = torch.cat([owner.inputs[i] for i in order])  # (N, I)
+            grads = torch.cat([owner.grads[i] for i in order])  # (N, O)
+            grad = torch.addmm(grad, inputs.t(), grads)  # grad: other uses of the handle (zeros when none)
+        owner.grads = {}  # (the inputs stay while the graph does: a retained graph can be run again)
+        return grad, None

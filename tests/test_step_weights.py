@@ -1,0 +1,58 @@
+"""StepWeight: a weight's gradient over all steps of a loop, computed once, equals autograd's step-by-step sum."""
+
+import pytest
+import torch
+
+from seq2seq.models.step_weights import StepWeight
+
+
+def _recurrence(weight, bias, x0, inputs, deferred, skip_last=False):
+    """h_t = tanh(b + [h_{t-1}; u_t] W), summed into a loss; optionally one step that never reaches the loss."""
+    step = StepWeight(weight) if deferred else None
+    h, loss = x0, 0.0
+    for t, u in enumerate(inputs.unbind(0)):
+        x = torch.cat([h, u], dim=-1)
+        y = step.mm(x, bias) if deferred else torch.addmm(bias, x, weight)
+        if skip_last and t == inputs.size(0) - 1:
+            break  # its output is dropped: no gradient from it
+        h = torch.tanh(y)
+        loss = loss + (h * torch.arange(h.size(-1), dtype=h.dtype)).sum()
+    return loss
+
+
+@pytest.mark.parametrize("skip_last", [False, True])
+def test_gradients_equal_autograd_step_by_step(skip_last):
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    x0 = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    inputs = torch.randn(5, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    grads = {}
+    for deferred in (False, True):
+        loss = _recurrence(weight.t().t(), bias, x0, inputs, deferred, skip_last)
+        grads[deferred] = (loss, *torch.autograd.grad(loss, [weight, bias, x0, inputs]))
+    for plain, fast in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    assert grads[True][1].abs().sum() > 0
+
+
+def test_other_uses_of_the_weight_and_a_retained_graph():
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    xs = torch.randn(4, 2, 6, generator=g, dtype=torch.float64)
+    add = torch.zeros(2, 3, dtype=torch.float64)
+
+    def loss_of(deferred):
+        step = StepWeight(weight) if deferred else None
+        handle = step.handle if deferred else weight
+        total = (handle**2).sum()  # the weight read outside the steps as well
+        for x in xs.unbind(0):
+            total = total + (step.mm(x, add) if deferred else torch.addmm(add, x, weight)).pow(2).sum()
+        return total
+
+    expected = torch.autograd.grad(loss_of(False), weight)[0]
+    loss = loss_of(True)
+    first = torch.autograd.grad(loss, weight, retain_graph=True)[0]
+    second = torch.autograd.grad(loss, weight)[0]  # the same graph, run again
+    torch.testing.assert_close(first, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(second, expected, rtol=1e-12, atol=1e-12)
