@@ -56,3 +56,22 @@ def test_other_uses_of_the_weight_and_a_retained_graph():
     second = torch.autograd.grad(loss, weight)[0]  # the same graph, run again
     torch.testing.assert_close(first, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(second, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_the_steps_are_freed_with_the_graph_without_the_garbage_collector():
+    """No reference cycle through the graph: what the steps kept goes as soon as the graph does."""
+    import gc
+    import weakref
+
+    weight = torch.randn(5, 3, requires_grad=True)
+    gc.disable()
+    try:
+        step = StepWeight(weight.t().t())
+        out = sum(step.mm(torch.randn(2, 5), torch.zeros(3)).sum() for _ in range(4))
+        kept = weakref.ref(step.steps)
+        out.backward()
+        del step, out
+        assert kept() is None
+    finally:
+        gc.enable()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0

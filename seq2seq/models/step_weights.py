@@ -27,27 +27,36 @@ class StepWeight:
     """
 
     def __init__(self, weight: Tensor) -> None:
-        self.inputs: list[Tensor] = []
-        self.grads: dict[int, Tensor] = {}
-        self.handle = _Gather.apply(weight, self)  # its backward runs after every step's backward
+        self.steps = (
+            _Steps()
+        )  # held by the graph's nodes; it holds no tensor with a graph, so no reference cycle
+        self.handle = _Gather.apply(weight, self.steps)  # its backward runs after every step's backward
 
     def mm(self, x: Tensor, add: Tensor) -> Tensor:
         """``add + x @ weight`` for ``x`` ``(B, I)``; ``add`` ``(B, O)`` or a bias ``(O,)``."""
-        return _StepProduct.apply(x, add, self.handle, self)
+        return _StepProduct.apply(x, add, self.handle, self.steps)
+
+
+class _Steps:
+    """What the steps leave for the weight's gradient: their inputs (forward order) and output gradients."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Tensor] = []
+        self.grads: dict[int, Tensor] = {}
 
 
 class _StepProduct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, add: Tensor, weight: Tensor, owner: StepWeight) -> Tensor:
-        ctx.owner, ctx.index, ctx.bias = owner, len(owner.inputs), add.dim() == 1
+    def forward(ctx: Any, x: Tensor, add: Tensor, weight: Tensor, steps: _Steps) -> Tensor:
+        ctx.steps, ctx.index, ctx.bias = steps, len(steps.inputs), add.dim() == 1
         ctx.save_for_backward(weight)
-        owner.inputs.append(x.detach())
+        steps.inputs.append(x.detach())
         return torch.addmm(add, x, weight)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         (weight,) = ctx.saved_tensors
-        ctx.owner.grads[ctx.index] = grad
+        ctx.steps.grads[ctx.index] = grad
         grad_x = grad @ weight.t() if ctx.needs_input_grad[0] else None
         grad_add = (grad.sum(0) if ctx.bias else grad) if ctx.needs_input_grad[1] else None
         return grad_x, grad_add, None, None  # the weight's share: in _Gather, with every other step's
@@ -55,17 +64,17 @@ class _StepProduct(torch.autograd.Function):
 
 class _Gather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, owner: StepWeight) -> Tensor:
-        ctx.owner = owner
+    def forward(ctx: Any, weight: Tensor, steps: _Steps) -> Tensor:
+        ctx.steps = steps
         return weight.view_as(weight)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        owner = ctx.owner
-        order = sorted(owner.grads)  # the steps whose output reached the loss
+        steps = ctx.steps
+        order = sorted(steps.grads)  # the steps whose output reached the loss
         if order:
-            inputs = torch.cat([owner.inputs[i] for i in order])  # (N, I)
-            grads = torch.cat([owner.grads[i] for i in order])  # (N, O)
+            inputs = torch.cat([steps.inputs[i] for i in order])  # (N, I)
+            grads = torch.cat([steps.grads[i] for i in order])  # (N, O)
             grad = torch.addmm(grad, inputs.t(), grads)  # grad: other uses of the handle (zeros when none)
-        owner.grads = {}  # (the inputs stay while the graph does: a retained graph can be run again)
+        steps.grads = {}  # (the inputs stay while the graph does: a retained graph can be run again)
         return grad, None
