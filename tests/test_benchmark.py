@@ -435,14 +435,14 @@ def test_autocast_and_gpu_peaks():
 
 @pytest.mark.slow
 def test_lever_times_prints_one_row_per_setting(tmp_path):
-    """scripts/benchmark/lever_times.py: each setting timed in its own process, one table row each."""
+    """scripts/benchmark/lever_times.py: the settings' models updated in turn on the same batches, a row each."""
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark" / "lever_times.py"
     extra = ["data.sizes.train=60", "data.sizes.val=10", "data.sizes.test=10", f"paths.cache_dir={tmp_path}"]
     out = subprocess.run(
         [sys.executable, script, "--corpus", str(tmp_path / "no-bible"), "--hidden-size", "16",
-         "--embedding-size", "8", "--target-tokens", "60", "--updates", "2", "--warmup", "0", "--rounds", "1",
+         "--embedding-size", "8", "--target-tokens", "60", "--updates", "3", "--warmup", "0",
          "--threads", "1", "--work", str(tmp_path / "work"), *(f"--extra={e}" for e in extra),
          "--setting", "on:", "--setting", "off: speed.step_weights=false speed.fused_optimizer=false"],
         capture_output=True, text=True, timeout=600,
@@ -451,6 +451,7 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
     rows = [line for line in out.stdout.splitlines() if line.startswith("| o")]
     assert [row.split("|")[1].strip() for row in rows] == ["on", "off"]
     assert all(float(row.split("|")[3].strip().replace(",", "")) > 0 for row in rows)  # tokens/s
+    assert float(rows[0].split("|")[4]) == 1.0  # the first setting's paired ratio to itself
     assert "toy task: hidden 16" in out.stdout
     bad = subprocess.run(
         [sys.executable, script, "--setting", "no colon here"], capture_output=True, text=True, timeout=60

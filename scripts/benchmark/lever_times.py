@@ -1,25 +1,26 @@
-"""Each speed lever's before and after, timed: the benchmark's training update with and without it.
+"""Each speed lever's before and after, timed: the benchmark's training update with and without it, paired.
 
-    .venv/bin/python scripts/benchmark/lever_times.py [--corpus data/bible] [--rounds 2] [--updates 60] \\
+    .venv/bin/python scripts/benchmark/lever_times.py [--corpus data/bible] [--updates 60] \\
         [--setting "LABEL: OVERRIDE ..."]...
 
 The model, data and loop are the benchmark's (``seq2seq_side.py``: bi-GRU encoder, GRU decoder with Bahdanau
 attention and input feeding, the data module's token-budget batches, ``training_step`` → backward → clipping →
 Adam; the Bible set-up, or the toy task when ``--corpus`` holds no Bible), with the hidden size and batch budget
 the benchmark matched to JoeyNMT (``--hidden-size``, ``--target-tokens``). Each setting is a set of Hydra
-overrides (by default: all levers on, then each lever of issue 17 off in turn, then all of them off); settings
-run in turn, ``--rounds`` times over, each in a fresh process, so a slow spell of the machine shows as a spread
-between rounds rather than as a lever. Prints one table row per setting: median seconds per update and target
-tokens per second in each round. Times depend on the machine: run it on a quiet one.
+overrides of the ``speed`` options (by default: all levers on, then each lever off in turn, then all off). One
+model per setting, all from the same seed, live in one process, and every batch updates each of them in turn
+(the order rotating from batch to batch), so each update has a partner on the same batch a moment apart. A
+shared machine drifts by tens of percent over minutes; the paired ratio of each setting's update time to the
+first setting's on the same batch does not. Prints, per setting, the median seconds per update, target tokens per
+second, and the median paired ratio to the first setting. Run it on a quiet machine all the same.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -34,55 +35,78 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def measure(args: argparse.Namespace, overrides: list[str]) -> dict:
-    """One setting's timed updates in this process (call it in a fresh one)."""
+def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> tuple[dict, list[dict]]:
+    """The set-up, and per setting its update times and paired ratios to the first setting."""
     sys.path.insert(0, str(HERE))
     import torch
 
     import seq2seq_side as side
-    from harness import cycle, pin_threads, time_updates
+    from harness import cycle, pin_threads, synchronize
     from seq2seq.training.module import Seq2SeqModule
 
     pin_threads(args.threads)
-    corpus = Path(args.corpus)
-    data, _, _ = side.data_overrides(corpus)
+    data, _, _ = side.data_overrides(Path(args.corpus))
     toy = "data=toy_translation" in data
     hidden = args.hidden_size or (304 if toy else 288)
     base = side.base_overrides(args.embedding_size, args.seed, 2000, Path(args.work))
     base += [*data, f"model.hidden_size={hidden}", *args.extra]
     datamodule = side.load_data(side.compose_config(base))
-    target = args.target_tokens or (1100 if toy else 970)
-    budget, _ = side.match_budget(datamodule, target, args.seed, 20000)
-    cfg = side.compose_config(base + [f"data.batch.max_tokens={budget}", *overrides])
-    datamodule = side.load_data(cfg)
-    torch.manual_seed(cfg.seed)
-    module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
-    optimizer = module.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    budget, _ = side.match_budget(datamodule, args.target_tokens or (1100 if toy else 970), args.seed, 20000)
+    base.append(f"data.batch.max_tokens={budget}")
+    datamodule = side.load_data(side.compose_config(base))
 
-    def update(batch):
-        module.training_step(batch, 0).backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.trainer.gradient_clip_val)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    updates = []
+    for _, overrides in settings:
+        cfg = side.compose_config(base + overrides)
+        torch.manual_seed(cfg.seed)
+        module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).train()
+        optimizer = module.configure_optimizers()
+        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        updates.append(_update_of(module, optimizer, cfg.trainer.gradient_clip_val))
 
     def epoch(number):
         loader = datamodule.train_dataloader()
         loader.batch_sampler.set_epoch(number)
         return loader
 
-    module.train()
+    next_batch = cycle(epoch)
+    seconds: list[list[float]] = [[] for _ in settings]
+    tokens = 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")
-        records = time_updates(cycle(epoch), update, side.shape_of, args.warmup, args.updates)
-    seconds = sum(r.seconds for r in records)
-    return {
-        "median_s": statistics.median(r.seconds for r in records),
-        "tgt_tokens_per_s": sum(r.shape.tgt_tokens for r in records) / seconds,
-        "hidden": hidden,
-        "max_tokens": budget,
-        "toy": toy,
-    }
+        for step in range(args.warmup + args.updates):
+            batch = next_batch()
+            order = [(step + i) % len(settings) for i in range(len(settings))]  # rotate who goes first
+            for index in order:
+                synchronize()
+                start = time.perf_counter()
+                updates[index](batch)
+                synchronize()
+                if step >= args.warmup:
+                    seconds[index].append(time.perf_counter() - start)
+            if step >= args.warmup:
+                tokens += side.shape_of(batch).tgt_tokens
+    rows = [
+        {
+            "median_s": statistics.median(own),
+            "tgt_tokens_per_s": tokens / sum(own),
+            "paired_ratio": statistics.median(a / b for a, b in zip(own, seconds[0], strict=True)),
+        }
+        for own in seconds
+    ]
+    return {"toy": toy, "hidden": hidden, "max_tokens": budget}, rows
+
+
+def _update_of(module, optimizer, clip):
+    import torch
+
+    def update(batch):
+        module.training_step(batch, 0).backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return update
 
 
 def main() -> None:
@@ -94,8 +118,7 @@ def main() -> None:
         action="append",
         help='"LABEL: OVERRIDE ..." (repeatable; default: each lever off in turn)',
     )
-    add("--rounds", type=int, default=2)
-    add("--updates", type=int, default=60)
+    add("--updates", type=int, default=60, help="timed updates of each setting, one per batch")
     add("--warmup", type=int, default=10)
     add("--threads", type=int, default=2)
     add("--hidden-size", type=int, help="default: the benchmark's match, 288 (Bible) or 304 (toy)")
@@ -104,36 +127,19 @@ def main() -> None:
     add("--extra", action="append", default=[], help="a Hydra override for every setting (repeatable)")
     add("--seed", type=int, default=1234)
     add("--work", default="bench/work/levers")
-    add("--one", help=argparse.SUPPRESS)  # internal: one setting's overrides as JSON, result as JSON
     args = parser.parse_args()
-    if args.one is not None:
-        print(json.dumps(measure(args, json.loads(args.one))))
-        return
     settings = [_label_and_overrides(text) for text in (args.setting or DEFAULT_SETTINGS)]
-    results: dict[str, list[dict]] = {label: [] for label, _ in settings}
-    for round_ in range(args.rounds):
-        for label, overrides in settings:
-            out = subprocess.run(
-                [sys.executable, __file__, *_without_settings(sys.argv[1:]), "--one", json.dumps(overrides)],
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode != 0:
-                raise SystemExit(f"setting {label!r} failed:\n{out.stderr[-2000:]}")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            results[label].append(result)
-            print(f"round {round_ + 1}: {label}: {result['median_s']:.3f} s/update", flush=True)
-    first = next(iter(results.values()))[0]
+    setup, rows = measure(args, settings)
     print(
-        f"\n{'toy task' if first['toy'] else 'Bible'}: hidden {first['hidden']}, max_tokens {first['max_tokens']}, "
-        f"{args.threads} threads, {args.updates} timed updates after {args.warmup}, {args.rounds} rounds\n"
+        f"\n{'toy task' if setup['toy'] else 'Bible'}: hidden {setup['hidden']}, max_tokens {setup['max_tokens']}, "
+        f"{args.threads} threads, {args.updates} timed updates of each setting after {args.warmup}, interleaved\n"
     )
-    print("| setting | median s/update (each round) | target tokens/s (each round) |")
-    print("|---|---:|---:|")
-    for label, rows in results.items():
-        medians = " / ".join(f"{r['median_s']:.3f}" for r in rows)
-        rates = " / ".join(f"{r['tgt_tokens_per_s']:,.0f}" for r in rows)
-        print(f"| {label} | {medians} | {rates} |")
+    print(f"| setting | median s/update | target tokens/s | paired time ratio to “{settings[0][0]}” |")
+    print("|---|---:|---:|---:|")
+    for (label, _), row in zip(settings, rows, strict=True):
+        print(
+            f"| {label} | {row['median_s']:.3f} | {row['tgt_tokens_per_s']:,.0f} | {row['paired_ratio']:.2f} |"
+        )
 
 
 def _label_and_overrides(text: str) -> tuple[str, list[str]]:
@@ -142,18 +148,6 @@ def _label_and_overrides(text: str) -> tuple[str, list[str]]:
     if not sep:
         raise SystemExit(f"--setting {text!r}: expected 'LABEL: OVERRIDE ...' (a colon after the label)")
     return label.strip(), rest.split()
-
-
-def _without_settings(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--setting":
-            skip = True
-        elif not arg.startswith("--setting="):
-            out.append(arg)
-    return out
 
 
 if __name__ == "__main__":
