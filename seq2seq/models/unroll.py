@@ -12,7 +12,8 @@ previous step need not wait for it:
   ``t``: one ``(T·B, E) × (E, G)`` product) and the padding mask are computed once; with one layer the
   recurrent projection ``W_hh s_{i-1}`` and Bahdanau's query projection ``W s_{i-1}`` are one product; the cell
   maths is written out on the gates (PyTorch's GRU / LSTM / tanh-RNN equations, ``torch.nn`` docs) so nothing is
-  copied into a concatenated input.
+  copied into a concatenated input. With ``speed.step_weights`` the per-step products read their weights
+  through :class:`~seq2seq.models.step_weights.StepWeight`: each weight's gradient is one product over all steps.
 
 With ``speed.compile`` the hoisted step goes through ``torch.compile`` (inductor on CPU; on CUDA inductor's
 kernels): fewer, fused kernels per step. Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps
