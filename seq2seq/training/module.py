@@ -90,10 +90,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.model = model if model is not None else build_model(cfg, src_tokenizer, tgt_tokenizer)
-        speed = cfg.get("speed") or {}  # configs saved before the speed node existed: the defaults
-        self.model.fast_unroll = bool(speed.get("fast_unroll", True))
-        self.model.compile_step = bool(speed.get("compile", False))
-        self.model.step_weights = bool(speed.get("step_weights", True))
+        speed = set_model_speed(self.model, cfg.get("speed") or {})  # no speed node (older configs): defaults
         self._compile_reported = False
         self.loss_chunk = int(speed.get("loss_chunk", 4096))  # 0: the full (B, T, V) logits
         self.fused_optimizer = bool(speed.get("fused_optimizer", False))
@@ -191,12 +188,7 @@ class Seq2SeqModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optim = self.cfg.optim
-        # speed.fused_optimizer: PyTorch's fused Adam kernel (CPU and CUDA), one pass over each parameter for the
-        # whole update instead of a dozen elementwise ops; the same Adam (Kingma & Ba 2015) within float rounding
-        fused = True if self.fused_optimizer and self.device.type in ("cpu", "cuda") else None
-        optimizer = torch.optim.Adam(
-            self.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=fused
-        )
+        optimizer = adam(self, optim.lr, optim.weight_decay, self.fused_optimizer)
         if optim.scheduler in (None, "none"):
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -322,3 +314,19 @@ class Seq2SeqModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best_val_results = checkpoint.get("best_val_results", self.best_val_results)
+
+
+def adam(module: pl.LightningModule, lr: float, weight_decay: float, fused: bool) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) over ``module``'s parameters; ``fused`` (``speed.fused_optimizer``): PyTorch's fused
+    kernel where the parameters live on CPU or CUDA, one pass over each parameter per update instead of a dozen
+    elementwise ops, the same steps within float rounding."""
+    use_fused = True if fused and module.device.type in ("cpu", "cuda") else None
+    return torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay, fused=use_fused)
+
+
+def set_model_speed(model: Any, speed: Any) -> Any:
+    """The model-side ``speed.*`` switches (each absent one at its default); returns ``speed``."""
+    model.fast_unroll = bool(speed.get("fast_unroll", True))
+    model.compile_step = bool(speed.get("compile", False))
+    model.step_weights = bool(speed.get("step_weights", True))
+    return speed
