@@ -41,7 +41,7 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
     import torch
 
     import seq2seq_side as side
-    from harness import cycle, pin_threads, synchronize
+    from harness import pin_threads, synchronize
     from seq2seq.training.module import Seq2SeqModule
 
     pin_threads(args.threads)
@@ -59,17 +59,10 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
     for _, overrides in settings:
         cfg = side.compose_config(base + overrides)
         torch.manual_seed(cfg.seed)
-        module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).train()
-        optimizer = module.configure_optimizers()
-        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-        updates.append(_update_of(module, optimizer, cfg.trainer.gradient_clip_val))
+        module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
+        updates.append(side.training_update(module, cfg, torch.device("cpu")))
 
-    def epoch(number):
-        loader = datamodule.train_dataloader()
-        loader.batch_sampler.set_epoch(number)
-        return loader
-
-    next_batch = cycle(epoch)
+    next_batch = side.training_batches(datamodule)
     seconds: list[list[float]] = [[] for _ in settings]
     tokens = 0
     with warnings.catch_warnings():
@@ -95,18 +88,6 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
         for own in seconds
     ]
     return {"toy": toy, "hidden": hidden, "max_tokens": budget}, rows
-
-
-def _update_of(module, optimizer, clip):
-    import torch
-
-    def update(batch):
-        module.training_step(batch, 0).backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return update
 
 
 def main() -> None:

@@ -153,29 +153,13 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
     datamodule = load_data(cfg)
     module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).to(device)
     model = module.model
-    optimizers = module.configure_optimizers()
-    optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
-    clip = cfg.trainer.get("gradient_clip_val")
     profile = seq2seq_flop_profile(model)
-
-    def update(batch: Any) -> None:
-        with autocast(device, precision):
-            loss = module.training_step(batch.to(device), 0)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def epoch(number: int) -> Any:
-        loader = datamodule.train_dataloader()
-        loader.batch_sampler.set_epoch(number)
-        return loader
-
-    module.train()
+    update = training_update(module, cfg, device, precision)
     with warnings.catch_warnings():  # training_step's self.log() has no Trainer to log to here
         warnings.filterwarnings("ignore", message=".*self.log.*")
-        records = time_updates(cycle(epoch), update, shape_of, plan["warmup"], plan["updates"])
+        records = time_updates(
+            training_batches(datamodule), update, shape_of, plan["warmup"], plan["updates"]
+        )
 
     module.eval()
     test = PairDataset(datamodule.datasets["test"].examples[: plan["decode_sentences"]])
@@ -229,6 +213,39 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
             "tgt_vocab": datamodule.tgt_tokenizer.vocab_size,
         },
     }
+
+
+def training_update(
+    module: Seq2SeqModule, cfg: Any, device: torch.device, precision: str = "32"
+) -> Callable[[Any], None]:
+    """One update of the harness loop, the module put in training mode: ``training_step`` (under autocast) →
+    backward → clipping at ``trainer.gradient_clip_val`` → the module's own optimiser step."""
+    optimizers = module.configure_optimizers()
+    optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
+    clip = cfg.trainer.get("gradient_clip_val")
+    module.train()
+
+    def update(batch: Any) -> None:
+        with autocast(device, precision):
+            loss = module.training_step(batch.to(device), 0)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return update
+
+
+def training_batches(datamodule: Seq2SeqDataModule) -> Callable[[], Any]:
+    """``next_batch`` over the training loader's epochs 0, 1, … (each epoch its own shuffle)."""
+
+    def epoch(number: int) -> Any:
+        loader = datamodule.train_dataloader()
+        loader.batch_sampler.set_epoch(number)
+        return loader
+
+    return cycle(epoch)
 
 
 def shape_of(batch: Any) -> BatchShape:
