@@ -139,6 +139,12 @@ def run_tags(choices: Mapping[str, str], config: Mapping[str, Any]) -> list[str]
 # ------------------------------------------------------------------------------------------ writing
 
 
+def means_off(value: Any) -> bool:
+    """Whether a config option set to ``value`` is off: null or false, which is also how a run saved before
+    the option existed behaved (options are added with "off" keeping the old behaviour)."""
+    return value is None or value is False
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe: NaN/inf become null."""
     if isinstance(value, float) and not math.isfinite(value):

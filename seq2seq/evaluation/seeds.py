@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from seq2seq.evaluation.record import RunRecord
+from seq2seq.evaluation.record import RunRecord, means_off
 
 SEED_AXES = {"seed": ("seed",), "data.seed": ("data", "seed")}
 RUN_SPECIFIC = ("paths", "tags", "logger", "threads", "ckpt_path")
@@ -79,7 +79,7 @@ def _set_options(node: Any) -> Any:
     """``node`` without the keys whose value is null or false, at every depth: those mean "off", whether the
     run set them or predates them."""
     if isinstance(node, dict):
-        return {k: _set_options(v) for k, v in node.items() if v is not None and v is not False}
+        return {k: _set_options(v) for k, v in node.items() if not means_off(v)}
     return node
 
 

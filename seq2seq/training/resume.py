@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.evaluation.record import means_off
 from seq2seq.inference.checkpoint import CheckpointError, read_checkpoint, refuse_non_finite
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def _differences(old: Any, new: Any, key: str) -> Iterator[tuple[str, Any, Any]]
     if isinstance(old, dict) and isinstance(new, dict):
         for name in sorted(set(old) | set(new)):
             if name not in old:  # an option added since the checkpoint was written
-                if new[name] is not None and new[name] is not False:
+                if not means_off(new[name]):
                     yield f"{key}.{name}", ABSENT, new[name]
                 continue
             yield from _differences(old.get(name), new.get(name), f"{key}.{name}")
