@@ -138,9 +138,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches of it already trained)
-        self._cached: tuple[tuple[int, int, int], list[list[int]]] | None = (
-            None  # ((epoch, world, rank), batches)
-        )
+        # ((epoch, world, rank), that rank's batches of that epoch): see _rank_batches
+        self._cached: tuple[tuple[int, int, int], list[list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of each epoch."""

@@ -152,8 +152,12 @@ def hoisted_unroll(
     else:
         w_h, b_h = first.weight_hh.t(), first.bias_hh
     w_out, b_out = decoder.output_layer.weight.t(), decoder.output_layer.bias  # W_c as (2H or H, H)
-    deferred = step_weights and torch.is_grad_enabled() and not compile
-    if deferred and not torch.is_autocast_enabled(pre.device.type):
+    if (
+        step_weights
+        and torch.is_grad_enabled()
+        and not compile
+        and not torch.is_autocast_enabled(pre.device.type)
+    ):
         # each weight's gradient as one product over all steps (step_weights.py), not T thin ones
         w_rest, w_h, w_out = StepWeight(w_rest), StepWeight(w_h), StepWeight(w_out)
     hs = list(state.hidden[0] if rnn.is_lstm else state.hidden)  # per layer (B, H)

@@ -90,7 +90,8 @@ class Seq2SeqModule(pl.LightningModule):
         self.src_tokenizer = src_tokenizer
         self.tgt_tokenizer = tgt_tokenizer
         self.model = model if model is not None else build_model(cfg, src_tokenizer, tgt_tokenizer)
-        speed = set_model_speed(self.model, cfg.get("speed") or {})  # no speed node (older configs): defaults
+        speed = cfg.get("speed") or {}  # configs saved before the speed node existed: the defaults
+        set_model_speed(self.model, speed)
         self._compile_reported = False
         self.loss_chunk = int(speed.get("loss_chunk", 4096))  # 0: the full (B, T, V) logits
         self.fused_optimizer = bool(speed.get("fused_optimizer", False))
@@ -324,9 +325,8 @@ def adam(module: pl.LightningModule, lr: float, weight_decay: float, fused: bool
     return torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay, fused=use_fused)
 
 
-def set_model_speed(model: Any, speed: Any) -> Any:
-    """The model-side ``speed.*`` switches (each absent one at its default); returns ``speed``."""
+def set_model_speed(model: Any, speed: Any) -> None:
+    """The model-side ``speed.*`` switches, each absent one at its default."""
     model.fast_unroll = bool(speed.get("fast_unroll", True))
     model.compile_step = bool(speed.get("compile", False))
     model.step_weights = bool(speed.get("step_weights", True))
-    return speed
