@@ -59,6 +59,42 @@ def test_score_formulas():
         )
 
 
+@pytest.mark.parametrize("tanh_as_sigmoid", [True, False])
+def test_additive_score_as_sigmoid_equals_the_tanh_formula_in_values_and_gradients(tanh_as_sigmoid):
+    """speed.tanh_as_sigmoid: 2 vᵀσ(2x) − Σv is vᵀ tanh(x), for one query, T queries and T windows (float64)."""
+    torch.manual_seed(3)
+    T, A = 4, 7
+    attention = BahdanauAttention(H, H, A).double()
+    attention.tanh_as_sigmoid = tanh_as_sigmoid
+    query = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    queries = torch.randn(B, T, H, dtype=torch.float64, requires_grad=True)
+    memory = torch.randn(B, S, H, dtype=torch.float64, requires_grad=True)
+    Wq, Uk, v = attention.query_layer.weight, attention.key_layer.weight, attention.energy_layer.weight
+    keys, plain_keys = attention.project_keys(memory), memory @ Uk.T
+    windows = torch.stack([keys[:, t : t + 2] for t in range(T)], dim=1)  # (B, T, 2, A)
+    plain_windows = torch.stack([plain_keys[:, t : t + 2] for t in range(T)], dim=1)
+    pairs = [
+        (attention.score(query, keys), torch.tanh((query @ Wq.T).unsqueeze(1) + plain_keys) @ v[0]),
+        (
+            attention.score_all(queries, keys),
+            torch.tanh((queries @ Wq.T).unsqueeze(2) + plain_keys.unsqueeze(1)) @ v[0],
+        ),
+        (
+            attention.score_windows(queries, windows),
+            torch.tanh((queries @ Wq.T).unsqueeze(2) + plain_windows) @ v[0],
+        ),
+    ]
+    weights = [torch.randn_like(expected) for _, expected in pairs]
+    for (got, expected), weight in zip(pairs, weights):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    inputs = [query, queries, memory, Wq, Uk, v]
+    got_grads = torch.autograd.grad(sum((g * w).sum() for (g, _), w in zip(pairs, weights)), inputs)
+    expected_grads = torch.autograd.grad(sum((e * w).sum() for (_, e), w in zip(pairs, weights)), inputs)
+    for got, expected in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_query_placement():
     assert BahdanauAttention.query_is_previous_state
     assert not LuongConcatAttention.query_is_previous_state

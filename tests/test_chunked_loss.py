@@ -66,11 +66,15 @@ def test_module_training_loss_is_the_same_with_and_without_chunks(tiny_cfg, atte
 def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     from seq2seq.config.checks import ConfigError, validate_train
 
-    cfg = tiny_cfg("speed.fast_unroll=false", "speed.compile=true", "speed.loss_chunk=0")
+    cfg = tiny_cfg(
+        "speed.fast_unroll=false", "speed.compile=true", "speed.loss_chunk=0", "speed.tanh_as_sigmoid=false"
+    )
     validate_train(cfg)
     proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
     module = Seq2SeqModule(cfg, Tokenizer(proto), Tokenizer(proto))
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
+    assert module.model.decoder.attention.tanh_as_sigmoid is False
+    assert Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model.decoder.attention.tanh_as_sigmoid
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
 

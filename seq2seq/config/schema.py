@@ -61,6 +61,7 @@ class SpeedConfig:
     compile: bool = False
     step_weights: bool = True
     fused_optimizer: bool = True
+    tanh_as_sigmoid: bool = True
 
 
 @dataclass

@@ -83,7 +83,14 @@ class AdditiveScore(Attention):
     """vᵀ tanh(W q + U h̄): shared by Bahdanau (query = s_{i-1}) and Luong concat (query = h_t).
 
     Luong's ``vᵀ tanh(W_a [h_t; h̄_s])`` is the same function with ``W_a = [W, U]`` split by columns.
+
+    With ``tanh_as_sigmoid`` (the default; ``speed.tanh_as_sigmoid``) the score is computed through the identity
+    ``tanh(x) = 2σ(2x) − 1``: ``vᵀ tanh(x) = 2 vᵀσ(2x) − Σ_k v_k``, the same score up to float rounding, because
+    PyTorch's CPU ``tanh`` runs several times slower than its ``sigmoid`` (``docs/performance.md``). The keys are
+    then kept doubled, ``2 U h̄``, so each step adds ``2 W q`` to them in one pass.
     """
+
+    tanh_as_sigmoid = True
 
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
         super().__init__()
@@ -92,23 +99,28 @@ class AdditiveScore(Attention):
         self.energy_layer = nn.Linear(attention_size, 1, bias=False)  # v
 
     def project_keys(self, memory: Tensor) -> Tensor:
-        return self.key_layer(memory)  # (B, S, A)
+        keys = self.key_layer(memory)  # (B, S, A)
+        return keys * 2 if self.tanh_as_sigmoid else keys  # 2 U h̄: the argument of σ, halved by the query's share
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return self.score_projected(self.query_layer(query), keys)
 
     def score_projected(self, projected: Tensor, keys: Tensor) -> Tensor:
         """The score from an already projected query ``W q`` ``(B, A)`` → ``(B, S)``."""
-        energy = torch.tanh(projected.unsqueeze(1) + keys)  # (B, S, A)
-        return self.energy_layer(energy).squeeze(-1)  # (B, S)
+        return self.energy(projected.unsqueeze(1), keys)
 
     def score_all(self, queries: Tensor, keys: Tensor) -> Tensor:
-        energy = torch.tanh(self.query_layer(queries).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
-        return self.energy_layer(energy).squeeze(-1)  # (B, T, S)
+        return self.energy(self.query_layer(queries).unsqueeze(2), keys.unsqueeze(1))  # (B, T, S)
 
     def score_windows(self, queries: Tensor, keys: Tensor) -> Tensor:
-        energy = torch.tanh(self.query_layer(queries).unsqueeze(2) + keys)  # (B, T, W, A)
-        return self.energy_layer(energy).squeeze(-1)  # (B, T, W)
+        return self.energy(self.query_layer(queries).unsqueeze(2), keys)  # (B, T, W)
+
+    def energy(self, projected: Tensor, keys: Tensor) -> Tensor:
+        """``vᵀ tanh(W q + U h̄)`` for a projected query and keys that broadcast to ``(..., A)`` → ``(...)``."""
+        if not self.tanh_as_sigmoid:
+            return self.energy_layer(torch.tanh(projected + keys)).squeeze(-1)
+        gates = torch.sigmoid(torch.add(keys, projected, alpha=2))  # σ(2(W q + U h̄)), keys already doubled
+        return self.energy_layer(gates).squeeze(-1).mul(2).sub(self.energy_layer.weight.sum())
 
 
 class BahdanauAttention(AdditiveScore):

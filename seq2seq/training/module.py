@@ -28,7 +28,7 @@ from seq2seq.evaluation.head_alignment import Key, batch_head_alignments, has_he
 from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
 from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
-from seq2seq.models.attention import attention_entropy
+from seq2seq.models.attention import AdditiveScore, attention_entropy
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.models.unroll import compile_seconds
@@ -330,3 +330,6 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.fast_unroll = bool(speed.get("fast_unroll", True))
     model.compile_step = bool(speed.get("compile", False))
     model.step_weights = bool(speed.get("step_weights", True))
+    for layer in model.modules():
+        if isinstance(layer, AdditiveScore):
+            layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))
