@@ -85,13 +85,17 @@ def test_additive_score_as_sigmoid_equals_the_tanh_formula_in_values_and_gradien
         ),
     ]
     weights = [torch.randn_like(expected) for _, expected in pairs]
-    for (got, expected), weight in zip(pairs, weights):
+    for got, expected in pairs:
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     inputs = [query, queries, memory, Wq, Uk, v]
-    got_grads = torch.autograd.grad(sum((g * w).sum() for (g, _), w in zip(pairs, weights)), inputs)
-    expected_grads = torch.autograd.grad(sum((e * w).sum() for (_, e), w in zip(pairs, weights)), inputs)
-    for got, expected in zip(got_grads, expected_grads):
+    got_grads = torch.autograd.grad(
+        sum((g * w).sum() for (g, _), w in zip(pairs, weights, strict=True)), inputs
+    )
+    expected_grads = torch.autograd.grad(
+        sum((e * w).sum() for (_, e), w in zip(pairs, weights, strict=True)), inputs
+    )
+    for got, expected in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 

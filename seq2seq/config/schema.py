@@ -62,6 +62,8 @@ class SpeedConfig:
     step_weights: bool = True
     fused_optimizer: bool = True
     tanh_as_sigmoid: bool = True
+    step_attention: bool = True
+    keep_freed_memory: bool = True
 
 
 @dataclass

@@ -99,8 +99,8 @@ class AdditiveScore(Attention):
         self.energy_layer = nn.Linear(attention_size, 1, bias=False)  # v
 
     def project_keys(self, memory: Tensor) -> Tensor:
-        keys = self.key_layer(memory)  # (B, S, A)
-        return keys * 2 if self.tanh_as_sigmoid else keys  # 2 U h̄: the argument of σ, halved by the query's share
+        keys = self.key_layer(memory)  # (B, S, A); doubled: 2 U h̄, the keys' share of σ's argument
+        return keys * 2 if self.tanh_as_sigmoid else keys
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return self.score_projected(self.query_layer(query), keys)

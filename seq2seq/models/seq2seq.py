@@ -41,11 +41,14 @@ class EncoderDecoder(nn.Module):
         compile_step: the fast unroll's per-step function through ``torch.compile`` (``speed.compile``).
         step_weights: the hoisted loop's per-step weights as :class:`~seq2seq.models.step_weights.StepWeight` s,
             each gradient one product over all steps (``speed.step_weights``).
+        step_attention: the hoisted loop's Bahdanau read as :class:`~seq2seq.models.step_attention.StepAttention`,
+            one backward node per step, the memory's gradients gathered once (``speed.step_attention``).
     """
 
     fast_unroll: bool = True
     compile_step: bool = False
     step_weights: bool = True
+    step_attention: bool = True
 
     def __init__(
         self,
@@ -197,6 +200,7 @@ class EncoderDecoder(nn.Module):
                     return_attention,
                     self.compile_step,
                     self.step_weights,
+                    self.step_attention,
                 )
             else:
                 out, weights = self.decoder.unroll(targets_in, memory, state, return_attention)

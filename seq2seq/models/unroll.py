@@ -32,6 +32,7 @@ from torch import _VF, Tensor
 from seq2seq.models.attention import AdditiveScore
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell
 from seq2seq.models.encoders import RecurrentState
+from seq2seq.models.step_attention import StepAttention
 from seq2seq.models.step_weights import StepWeight
 
 _FUSED = {"rnn": _VF.rnn_tanh, "gru": _VF.gru, "lstm": _VF.lstm}
@@ -51,17 +52,21 @@ def teacher_forced(
     return_attention: bool = False,
     compile: bool = False,
     step_weights: bool = True,
+    step_attention: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Attentional vectors ``h̃`` ``(B, T, H)`` for decoder inputs ``(B, T)`` (BOS first), and attention ``(B, T, S)``.
 
     Equal (within float rounding) to :meth:`RecurrentDecoder.forward` with ratio 1 before its output layer.
     ``compile``: the hoisted loop's step through ``torch.compile`` (:func:`compiled_step`). ``step_weights``: the
     hoisted loop's weight gradients each as one product over all steps (:class:`StepWeight`; not with ``compile``
-    or under autocast).
+    or under autocast). ``step_attention``: Bahdanau's read in that loop through :class:`StepAttention` (same
+    conditions, and ``tanh_as_sigmoid``).
     """
     if can_fuse(decoder):
         return fused_unroll(decoder, targets_in, memory, state, return_attention)
-    return hoisted_unroll(decoder, targets_in, memory, state, return_attention, compile, step_weights)
+    return hoisted_unroll(
+        decoder, targets_in, memory, state, return_attention, compile, step_weights, step_attention
+    )
 
 
 def fused_recurrence(rnn: StackedCell, inputs: Tensor, hidden: RecurrentState) -> Tensor:
@@ -136,6 +141,7 @@ def hoisted_unroll(
     return_attention: bool,
     compile: bool = False,
     step_weights: bool = True,
+    step_attention: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The step loop with the input-independent work done once (module docstring)."""
     rnn, attention = decoder.rnn, decoder.attention
@@ -152,17 +158,22 @@ def hoisted_unroll(
     else:
         w_h, b_h = first.weight_hh.t(), first.bias_hh
     w_out, b_out = decoder.output_layer.weight.t(), decoder.output_layer.bias  # W_c as (2H or H, H)
-    if (
-        step_weights
-        and torch.is_grad_enabled()
-        and not compile
-        and not torch.is_autocast_enabled(pre.device.type)
-    ):
+    deferred = torch.is_grad_enabled() and not compile and not torch.is_autocast_enabled(pre.device.type)
+    if step_weights and deferred:
         # each weight's gradient as one product over all steps (step_weights.py), not T thin ones
         w_rest, w_h, w_out = StepWeight(w_rest), StepWeight(w_h), StepWeight(w_out)
     hs = list(state.hidden[0] if rnn.is_lstm else state.hidden)  # per layer (B, H)
     cs = list(state.hidden[1]) if rnn.is_lstm else [None] * len(hs)
     invalid = ~memory.mask  # (B, S)
+    reads = None
+    if (
+        step_attention
+        and deferred
+        and bahdanau
+        and isinstance(attention, AdditiveScore)
+        and attention.tanh_as_sigmoid
+    ):
+        reads = StepAttention(memory.keys, memory.outputs, invalid, attention.energy_layer.weight)
     attentional = state.attentional
     step = compiled_step() if compile else hoisted_step
     attentionals, all_weights = [], []
@@ -183,6 +194,7 @@ def hoisted_unroll(
             memory,
             invalid,
             state.step + t,
+            reads,
         )
         attentionals.append(attentional)
         if return_attention and weights is not None:
@@ -205,12 +217,14 @@ def hoisted_step(
     memory: Memory,
     invalid: Tensor,
     step: int,
+    reads: StepAttention | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """One step of :func:`hoisted_unroll`: updates ``hs`` / ``cs`` (per layer) in place, returns ``h̃`` and weights.
 
     ``pre`` ``(B, G)`` is the embedding part of the first layer's input gates; ``w_h`` / ``b_h`` the first layer's
     recurrent projection, with Bahdanau's query projection appended when they share their input; ``w_out`` /
-    ``b_out`` the output layer ``W_c``. The weights are tensors ``(in, out)`` or :class:`StepWeight` s.
+    ``b_out`` the output layer ``W_c``. The weights are tensors ``(in, out)`` or :class:`StepWeight` s. ``reads``:
+    Bahdanau's memory as a :class:`StepAttention`, or None.
     """
     rnn, attention = decoder.rnn, decoder.attention
     bahdanau = attention is not None and attention.query_is_previous_state
@@ -220,7 +234,9 @@ def hoisted_step(
     projected = _product(hs[0], w_h, b_h)  # (B, G) or (B, G + A)
     gates = rnn.cells[0].weight_hh.size(0)
     gates_h, query = projected.split([gates, projected.size(1) - gates], dim=1)  # query: (B, A) or (B, 0)
-    if bahdanau:
+    if reads is not None:
+        context, weights = reads.read(query if query.size(1) > 0 else attention.query_layer(hs[-1]))
+    elif bahdanau:
         if query.size(1) > 0:
             scores = attention.score_projected(query, memory.keys)
         else:

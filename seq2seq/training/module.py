@@ -330,6 +330,7 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.fast_unroll = bool(speed.get("fast_unroll", True))
     model.compile_step = bool(speed.get("compile", False))
     model.step_weights = bool(speed.get("step_weights", True))
+    model.step_attention = bool(speed.get("step_attention", True))
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))

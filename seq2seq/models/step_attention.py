@@ -1,0 +1,106 @@
+"""Bahdanau's attention read in a step loop, with one backward node per step and the memory's gradients gathered once.
+
+In the hoisted step loop (``models/unroll.py``) every target step ``t`` reads the same keys ``2 U h̄`` ``(B, S, A)`` and
+values ``h̄`` ``(B, S, D)`` (:class:`~seq2seq.models.attention.AdditiveScore` in its ``tanh_as_sigmoid`` form):
+
+    g_t = σ(2 U h̄ + 2 W q_t)        e_t = 2 g_t v − Σv        α_t = softmax(e_t) over real positions
+    c_t = Σ_j α_tj h̄_j                                          (Bahdanau, Cho & Bengio 2015, eqs. 5–6, App. A)
+
+Written as autograd operators this is about a dozen backward nodes per step, and the values' gradient
+``Σ_t α_tᵀ ∂L/∂c_t`` comes as ``T`` outer products (inner size 1) accumulated one by one. :class:`StepAttention`
+reads it as one autograd function per step whose backward is written out (softmax, σ and ``v``); each step adds its
+keys' gradient into one buffer and keeps ``(α_t, ∂L/∂c_t)``; after the last step the values' gradient is one batched
+product ``(B, S, T) × (B, T, D)``, as :mod:`~seq2seq.models.step_weights` does for weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class StepAttention:
+    """The attention memory of one forward pass, read by :meth:`read` once per step.
+
+    Args:
+        keys: ``2 U h̄`` ``(B, S, A)`` (``AdditiveScore.project_keys`` with ``tanh_as_sigmoid``).
+        values: ``h̄`` ``(B, S, D)``.
+        invalid: ``(B, S)`` bool, True at padding.
+        energy: ``v`` as the energy layer's weight ``(1, A)``.
+    """
+
+    def __init__(self, keys: Tensor, values: Tensor, invalid: Tensor, energy: Tensor) -> None:
+        self.steps = _Reads(invalid)  # held by the graph's nodes; it holds no tensor with a graph
+        self.keys, self.values = _GatherMemory.apply(keys, values, self.steps)
+        self.energy = energy
+
+    def read(self, projected: Tensor) -> tuple[Tensor, Tensor]:
+        """Context ``(B, D)`` and weights ``(B, S)`` for a projected query ``W q`` ``(B, A)``."""
+        return _Read.apply(projected, self.keys, self.values, self.energy, self.steps)
+
+
+class _Reads:
+    """What the steps leave for the memory's gradients: the keys' running sum, and each step's α and ∂L/∂c."""
+
+    def __init__(self, invalid: Tensor) -> None:
+        self.invalid = invalid
+        self.weights: list[Tensor] = []
+        self.context_grads: dict[int, Tensor] = {}
+        self.keys_grad: Tensor | None = None
+
+
+class _Read(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, projected: Tensor, keys: Tensor, values: Tensor, energy: Tensor, steps: _Reads):
+        gates = torch.sigmoid(torch.add(keys, projected.unsqueeze(1), alpha=2))  # (B, S, A)
+        # e = 2 g v without − Σv: softmax ignores a constant, and its gradient, Σ_j ∂e_j, is 0
+        scores = (gates @ energy[0]).mul_(2)  # (B, S)
+        weights = torch.softmax(scores.masked_fill_(steps.invalid, float("-inf")), dim=-1)
+        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, D)
+        ctx.steps, ctx.index = steps, len(steps.weights)
+        steps.weights.append(weights.detach())  # without its graph: no reference cycle through the node
+        ctx.save_for_backward(gates, weights, values, energy)
+        return context, weights
+
+    @staticmethod
+    def backward(ctx: Any, grad_context: Tensor, grad_weights: Tensor):
+        gates, weights, values, energy = ctx.saved_tensors
+        steps = ctx.steps
+        steps.context_grads[ctx.index] = (
+            grad_context  # the values' share: in _GatherMemory, all steps at once
+        )
+        # ∂α through the context, plus any direct use of the weights (zeros when none)
+        grad_weights = torch.baddbmm(grad_weights.unsqueeze(-1), values, grad_context.unsqueeze(-1))
+        # softmax: ∂e_j = α_j (∂α_j − Σ_k α_k ∂α_k); zero at padding, where α is 0. Then ∂(2 g v) / ∂g:
+        weights = weights.unsqueeze(-1)  # (B, S, 1)
+        grad_scores = weights * (grad_weights - (weights * grad_weights).sum(1, keepdim=True)) * 2
+        grad_energy = grad_scores.reshape(1, -1) @ gates.flatten(0, 1)  # (1, A)
+        # σ' = σ(1 − σ); pre = keys + 2 W q: the keys' gradient is ∂pre, W q's is twice it summed over S
+        grad_pre = torch.ops.aten.sigmoid_backward(grad_scores * energy[0], gates)  # (B, S, A)
+        if steps.keys_grad is None:
+            steps.keys_grad = grad_pre
+        else:
+            steps.keys_grad.add_(grad_pre)
+        return grad_pre.sum(1).mul_(2), None, None, grad_energy, None
+
+
+class _GatherMemory(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, keys: Tensor, values: Tensor, steps: _Reads):
+        ctx.steps = steps
+        return keys.view_as(keys), values.view_as(values)
+
+    @staticmethod
+    def backward(ctx: Any, grad_keys: Tensor, grad_values: Tensor):
+        steps = ctx.steps
+        if steps.keys_grad is not None:
+            grad_keys = grad_keys + steps.keys_grad  # grad_keys, grad_values: other uses (zeros when none)
+        order = sorted(steps.context_grads)
+        if order:
+            weights = torch.stack([steps.weights[i] for i in order], dim=2)  # (B, S, T)
+            grads = torch.stack([steps.context_grads[i] for i in order], dim=1)  # (B, T, D)
+            grad_values = torch.baddbmm(grad_values, weights, grads)
+        steps.keys_grad, steps.context_grads = None, {}  # (α stays while the graph does: it can run again)
+        return grad_keys, grad_values, None

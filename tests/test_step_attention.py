@@ -1,0 +1,89 @@
+"""StepAttention: Bahdanau's read with a written-out backward equals autograd through the attention's own operators."""
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.step_attention import StepAttention
+from seq2seq.models.unroll import _read
+
+B, S, H, A, T = 3, 5, 4, 6, 4
+
+
+def _setup(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    attention = BahdanauAttention(H, H, A).double()
+    values = torch.randn(B, S, H, generator=g, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(B, H, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    return attention, values, query, mask
+
+
+def _loop(attention, values, query, mask, fast, drop_step=None, use_weights=False):
+    """q_t = tanh(q_{t-1} + c_{t-1}): each query depends on the previous read; a loss over contexts (and weights)."""
+    keys = attention.project_keys(values)
+    reads = StepAttention(keys, values, ~mask, attention.energy_layer.weight) if fast else None
+    q, loss = query, 0.0
+    for t in range(T):
+        projected = attention.query_layer(q)
+        if fast:
+            context, weights = reads.read(projected)
+        else:
+            context, weights = _read(attention.score_projected(projected, keys), ~mask, values)
+        if t == drop_step:
+            continue  # this step's read never reaches the loss
+        loss = loss + (context * torch.arange(1, H + 1, dtype=context.dtype)).sum()
+        if use_weights:
+            loss = loss + (weights**2).sum()
+        q = torch.tanh(q + context)
+    return loss, weights
+
+
+@pytest.mark.parametrize("drop_step, use_weights", [(None, False), (2, False), (None, True)])
+def test_values_and_gradients_equal_autograd(drop_step, use_weights):
+    attention, values, query, mask = _setup()
+    inputs = [values, query, *attention.parameters()]
+    results = {}
+    for fast in (False, True):
+        loss, weights = _loop(attention, values, query, mask, fast, drop_step, use_weights)
+        results[fast] = (loss, weights, *torch.autograd.grad(loss, inputs))
+    for plain, fast in zip(results[False], results[True], strict=True):
+        torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    assert (results[True][1][~mask] == 0).all()  # padding gets no weight
+    assert all(g.abs().sum() > 0 for g in results[True][2:])  # every input gets a gradient
+
+
+def test_a_retained_graph_runs_twice_and_the_memory_has_other_uses():
+    attention, values, query, mask = _setup(1)
+
+    def extra():
+        return (values**2).sum()  # the values read outside the steps as well
+
+    expected = torch.autograd.grad(
+        _loop(attention, values, query, mask, fast=False)[0] + extra(), [values, query]
+    )
+    loss = _loop(attention, values, query, mask, fast=True)[0] + extra()
+    first = torch.autograd.grad(loss, [values, query], retain_graph=True)
+    second = torch.autograd.grad(loss, [values, query])  # the same graph, run again
+    for a, b, e in zip(first, second, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(b, e, rtol=1e-10, atol=1e-12)
+
+
+def test_the_reads_are_freed_with_the_graph_without_the_garbage_collector():
+    attention, values, query, mask = _setup(2)
+    gc.disable()
+    try:
+        keys = attention.project_keys(values)
+        reads = StepAttention(keys, values, ~mask, attention.energy_layer.weight)
+        loss = sum(reads.read(attention.query_layer(query * t))[0].sum() for t in range(3))
+        kept = weakref.ref(reads.steps)
+        loss.backward()
+        del reads, loss, keys
+        assert kept() is None
+    finally:
+        gc.enable()
+    assert values.grad is not None and values.grad.abs().sum() > 0
