@@ -35,6 +35,7 @@ from seq2seq.evaluation.tracking import build_loggers, finish_wandb
 from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_checkpoint
 from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.inference.translator import NO_ATTENTION, NO_HEADS
+from seq2seq.training.allocator import keep_freed_memory
 from seq2seq.training.module import Seq2SeqModule
 from seq2seq.training.quiet import silence
 
@@ -106,6 +107,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.output_dir)
     check_output_dir(out_dir)
     validate_evaluate(cfg)
+    keep_freed_memory()  # decoding allocates the same blocks at every step (training/allocator.py)
     silence()  # Lightning's litlogger tip and pytree deprecation (training/quiet.py)
     option = "run_dir" if cfg.run_dir is not None else "ckpt_path"
     ckpt = find_checkpoint(cfg[option], option)

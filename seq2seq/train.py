@@ -48,6 +48,7 @@ from seq2seq.evaluation.record import (
 )
 from seq2seq.evaluation.tracking import build_loggers, finish_wandb, log_config, log_summary
 from seq2seq.inference.signals import Stopped, stop_on_signals
+from seq2seq.training.allocator import keep_freed_memory
 from seq2seq.training.callbacks import build_callbacks
 from seq2seq.training.checkpoint_io import AtomicCheckpointIO
 from seq2seq.training.graceful_stop import GracefulStop
@@ -116,6 +117,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     choices = hydra_choices()
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
+    if cfg.speed.get("keep_freed_memory", True):
+        keep_freed_memory()  # freed blocks reused, not returned to the system at every step (training/allocator.py)
 
     datamodule = Seq2SeqDataModule(
         cfg.data, cfg.paths.cache_dir, seed=cfg.seed, num_workers=cfg.data.num_workers

@@ -31,6 +31,7 @@ from seq2seq.inference.checkpoint import TrainedModel, find_checkpoint, load_che
 from seq2seq.inference.signals import Stopped, stop_on_signals
 from seq2seq.inference.translator import NO_ATTENTION, NO_HEADS, Translation, Translator
 from seq2seq.models.decoding import Decoding
+from seq2seq.training.allocator import keep_freed_memory
 
 log = logging.getLogger("seq2seq.translate")
 
@@ -117,6 +118,7 @@ def pick_device(name: str) -> torch.device:
 def translate(cfg: DictConfig) -> list[Translation]:
     """Translate ``input`` (or stdin) and write the translations to stdout; returns them."""
     validate_translate(cfg)
+    keep_freed_memory()  # decoding allocates the same blocks at every step (training/allocator.py)
     device = pick_device(cfg.device)
     trained = load_checkpoint(find_checkpoint(cfg.ckpt_path), map_location=device)
     decoding = Decoding.from_config(cfg.decoding if cfg.get("decoding") is not None else trained.cfg.decoding)

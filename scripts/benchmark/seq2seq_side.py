@@ -57,6 +57,7 @@ from seq2seq.evaluation.tracking import build_loggers
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.models.unroll import compile_seconds
+from seq2seq.training.allocator import keep_freed_memory
 from seq2seq.training.callbacks import build_callbacks
 from seq2seq.training.module import Seq2SeqModule
 
@@ -149,6 +150,8 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
     device = check_device(plan.get("device", "cpu"))
     precision = str(plan.get("precision", "32"))
     cfg = compose_config(plan["overrides"])
+    if cfg.speed.get("keep_freed_memory", True):
+        keep_freed_memory()  # as seq2seq-train does
     torch.manual_seed(cfg.seed)
     datamodule = load_data(cfg)
     module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).to(device)
