@@ -294,6 +294,12 @@ def test_compare_computes_ratios_and_targets():
         "lightning_vs_harness": False,  # 0.875 < 0.90
         "flop_utilisation": True,
     }
+    # A/B/A: with the harness timed again after the Lightning loop, the row is over the mean of both runs
+    ours["train_after_lightning"] = {"tgt_tokens_per_s": 2400}
+    again = _results(ours, _system(1000, 4000, 1100, 1000, params=1_040_000))["comparison"]
+    assert again["ratios"]["lightning_vs_harness"] == pytest.approx(2800 / 2800)
+    assert again["met"]["lightning_vs_harness"] is True
+    assert again["ratios"]["train_tokens_per_s"] == pytest.approx(3.2)  # the JoeyNMT ratio keeps the first run
     # results written before the Lightning row existed: no ratio, no mark
     old = _results(_system(3200, 9000, 2000, 900), _system(1000, 4000, 1100, 1000))["comparison"]
     assert old["ratios"]["lightning_vs_harness"] is None and old["met"]["lightning_vs_harness"] is None
@@ -386,6 +392,8 @@ def test_seq2seq_side_end_to_end(tmp_path, restore_threads):
     lightning = result["lightning"]
     assert lightning["updates"] == 2 and lightning["tgt_tokens_per_s"] > 0
     assert lightning["tgt_tokens_per_update"] == pytest.approx(train["tgt_tokens_per_update"], rel=0.5)
+    again = result["train_after_lightning"]  # A/B/A: the harness once more, on the same batches
+    assert again["updates"] == 2 and again["tgt_tokens_per_update"] == train["tgt_tokens_per_update"]
     assert result["device"] == "cpu" and result["peak_gpu_mib"] is None
     assert 0 < train["padding_efficiency"]["all"] <= 1
     assert result["flop_check"]["counted"] == result["flop_check"]["predicted"]
