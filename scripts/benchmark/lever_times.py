@@ -13,6 +13,8 @@ model per setting, all from the same seed, live in one process, and every batch 
 shared machine drifts by tens of percent over minutes; the paired ratio of each setting's update time to the
 first setting's on the same batch does not. Prints, per setting, the median seconds per update, target tokens per
 second, and the median paired ratio to the first setting. Run it on a quiet machine all the same.
+``speed.keep_freed_memory`` acts on the whole process, so it cannot be paired: it is on for every setting unless
+``--extra speed.keep_freed_memory=false``; compare it across alternated runs instead.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = [
     "all levers on:",
     "without step weights: speed.step_weights=false",
+    "without step attention: speed.step_attention=false",
+    "without tanh as sigmoid: speed.tanh_as_sigmoid=false",
     "without fused Adam: speed.fused_optimizer=false",
     "without chunked loss: speed.loss_chunk=0",
     "without fast unroll: speed.fast_unroll=false",
-    "all off: speed.fast_unroll=false speed.loss_chunk=0 speed.fused_optimizer=false",
+    "all off: speed.fast_unroll=false speed.loss_chunk=0 speed.fused_optimizer=false speed.tanh_as_sigmoid=false",
 ]
 
 

@@ -57,7 +57,7 @@ from seq2seq.evaluation.tracking import build_loggers
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.models.unroll import compile_seconds
-from seq2seq.training.allocator import keep_freed_memory
+from seq2seq.training.allocator import keep_freed_memory, release_freed_memory
 from seq2seq.training.callbacks import build_callbacks
 from seq2seq.training.module import Seq2SeqModule
 
@@ -186,16 +186,31 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
         kind: time_decoding(eval_loader(test, cfg.data.batch.eval_max_tokens), search(decoding))
         for kind, decoding in searches.items()
     }
+    params, counted = parameter_count(model), flop_check(model, profile)
+    peak_rss = peak_rss_mib()  # training and decoding: the work JoeyNMT's process does
     lightning = harness_again = None
     if plan.get("lightning", True):
+        # one model (and its Adam state) alive at a time, its freed blocks handed back: each phase's peak memory
+        # is its own, as in a fresh seq2seq-train process
+        del module, model, update
+        release_freed_memory()
         lightning = summarise_training(lightning_records(cfg, datamodule, plan, device, precision), profile)
-        # the harness once more, right after: the Lightning row is compared with both harness runs around it,
-        # so that a machine drifting over the minutes in between does not pass for the loop's cost
-        module.train()
+        release_freed_memory()
+        # the harness once more, right after, on a fresh model of the same seed and the same batches: the
+        # Lightning row is compared with both harness runs around it, so that the machine drifting over the
+        # minutes in between does not pass for the loop's cost
+        torch.manual_seed(cfg.seed)
+        again = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).to(device)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*self.log.*")
             harness_again = summarise_training(
-                time_updates(training_batches(datamodule), update, shape_of, plan["warmup"], plan["updates"]),
+                time_updates(
+                    training_batches(datamodule),
+                    training_update(again, cfg, device, precision),
+                    shape_of,
+                    plan["warmup"],
+                    plan["updates"],
+                ),
                 profile,
             )
     return {
@@ -208,11 +223,12 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
         "peak_gpu_mib": peak_gpu_mib(),
         "compile_s": compile_seconds(),  # speed.compile: the first compiled step's wall time (in the warm-up)
         "reference_mean_length": sum(len(e.tgt) for e in test.examples) / len(test),
-        "params": parameter_count(model),
+        "params": params,
         "train": summarise_training(records, profile),
         "flop_profile": asdict(profile),
-        "flop_check": flop_check(model, profile),
-        "peak_rss_mib": peak_rss_mib(),
+        "flop_check": counted,
+        "peak_rss_mib": peak_rss,
+        "peak_rss_mib_with_lightning": peak_rss_mib(),  # the process's peak, the Lightning phases included
         "cpus": cpus,
         "threads": torch.get_num_threads(),
         "setup": {

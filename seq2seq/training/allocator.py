@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,16 @@ TOP_PAD = 64 * 1024 * 1024
 _DONE: list[bool] = []
 
 
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
 def keep_freed_memory() -> bool:
     """Tune glibc's ``malloc`` to keep freed blocks for reuse (once per process). False where there is no glibc."""
     if _DONE:
         return _DONE[0]
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:  # musl, macOS, Windows: their allocators, left as they are
         _DONE.append(False)
         return False
@@ -50,3 +54,14 @@ def keep_freed_memory() -> bool:
         log.warning("mallopt refused a setting: freed memory may still go back to the system between steps")
     _DONE.append(done)
     return done
+
+
+def release_freed_memory() -> bool:
+    """Hand what is free back to the system now (``malloc_trim(3)``), after collecting garbage: between two jobs
+    of one process, so that the second starts as a fresh process would. False where there is no glibc."""
+    gc.collect()
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)  # 1 when it released memory, 0 when there was none to release
+    return True
