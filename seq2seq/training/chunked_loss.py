@@ -45,16 +45,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
             log_probs = torch.log_softmax(logits, dim=-1)
             safe = y.masked_fill(~keep, 0)
             nll = -log_probs.gather(1, safe.unsqueeze(1)).squeeze(1)  # (C,)
-            token_loss = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1)
+            token_loss = (1 - smoothing) * nll - smoothing * log_probs.mean(dim=-1) if smoothing else nll
             total = total + token_loss.masked_fill(~keep, 0).sum()
             grad = log_probs.exp_()  # softmax, in place of the log-probabilities
             if smoothing:
                 grad.sub_(smoothing / vocab)
             grad.scatter_add_(1, safe.unsqueeze(1), torch.full_like(nll, -(1 - smoothing)).unsqueeze(1))
-            grad.mul_(keep.unsqueeze(1).float() / count)  # (C, V): ∂L/∂logits, zero at padding
-            grad_x[start : start + chunk] = (grad @ weight.to(grad.dtype)).to(features.dtype)
-            grad_w += grad.t() @ x.to(grad.dtype)
-            grad_b += grad.sum(dim=0)
+            # ∂L/∂logits is grad scaled by each row's 1/N (0 at padding); the scale is applied to the (C, H)
+            # and (C,) sides of the three products, never in a pass over the (C, V) gradient
+            scale = (keep.to(grad.dtype) / count).unsqueeze(1)  # (C, 1)
+            grad_x[start : start + chunk] = ((grad @ weight.to(grad.dtype)) * scale).to(features.dtype)
+            grad_w += grad.t() @ (x.to(grad.dtype) * scale)
+            grad_b += (scale.t() @ grad).squeeze(0)
         ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
         return total / count
 
