@@ -460,6 +460,7 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
     assert [row.split("|")[1].strip() for row in rows] == ["on", "off"]
     assert all(float(row.split("|")[3].strip().replace(",", "")) > 0 for row in rows)  # tokens/s
     assert float(rows[0].split("|")[4]) == 1.0  # the first setting's paired ratio to itself
+    assert all(float(row.split("|")[5].strip().replace(",", "")) >= 0 for row in rows)  # page faults/update
     assert "toy task: hidden 16" in out.stdout
     bad = subprocess.run(
         [sys.executable, script, "--setting", "no colon here"], capture_output=True, text=True, timeout=60

@@ -20,6 +20,7 @@ second, and the median paired ratio to the first setting. Run it on a quiet mach
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -72,6 +73,7 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
 
     next_batch = side.training_batches(datamodule)
     seconds: list[list[float]] = [[] for _ in settings]
+    faults = [0] * len(settings)  # minor page faults during the timed updates (first touches of fresh pages)
     tokens = 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")
@@ -80,11 +82,13 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
             order = [(step + i) % len(settings) for i in range(len(settings))]  # rotate who goes first
             for index in order:
                 synchronize()
+                faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 updates[index](batch)
                 synchronize()
                 if step >= args.warmup:
                     seconds[index].append(time.perf_counter() - start)
+                    faults[index] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted
             if step >= args.warmup:
                 tokens += side.shape_of(batch).tgt_tokens
     rows = [
@@ -92,8 +96,9 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
             "median_s": statistics.median(own),
             "tgt_tokens_per_s": tokens / sum(own),
             "paired_ratio": statistics.median(a / b for a, b in zip(own, seconds[0], strict=True)),
+            "page_faults": count / len(own),
         }
-        for own in seconds
+        for own, count in zip(seconds, faults, strict=True)
     ]
     return {"toy": toy, "hidden": hidden, "max_tokens": budget}, rows
 
@@ -123,11 +128,15 @@ def main() -> None:
         f"\n{'toy task' if setup['toy'] else 'Bible'}: hidden {setup['hidden']}, max_tokens {setup['max_tokens']}, "
         f"{args.threads} threads, {args.updates} timed updates of each setting after {args.warmup}, interleaved\n"
     )
-    print(f"| setting | median s/update | target tokens/s | paired time ratio to “{settings[0][0]}” |")
-    print("|---|---:|---:|---:|")
+    print(
+        f"| setting | median s/update | target tokens/s | paired time ratio to “{settings[0][0]}” "
+        "| page faults/update |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for (label, _), row in zip(settings, rows, strict=True):
         print(
-            f"| {label} | {row['median_s']:.3f} | {row['tgt_tokens_per_s']:,.0f} | {row['paired_ratio']:.2f} |"
+            f"| {label} | {row['median_s']:.3f} | {row['tgt_tokens_per_s']:,.0f} | {row['paired_ratio']:.2f} "
+            f"| {row['page_faults']:,.0f} |"
         )
 
 
