@@ -50,7 +50,8 @@ def _batch():
 
 
 def _loss_and_grads(model, fast, step_weights=True):
-    model.fast_unroll, model.step_weights = fast, step_weights
+    """``step_weights`` switches both speed.step_weights and speed.step_attention."""
+    model.fast_unroll, model.step_weights, model.step_attention = fast, step_weights, step_weights
     model.zero_grad()
     src, lengths, tgt_in = _batch()
     logits, weights = model(src, lengths, tgt_in, return_attention=True)
@@ -74,7 +75,7 @@ def test_fast_unroll_equals_step_loop(rnn_type, attention, context, input_feedin
 def test_hoisted_loop_without_step_weights_equals_step_loop(
     rnn_type, attention, context, input_feeding, layers
 ):
-    """speed.step_weights=false: autograd's own per-step weight gradients, the same values."""
+    """speed.step_weights=false, speed.step_attention=false: autograd's own per-step gradients, the same values."""
     _check_fast_unroll(
         _model(rnn_type, attention, context, input_feeding, layers), attention, step_weights=False
     )

@@ -13,7 +13,8 @@ previous step need not wait for it:
   recurrent projection ``W_hh s_{i-1}`` and Bahdanau's query projection ``W s_{i-1}`` are one product; the cell
   maths is written out on the gates (PyTorch's GRU / LSTM / tanh-RNN equations, ``torch.nn`` docs) so nothing is
   copied into a concatenated input. With ``speed.step_weights`` the per-step products read their weights
-  through :class:`~seq2seq.models.step_weights.StepWeight`: each weight's gradient is one product over all steps.
+  through :class:`~seq2seq.models.step_weights.StepWeight`: each weight's gradient is one product over all steps;
+  with ``speed.step_attention`` Bahdanau's read goes through :class:`~seq2seq.models.step_attention.StepAttention`.
 
 With ``speed.compile`` the hoisted step goes through ``torch.compile`` (inductor on CPU; on CUDA inductor's
 kernels): fewer, fused kernels per step. Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps
