@@ -228,7 +228,9 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
         "flop_profile": asdict(profile),
         "flop_check": counted,
         "peak_rss_mib": peak_rss,
-        "peak_rss_mib_with_lightning": peak_rss_mib(),  # the process's peak, the Lightning phases included
+        # the process's peak, the Lightning phases included; at least the earlier reading: the kernel updates
+        # VmHWM lazily, so memory handed back with malloc_trim (madvise) can lower what it reports later
+        "peak_rss_mib_with_lightning": max(peak_rss, peak_rss_mib()),
         "cpus": cpus,
         "threads": torch.get_num_threads(),
         "setup": {
