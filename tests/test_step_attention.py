@@ -6,9 +6,8 @@ import weakref
 import pytest
 import torch
 
-from seq2seq.models.attention import BahdanauAttention
+from seq2seq.models.attention import BahdanauAttention, masked_read
 from seq2seq.models.step_attention import StepAttention
-from seq2seq.models.unroll import _read
 
 B, S, H, A, T = 3, 5, 4, 6, 4
 
@@ -32,7 +31,7 @@ def _loop(attention, values, query, mask, fast, drop_step=None, use_weights=Fals
         if fast:
             context, weights = reads.read(projected)
         else:
-            context, weights = _read(attention.score_projected(projected, keys), ~mask, values)
+            context, weights = masked_read(attention.score_projected(projected, keys), ~mask, values)
         if t == drop_step:
             continue  # this step's read never reaches the loss
         loss = loss + (context * torch.arange(1, H + 1, dtype=context.dtype)).sum()

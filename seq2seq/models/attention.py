@@ -56,11 +56,7 @@ class Attention(nn.Module):
         Returns:
             context ``(B, H)`` and weights ``(B, S)`` (rows sum to 1, zero at padding).
         """
-        scores = self.score(query, keys)  # (B, S)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)  # (B, S)
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, H)
-        return context, weights
+        return masked_read(self.score(query, keys), ~mask, memory)
 
     def score_all(self, queries: Tensor, keys: Tensor) -> Tensor:
         """Scores ``(B, T, S)`` for ``T`` queries ``(B, T, H)`` at once."""
@@ -168,6 +164,13 @@ ATTENTIONS: dict[str, type[Attention]] = {
     "luong_general": LuongGeneralAttention,
     "luong_concat": LuongConcatAttention,
 }
+
+
+def masked_read(scores: Tensor, invalid: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Softmax of scores ``(B, S)`` over the real positions (``invalid`` ``(B, S)`` True at padding, weight 0
+    there) and the context it reads from values ``(B, S, D)`` → context ``(B, D)``, weights ``(B, S)``."""
+    weights = torch.softmax(scores.masked_fill(invalid, float("-inf")), dim=-1)
+    return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
 
 
 def build_attention(name: str, query_size: int, memory_size: int, attention_size: int) -> Attention | None:

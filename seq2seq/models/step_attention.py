@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seq2seq.models.attention import masked_read
+
 
 class StepAttention:
     """The attention memory of one forward pass, read by :meth:`read` once per step.
@@ -56,9 +58,7 @@ class _Read(torch.autograd.Function):
     def forward(ctx: Any, projected: Tensor, keys: Tensor, values: Tensor, energy: Tensor, steps: _Reads):
         gates = torch.sigmoid(torch.add(keys, projected.unsqueeze(1), alpha=2))  # (B, S, A)
         # e = 2 g v without − Σv: softmax ignores a constant, and its gradient, Σ_j ∂e_j, is 0
-        scores = (gates @ energy[0]).mul_(2)  # (B, S)
-        weights = torch.softmax(scores.masked_fill_(steps.invalid, float("-inf")), dim=-1)
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)  # (B, D)
+        context, weights = masked_read((gates @ energy[0]).mul_(2), steps.invalid, values)  # (B, D), (B, S)
         ctx.steps, ctx.index = steps, len(steps.weights)
         steps.weights.append(weights.detach())  # without its graph: no reference cycle through the node
         ctx.save_for_backward(gates, weights, values, energy)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import _VF, Tensor
 
-from seq2seq.models.attention import AdditiveScore
+from seq2seq.models.attention import AdditiveScore, masked_read
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell
 from seq2seq.models.encoders import RecurrentState
 from seq2seq.models.step_attention import StepAttention
@@ -242,7 +242,7 @@ def hoisted_step(
             scores = attention.score_projected(query, memory.keys)
         else:
             scores = attention.score(hs[-1], memory.keys)
-        context, weights = _read(scores, invalid, memory.outputs)
+        context, weights = masked_read(scores, invalid, memory.outputs)
     elif decoder.context_every_step:
         context = memory.context
     if context is not None:
@@ -294,9 +294,3 @@ def compiled_step() -> Any:
 def compile_seconds() -> float | None:
     """Wall time of the compiled step's first call (tracing and compilation included), None before it."""
     return _COMPILED.get("seconds")
-
-
-def _read(scores: Tensor, invalid: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-    """Softmax over the real source positions and the context: as :meth:`Attention.forward` with a hoisted mask."""
-    weights = torch.softmax(scores.masked_fill(invalid, float("-inf")), dim=-1)  # (B, S)
-    return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
