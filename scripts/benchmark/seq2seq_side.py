@@ -150,19 +150,23 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
     device = check_device(plan.get("device", "cpu"))
     precision = str(plan.get("precision", "32"))
     cfg = compose_config(plan["overrides"])
-    if cfg.speed.get("keep_freed_memory", True):
-        keep_freed_memory()  # as seq2seq-train does
+    keep_freed_memory(cfg.speed)  # as seq2seq-train does
     torch.manual_seed(cfg.seed)
     datamodule = load_data(cfg)
     module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).to(device)
     model = module.model
     profile = seq2seq_flop_profile(model)
-    update = training_update(module, cfg, device, precision)
-    with warnings.catch_warnings():  # training_step's self.log() has no Trainer to log to here
-        warnings.filterwarnings("ignore", message=".*self.log.*")
-        records = time_updates(
-            training_batches(datamodule), update, shape_of, plan["warmup"], plan["updates"]
-        )
+
+    def timed_harness(module: Seq2SeqModule) -> list[UpdateRecord]:
+        """The harness loop's timed updates of ``module`` on the data module's batches (each run the same)."""
+        with warnings.catch_warnings():  # training_step's self.log() has no Trainer to log to here
+            warnings.filterwarnings("ignore", message=".*self.log.*")
+            update = training_update(module, cfg, device, precision)
+            return time_updates(
+                training_batches(datamodule), update, shape_of, plan["warmup"], plan["updates"]
+            )
+
+    records = timed_harness(module)
 
     module.eval()
     test = PairDataset(datamodule.datasets["test"].examples[: plan["decode_sentences"]])
@@ -192,7 +196,7 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
     if plan.get("lightning", True):
         # one model (and its Adam state) alive at a time, its freed blocks handed back: each phase's peak memory
         # is its own, as in a fresh seq2seq-train process
-        del module, model, update
+        del module, model
         release_freed_memory()
         lightning = summarise_training(lightning_records(cfg, datamodule, plan, device, precision), profile)
         release_freed_memory()
@@ -201,18 +205,7 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
         # minutes in between does not pass for the loop's cost
         torch.manual_seed(cfg.seed)
         again = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer).to(device)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*self.log.*")
-            harness_again = summarise_training(
-                time_updates(
-                    training_batches(datamodule),
-                    training_update(again, cfg, device, precision),
-                    shape_of,
-                    plan["warmup"],
-                    plan["updates"],
-                ),
-                profile,
-            )
+        harness_again = summarise_training(timed_harness(again), profile)
     return {
         **decoded,
         "lightning": lightning,
