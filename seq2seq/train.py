@@ -117,8 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     choices = hydra_choices()
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_num_threads(cfg.get("threads") or torch.get_num_threads())
-    if cfg.speed.get("keep_freed_memory", True):
-        keep_freed_memory()  # freed blocks reused, not returned to the system at every step (training/allocator.py)
+    keep_freed_memory(cfg.speed)  # freed blocks reused, not returned to the system at every step
 
     datamodule = Seq2SeqDataModule(
         cfg.data, cfg.paths.cache_dir, seed=cfg.seed, num_workers=cfg.data.num_workers

@@ -56,10 +56,10 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
     hidden = args.hidden_size or (304 if toy else 288)
     base = side.base_overrides(args.embedding_size, args.seed, 2000, Path(args.work))
     base += [*data, f"model.hidden_size={hidden}", *args.extra]
-    if side.compose_config(base).speed.keep_freed_memory:
-        # process-wide, so the same for every setting; --extra speed.keep_freed_memory=false for glibc's default
-        keep_freed_memory()
-    datamodule = side.load_data(side.compose_config(base))
+    cfg = side.compose_config(base)
+    # process-wide, so the same for every setting; --extra speed.keep_freed_memory=false for glibc's default
+    keep_freed_memory(cfg.speed)
+    datamodule = side.load_data(cfg)
     budget, _ = side.match_budget(datamodule, args.target_tokens or (1100 if toy else 970), args.seed, 20000)
     base.append(f"data.batch.max_tokens={budget}")
     datamodule = side.load_data(side.compose_config(base))

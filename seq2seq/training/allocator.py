@@ -4,8 +4,8 @@ A training update on CPU allocates and frees the same tensors at every step (gat
 gradients: about 1 MiB each on the benchmark's models). glibc's ``malloc`` serves blocks above its
 ``mmap`` threshold (128 KiB, adapted upwards at run time) with fresh ``mmap`` calls and gives them back with
 ``munmap``, and it trims the top of its heap when more than its trim threshold is free. So every step touches
-new pages, and each first touch is a page fault: about 10,000 per update on the benchmark's toy model, 7 % of its
-time in the kernel (``docs/performance.md``). :func:`keep_freed_memory` raises the ``mmap`` threshold to its
+new pages, and each first touch is a page fault: 5,000–17,000 per update on the benchmark's models, 0.02–0.04 s
+of system CPU time per update (``docs/performance.md``). :func:`keep_freed_memory` raises the ``mmap`` threshold to its
 maximum (32 MiB on 64-bit glibc), stops trimming and pads the heap's growth (``mallopt(3)``), so blocks are
 reused from the heap. The peak resident memory stays what the live tensors need; only memory that would have
 gone back to the system between steps stays with the process.
@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,11 @@ def _libc() -> ctypes.CDLL | None:
     return ctypes.CDLL(name) if name else None
 
 
-def keep_freed_memory() -> bool:
-    """Tune glibc's ``malloc`` to keep freed blocks for reuse (once per process). False where there is no glibc."""
+def keep_freed_memory(speed: Any = None) -> bool:
+    """Tune glibc's ``malloc`` to keep freed blocks for reuse (once per process). False where there is no glibc,
+    or where a run's ``speed`` config, when given, sets ``keep_freed_memory`` false (absent counts as on)."""
+    if speed is not None and not speed.get("keep_freed_memory", True):
+        return False
     if _DONE:
         return _DONE[0]
     mallopt = getattr(_libc(), "mallopt", None)
@@ -56,12 +60,10 @@ def keep_freed_memory() -> bool:
     return done
 
 
-def release_freed_memory() -> bool:
-    """Hand what is free back to the system now (``malloc_trim(3)``), after collecting garbage: between two jobs
-    of one process, so that the second starts as a fresh process would. False where there is no glibc."""
+def release_freed_memory() -> None:
+    """Hand what is free back to the system now (``malloc_trim(3)``, where glibc has it), after collecting
+    garbage: between two jobs of one process, so that the second starts as a fresh process would."""
     gc.collect()
     trim = getattr(_libc(), "malloc_trim", None)
-    if trim is None:
-        return False
-    trim(0)  # 1 when it released memory, 0 when there was none to release
-    return True
+    if trim is not None:
+        trim(0)
