@@ -36,7 +36,9 @@ DEFAULT_SETTINGS = [
     "without fused Adam: speed.fused_optimizer=false",
     "without chunked loss: speed.loss_chunk=0",
     "without fast unroll: speed.fast_unroll=false",
-    "all off: speed.fast_unroll=false speed.loss_chunk=0 speed.fused_optimizer=false speed.tanh_as_sigmoid=false",
+    "without GRU kernel: speed.gru_kernel=false",
+    "all off: speed.fast_unroll=false speed.loss_chunk=0 speed.fused_optimizer=false speed.tanh_as_sigmoid=false"
+    " speed.gru_kernel=false",
 ]
 
 

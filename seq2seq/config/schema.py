@@ -64,6 +64,7 @@ class SpeedConfig:
     tanh_as_sigmoid: bool = True
     step_attention: bool = True
     keep_freed_memory: bool = True
+    gru_kernel: bool = True
 
 
 @dataclass

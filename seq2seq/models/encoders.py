@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.models.gru_kernel import gru_layers
+
 RNN_TYPES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 RecurrentState = Tensor | tuple[Tensor, Tensor]
@@ -52,7 +54,14 @@ class RecurrentEncoder(nn.Module):
         num_layers: stacked layers ``L``.
         bidirectional: read the source both ways (Bahdanau et al. 2015, §3.2).
         dropout: dropout on embeddings and between layers.
+
+    Attributes:
+        gru_kernel: a GRU on CPU runs through :func:`~seq2seq.models.gru_kernel.gru_layers` (the same maths, one
+            autograd function per layer with its backward written out) instead of ``nn.GRU``'s packed call
+            (``speed.gru_kernel``).
     """
+
+    gru_kernel: bool = True
 
     def __init__(
         self,
@@ -94,11 +103,15 @@ class RecurrentEncoder(nn.Module):
         Returns:
             outputs ``(B, S, H)`` (zeros at padding) and the final state ``(L, B, H)`` (LSTM: ``(h, c)``).
         """
-        packed = pack_padded_sequence(
-            self.dropout(embedded), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        packed_out, final = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=embedded.size(1))
+        cpu = embedded.device.type == "cpu"
+        if self.gru_kernel and self.rnn_type == "gru" and cpu and not torch.is_autocast_enabled("cpu"):
+            outputs, final = gru_layers(self.rnn, self.dropout(embedded), lengths)
+        else:
+            packed = pack_padded_sequence(
+                self.dropout(embedded), lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            packed_out, final = self.rnn(packed)
+            outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=embedded.size(1))
         # outputs: (B, S, H)
         if self.rnn_type == "lstm":
             return outputs, (self._merge_directions(final[0]), self._merge_directions(final[1]))

@@ -30,6 +30,7 @@ from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
 from seq2seq.models.attention import AdditiveScore, attention_entropy
 from seq2seq.models.decoding import Decoding, decode
+from seq2seq.models.encoders import RecurrentEncoder
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.models.unroll import compile_seconds
 from seq2seq.training.chunked_loss import linear_cross_entropy
@@ -334,3 +335,5 @@ def set_model_speed(model: Any, speed: Any) -> None:
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))
+        if isinstance(layer, RecurrentEncoder):
+            layer.gru_kernel = bool(speed.get("gru_kernel", True))
