@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,27 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
 
 
+def _kill_mid_run(run_dir: Path, args: list[str], tmp_path: Path, wait_for_checkpoint: bool, delay: float) -> bool:
+    """Start a training, SIGKILL it ``delay`` seconds after its first checkpoint (or its start); False if the run
+    had already completed by then (its results written, or its process gone)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seq2seq.train", *args],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    marker = run_dir / "checkpoints" / "last.ckpt" if wait_for_checkpoint else run_dir / ".hydra"
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(delay)
+    process.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+    killed = process.wait() == -signal.SIGKILL
+    results = run_dir / "results.json"  # written at the end, before the process tears down and exits
+    return killed and not (results.exists() and json.loads(results.read_text())["status"] == "completed")
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_ends_where_an_uninterrupted_run_does(tmp_path):
     cache = f"paths.cache_dir={tmp_path / 'cache'}"
@@ -69,20 +91,15 @@ def test_sigkill_at_random_points_then_resume_ends_where_an_uninterrupted_run_do
     for point, wait_for_checkpoint in enumerate((False, True, True)):
         run_dir = tmp_path / f"killed{point}"
         args = [*KILLABLE, cache, f"hydra.run.dir={run_dir}"]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "seq2seq.train", *args],
-            cwd=tmp_path,
-            env=_env(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 300
-        marker = run_dir / "checkpoints" / "last.ckpt" if wait_for_checkpoint else run_dir / ".hydra"
-        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5) if wait_for_checkpoint else 0.0)
-        process.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
-        process.wait()
+        delay = rng.uniform(0.0, 1.5) if wait_for_checkpoint else 0.0
+        # a run that ends before its kill lands is started again with half the delay: every point kills a live run
+        for _ in range(6):
+            if _kill_mid_run(run_dir, args, tmp_path, wait_for_checkpoint, delay):
+                break
+            shutil.rmtree(run_dir)
+            delay /= 2
+        else:
+            pytest.fail(f"point {point}: six runs ended before their kill landed")
         assert not list(run_dir.rglob("*.tmp")), "a kill mid-save left a temporary file"
         resumed = run_module("seq2seq.train", *args, "ckpt_path=last", cwd=tmp_path, text=True)
         assert resumed.returncode == 0, resumed.stdout[-1500:] + resumed.stderr[-1500:]
