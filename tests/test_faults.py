@@ -57,7 +57,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
 
 
-def _kill_mid_run(run_dir: Path, args: list[str], tmp_path: Path, wait_for_checkpoint: bool, delay: float) -> bool:
+def _kill_mid_run(
+    run_dir: Path, args: list[str], tmp_path: Path, wait_for_checkpoint: bool, delay: float
+) -> bool:
     """Start a training, SIGKILL it ``delay`` seconds after its first checkpoint (or its start); False if the run
     had already completed by then (its results written, or its process gone)."""
     process = subprocess.Popen(
