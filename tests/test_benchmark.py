@@ -466,3 +466,32 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
         [sys.executable, script, "--setting", "no colon here"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode != 0 and "a colon after the label" in bad.stderr
+
+
+@pytest.mark.slow
+def test_decode_times_prints_a_row_per_search_and_budget_with_the_same_outputs(tmp_path):
+    """scripts/benchmark/decode_times.py: each search at each budget, every sentence's output the same."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark" / "decode_times.py"
+    extra = ["data.sizes.train=60", "data.sizes.val=10", "data.sizes.test=10", f"paths.cache_dir={tmp_path}"]
+    out = subprocess.run(
+        [sys.executable, script, "--corpus", str(tmp_path / "no-bible"), "--hidden-size", "16",
+         "--embedding-size", "8", "--target-tokens", "60", "--train-updates", "2", "--sentences", "10",
+         "--threads", "1", "--work", str(tmp_path / "work"), *(f"--extra={e}" for e in extra),
+         "--budget", "40", "--budget", "400", "--rounds", "2", "--profile", "5"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.stdout.splitlines()]
+    rows = [row for row in rows if row and row[0] in ("greedy", "beam")]
+    assert [(row[0], row[1], int(row[2])) for row in rows] == [
+        ("greedy", "40", 10),
+        ("greedy", "400", 2),
+        ("beam", "40", 10),
+        ("beam", "400", 2),
+    ]  # a 40-token budget holds one of these sentences per batch; 400 holds several
+    assert all(float(row[3].replace(",", "")) > 0 and row[6] == "yes" for row in rows)
+    assert "toy task: hidden 16, 2 updates, 10 test sentences" in out.stdout
+    assert "greedy, budget 40:" in out.stdout and "beam, budget 40:" in out.stdout
+    assert out.stdout.count("Self CPU time total") == 2  # one profile per search

@@ -1,0 +1,154 @@
+"""Greedy and beam decoding of the benchmark's model, timed at several decoding batch budgets (optionally profiled).
+
+    .venv/bin/python scripts/benchmark/decode_times.py [--corpus data/bible] [--budget 2000]... [--profile]
+
+The model and data are the benchmark's (``seq2seq_side.py``: bi-GRU encoder, GRU decoder with Bahdanau attention
+and input feeding, the hidden size matched to JoeyNMT's: 288 on the Bible, 304 on the toy task), trained for
+``--train-updates`` harness updates (the benchmark's 220 by default, so that it emits end-of-sentence as the
+benchmark's model does), then decoding the first ``--sentences`` test sentences in length-sorted batches under
+each ``--budget`` (``data.batch.eval_max_tokens``) with the benchmark's output budget (``1.5 · (|x| + 1)``) and
+beam settings; the budgets are timed in turn, ``--rounds`` times (the median is reported: this machine drifts
+by tens of percent over minutes). Prints, per search and budget, the batches, output tokens and sentences per
+second, and whether every sentence's output is the same as at the first budget (it must be: a sentence never
+depends on its batch-mates). ``--profile`` adds ``torch.profiler``'s operator table of the first budget's run of
+each search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import warnings
+from functools import partial
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MAX_LENGTH = {"max_length_ratio": 1.5, "max_length_constant": 1.5}  # as run.py gives both systems
+
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]:
+    """The set-up; per (search, budget) its timing and whether its outputs equal the first budget's; profiles."""
+    sys.path.insert(0, str(HERE))
+    import torch
+
+    import seq2seq_side as side
+    from harness import pin_threads, time_decoding
+    from seq2seq.data.batching import PairDataset
+    from seq2seq.data.datamodule import eval_loader
+    from seq2seq.models.decoding import Decoding, decode
+    from seq2seq.training.allocator import keep_freed_memory
+    from seq2seq.training.module import Seq2SeqModule
+
+    pin_threads(args.threads)
+    data, _, _ = side.data_overrides(Path(args.corpus))
+    toy = "data=toy_translation" in data
+    hidden = args.hidden_size or (304 if toy else 288)
+    base = side.base_overrides(args.embedding_size, args.seed, 2000, Path(args.work))
+    base += [*data, f"model.hidden_size={hidden}", *args.extra]
+    cfg = side.compose_config(base)
+    keep_freed_memory(cfg.speed)
+    datamodule = side.load_data(cfg)
+    budget, _ = side.match_budget(datamodule, args.target_tokens or (1100 if toy else 970), args.seed, 20000)
+    cfg = side.compose_config([*base, f"data.batch.max_tokens={budget}"])
+    datamodule = side.load_data(cfg)
+    torch.manual_seed(cfg.seed)
+    module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
+    update, next_batch = (
+        side.training_update(module, cfg, torch.device("cpu")),
+        side.training_batches(datamodule),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")
+        for _ in range(args.train_updates):
+            update(next_batch())
+    model = module.model.eval()
+    test = PairDataset(datamodule.datasets["test"].examples[: args.sentences])
+    searches = {
+        "greedy": Decoding("greedy", **MAX_LENGTH),
+        "beam": Decoding("beam", beam_size=args.beam_size, length_penalty=args.beam_alpha, **MAX_LENGTH),
+    }
+    rows, profiles = [], {}
+    budgets = args.budget or [2000]
+    for kind in args.search or ["greedy", "beam"]:
+        batches = {budget: list(eval_loader(test, budget)) for budget in budgets}
+        outputs: dict[int, dict[int, list[int]]] = {budget: {} for budget in budgets}
+        timings: dict[int, list[dict[str, float]]] = {budget: [] for budget in budgets}
+
+        def search(batch, decoding=searches[kind], into=None) -> list[int]:
+            tokens = decode(model, batch, decoding).tokens
+            into.update(zip(batch.indices.tolist(), tokens, strict=True))
+            return [len(t) for t in tokens]
+
+        # one untimed run per budget (allocations, code pages), then the budgets in turn, round after round:
+        # the machine's drift over minutes reaches every budget alike, and the median of the rounds is reported
+        for round_ in range(args.rounds + 1):
+            for budget in budgets:
+                timing = time_decoding(batches[budget], partial(search, into=outputs[budget]))
+                if round_ > 0:
+                    timings[budget].append(timing)
+        for budget in budgets:
+            first, median = timings[budget][0], statistics.median(t["seconds"] for t in timings[budget])
+            timing = {
+                **first,
+                "seconds": median,
+                "output_tokens_per_s": first["output_tokens"] / median,
+                "sentences_per_s": first["sentences"] / median,
+            }  # every round decodes the same sentences into the same tokens
+            rows.append({"search": kind, "budget": budget, "batches": len(batches[budget]), **timing,
+                         "same_outputs": outputs[budget] == outputs[budgets[0]]})  # fmt: skip
+        if args.profile:
+            with torch.profiler.profile() as profiler:
+                time_decoding(batches[budgets[0]], partial(search, into={}))
+            profiles[kind] = profiler.key_averages().table(
+                sort_by="self_cpu_time_total", row_limit=args.profile
+            )
+    return {"toy": toy, "hidden": hidden, "sentences": len(test)}, rows, profiles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--corpus", default="data/bible", help="Bible corpus folder; the toy task when it is not built")
+    add(
+        "--budget",
+        type=int,
+        action="append",
+        help="decoding batch budget in tokens (repeatable; default 2000)",
+    )
+    add("--search", choices=["greedy", "beam"], action="append", help="repeatable; default both")
+    add("--sentences", type=int, default=500, help="test sentences decoded (default 500, as the benchmark)")
+    add("--train-updates", type=int, default=220, help="harness updates before decoding (default 220)")
+    add("--beam-size", type=int, default=5)
+    add("--beam-alpha", type=float, default=1.0)
+    add("--rounds", type=int, default=3, help="timed runs of each budget, in turn (default 3; the median)")
+    add("--profile", type=int, nargs="?", const=25, default=0, help="print the top N operators (default 25)")
+    add("--threads", type=int, default=2)
+    add("--hidden-size", type=int, help="default: the benchmark's match, 288 (Bible) or 304 (toy)")
+    add("--target-tokens", type=int, help="real target tokens per update; default 970 (Bible) or 1100 (toy)")
+    add("--embedding-size", type=int, default=256, help="as the benchmark's (default 256)")
+    add("--extra", action="append", default=[], help="a Hydra override (repeatable)")
+    add("--seed", type=int, default=1234)
+    add("--work", default="bench/work/decode")
+    args = parser.parse_args()
+    setup, rows, profiles = measure(args)
+    print(
+        f"\n{'toy task' if setup['toy'] else 'Bible'}: hidden {setup['hidden']}, {args.train_updates} updates, "
+        f"{setup['sentences']} test sentences, {args.threads} threads\n"
+    )
+    print(
+        "| search | budget (tokens) | batches | output tokens/s | sentences/s | mean length | same outputs |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for row in rows:
+        print(
+            f"| {row['search']} | {row['budget']:,} | {row['batches']} | {row['output_tokens_per_s']:,.0f} "
+            f"| {row['sentences_per_s']:.1f} | {row['mean_output_length']:.1f} "
+            f"| {'yes' if row['same_outputs'] else 'NO'} |"
+        )
+    for kind, table in profiles.items():
+        print(f"\n{kind}, budget {rows[0]['budget']:,}:\n{table}")
+
+
+if __name__ == "__main__":
+    main()
