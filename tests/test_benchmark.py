@@ -452,7 +452,8 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
         [sys.executable, script, "--corpus", str(tmp_path / "no-bible"), "--hidden-size", "16",
          "--embedding-size", "8", "--target-tokens", "60", "--updates", "3", "--warmup", "0",
          "--threads", "1", "--work", str(tmp_path / "work"), *(f"--extra={e}" for e in extra),
-         "--setting", "on:", "--setting", "off: speed.step_weights=false speed.fused_optimizer=false"],
+         "--setting", "on:", "--setting", "off: speed.step_weights=false speed.fused_optimizer=false",
+         "--profile", "6"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
@@ -462,6 +463,7 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
     assert float(rows[0].split("|")[4]) == 1.0  # the first setting's paired ratio to itself
     assert all(float(row.split("|")[5].strip().replace(",", "")) >= 0 for row in rows)  # page faults/update
     assert "toy task: hidden 16" in out.stdout
+    assert "on: 10 updates, by operator" in out.stdout and "Self CPU time total" in out.stdout
     bad = subprocess.run(
         [sys.executable, script, "--setting", "no colon here"], capture_output=True, text=True, timeout=60
     )

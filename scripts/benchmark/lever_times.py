@@ -14,7 +14,8 @@ shared machine drifts by tens of percent over minutes; the paired ratio of each 
 first setting's on the same batch does not. Prints, per setting, the median seconds per update, target tokens per
 second, and the median paired ratio to the first setting. Run it on a quiet machine all the same.
 ``speed.keep_freed_memory`` acts on the whole process, so it cannot be paired: it is on for every setting unless
-``--extra speed.keep_freed_memory=false``; compare it across alternated runs instead.
+``--extra speed.keep_freed_memory=false``; compare it across alternated runs instead. ``--profile N`` then runs
+10 more updates of the first setting under ``torch.profiler`` and prints its top ``N`` operators.
 """
 
 from __future__ import annotations
@@ -102,7 +103,15 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
         }
         for own, count in zip(seconds, faults, strict=True)
     ]
-    return {"toy": toy, "hidden": hidden, "max_tokens": budget}, rows
+    setup = {"toy": toy, "hidden": hidden, "max_tokens": budget, "profile": None}
+    if args.profile:
+        with torch.profiler.profile() as profiler, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*self.log.*")
+            for _ in range(10):
+                updates[0](next_batch())
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile)
+        setup["profile"] = table
+    return setup, rows
 
 
 def main() -> None:
@@ -121,6 +130,7 @@ def main() -> None:
     add("--target-tokens", type=int, help="real target tokens per update; default 970 (Bible) or 1100 (toy)")
     add("--embedding-size", type=int, default=256, help="as the benchmark's (default 256)")
     add("--extra", action="append", default=[], help="a Hydra override for every setting (repeatable)")
+    add("--profile", type=int, nargs="?", const=25, default=0, help="top N operators of 10 more updates")
     add("--seed", type=int, default=1234)
     add("--work", default="bench/work/levers")
     args = parser.parse_args()
@@ -140,6 +150,8 @@ def main() -> None:
             f"| {label} | {row['median_s']:.3f} | {row['tgt_tokens_per_s']:,.0f} | {row['paired_ratio']:.2f} "
             f"| {row['page_faults']:,.0f} |"
         )
+    if setup["profile"]:
+        print(f"\n{settings[0][0]}: 10 updates, by operator\n{setup['profile']}")
 
 
 def _label_and_overrides(text: str) -> tuple[str, list[str]]:
