@@ -35,6 +35,15 @@ def test_equals_full_logits_cross_entropy(smoothing, chunk):
     assert chunked_grads[0].reshape(4, 6, 5)[3, 1:].abs().sum() == 0
 
 
+def test_a_second_derivative_raises_instead_of_being_wrong():
+    layer = torch.nn.Linear(5, 11).double()
+    features = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    loss = linear_cross_entropy(features, layer, torch.randint(1, 11, (6,)), 0)
+    (grad,) = torch.autograd.grad(loss**2, features, create_graph=True)  # ∂L²/∂x = 2L ∂L/∂x: through L twice
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
 @pytest.mark.parametrize("attention", ["bahdanau", "none"])
 def test_module_training_loss_is_the_same_with_and_without_chunks(tiny_cfg, attention):
     """Seq2SeqModule.loss with speed.loss_chunk equals the full-logits loss, gradients included."""
@@ -74,7 +83,9 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     module = Seq2SeqModule(cfg, Tokenizer(proto), Tokenizer(proto))
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
     assert module.model.decoder.attention.tanh_as_sigmoid is False
-    assert Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model.decoder.attention.tanh_as_sigmoid
+    assert Seq2SeqModule(
+        tiny_cfg(), Tokenizer(proto), Tokenizer(proto)
+    ).model.decoder.attention.tanh_as_sigmoid
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
 

@@ -72,6 +72,16 @@ def test_a_retained_graph_runs_twice_and_the_input_gradient_flows() -> None:
     assert first[0].abs().sum() > 0
 
 
+def test_a_second_derivative_raises_instead_of_being_wrong() -> None:
+    """The written-out backward is not differentiable again: a double backward stops with an error."""
+    rnn = nn.GRU(3, 4, batch_first=True).double()
+    inputs = torch.randn(2, 3, 3, dtype=torch.double, requires_grad=True)
+    outputs, final = gru_layers(rnn, inputs, torch.tensor([3, 2]))
+    (grad,) = torch.autograd.grad((outputs**2).sum() + (final**2).sum(), inputs, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()
+
+
 def kernel_node(node):
     """The first ``_GRULayer`` backward node found upstream of ``node``."""
     pending = [node]

@@ -86,3 +86,11 @@ def test_the_reads_are_freed_with_the_graph_without_the_garbage_collector():
     finally:
         gc.enable()
     assert values.grad is not None and values.grad.abs().sum() > 0
+
+
+def test_a_second_derivative_raises_instead_of_being_wrong():
+    attention, values, query, mask = _setup(2)
+    loss, _ = _loop(attention, values, query, mask, fast=True)
+    (grad,) = torch.autograd.grad(loss, query, create_graph=True)  # the loop's tanh makes ∂L/∂c depend on q
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

@@ -75,3 +75,14 @@ def test_the_steps_are_freed_with_the_graph_without_the_garbage_collector():
     finally:
         gc.enable()
     assert weight.grad is not None and weight.grad.abs().sum() > 0
+
+
+def test_a_second_derivative_raises_instead_of_being_wrong():
+    g = torch.Generator().manual_seed(2)
+    weight = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(4, dtype=torch.float64)
+    x0 = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    inputs = torch.randn(2, 3, 3, generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(_recurrence(weight, bias, x0, inputs, True), x0, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.sum().backward()

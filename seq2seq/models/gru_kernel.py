@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def gru_layers(rnn: nn.GRU, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,6 +114,7 @@ class _GRULayer(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_states: Tensor) -> tuple[Tensor | None, ...]:
         inputs, mask, w_ih, w_hh, states = ctx.saved_tensors
         directions, steps, batch, _ = inputs.shape

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from seq2seq.models.attention import masked_read
 
@@ -65,6 +66,7 @@ class _Read(torch.autograd.Function):
         return context, weights
 
     @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_context: Tensor, grad_weights: Tensor):
         gates, weights, values, energy = ctx.saved_tensors
         steps = ctx.steps
@@ -93,6 +95,7 @@ class _GatherMemory(torch.autograd.Function):
         return keys.view_as(keys), values.view_as(values)
 
     @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_keys: Tensor, grad_values: Tensor):
         steps = ctx.steps
         if steps.keys_grad is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 class StepWeight:
@@ -54,6 +55,7 @@ class _StepProduct(torch.autograd.Function):
         return torch.addmm(add, x, weight)
 
     @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         (weight,) = ctx.saved_tensors
         ctx.steps.grads[ctx.index] = grad
@@ -69,6 +71,7 @@ class _Gather(torch.autograd.Function):
         return weight.view_as(weight)
 
     @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         steps = ctx.steps
         order = sorted(steps.grads)  # the steps whose output reached the loss
