@@ -37,21 +37,11 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
     from seq2seq.data.batching import PairDataset
     from seq2seq.data.datamodule import eval_loader
     from seq2seq.models.decoding import Decoding, decode
-    from seq2seq.training.allocator import keep_freed_memory
     from seq2seq.training.module import Seq2SeqModule
 
     pin_threads(args.threads)
-    data, _, _ = side.data_overrides(Path(args.corpus))
-    toy = "data=toy_translation" in data
-    hidden = args.hidden_size or (304 if toy else 288)
-    base = side.base_overrides(args.embedding_size, args.seed, 2000, Path(args.work))
-    base += [*data, f"model.hidden_size={hidden}", *args.extra]
+    base, datamodule, setup = side.matched_setup(args)
     cfg = side.compose_config(base)
-    keep_freed_memory(cfg.speed)
-    datamodule = side.load_data(cfg)
-    budget, _ = side.match_budget(datamodule, args.target_tokens or (1100 if toy else 970), args.seed, 20000)
-    cfg = side.compose_config([*base, f"data.batch.max_tokens={budget}"])
-    datamodule = side.load_data(cfg)
     torch.manual_seed(cfg.seed)
     module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
     update, next_batch = (
@@ -103,7 +93,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
             profiles[kind] = profiler.key_averages().table(
                 sort_by="self_cpu_time_total", row_limit=args.profile
             )
-    return {"toy": toy, "hidden": hidden, "sentences": len(test)}, rows, profiles
+    return {**setup, "sentences": len(test)}, rows, profiles
 
 
 def main() -> None:

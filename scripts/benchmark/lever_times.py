@@ -50,22 +50,11 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
 
     import seq2seq_side as side
     from harness import pin_threads, synchronize
-    from seq2seq.training.allocator import keep_freed_memory
     from seq2seq.training.module import Seq2SeqModule
 
     pin_threads(args.threads)
-    data, _, _ = side.data_overrides(Path(args.corpus))
-    toy = "data=toy_translation" in data
-    hidden = args.hidden_size or (304 if toy else 288)
-    base = side.base_overrides(args.embedding_size, args.seed, 2000, Path(args.work))
-    base += [*data, f"model.hidden_size={hidden}", *args.extra]
-    cfg = side.compose_config(base)
-    # process-wide, so the same for every setting; --extra speed.keep_freed_memory=false for glibc's default
-    keep_freed_memory(cfg.speed)
-    datamodule = side.load_data(cfg)
-    budget, _ = side.match_budget(datamodule, args.target_tokens or (1100 if toy else 970), args.seed, 20000)
-    base.append(f"data.batch.max_tokens={budget}")
-    datamodule = side.load_data(side.compose_config(base))
+    # keep_freed_memory is process-wide: alike for every setting
+    base, datamodule, setup = side.matched_setup(args)
 
     updates = []
     for _, overrides in settings:
@@ -103,7 +92,7 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
         }
         for own, count in zip(seconds, faults, strict=True)
     ]
-    setup = {"toy": toy, "hidden": hidden, "max_tokens": budget, "profile": None}
+    setup["profile"] = None
     if args.profile:
         with torch.profiler.profile() as profiler, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*self.log.*")

@@ -134,6 +134,26 @@ def match_budget(datamodule: Seq2SeqDataModule, target: float, seed: int, ceilin
     return calibrate_budget(mean_for, target, low=max(lengths), high=max(ceiling, max(lengths)))
 
 
+def matched_setup(args: Any) -> tuple[list[str], Seq2SeqDataModule, dict[str, Any]]:
+    """The benchmark's model and batches for the scripts that time one side (``lever_times``, ``decode_times``).
+
+    ``args``: ``corpus``, ``embedding_size``, ``seed``, ``work``, ``hidden_size`` and ``target_tokens`` (None: the
+    benchmark's match, 288 / 970 on the Bible, 304 / 1100 on the toy task) and ``extra`` Hydra overrides. Applies
+    ``speed.keep_freed_memory`` (process-wide). Returns the overrides (``data.batch.max_tokens`` matched to the
+    target tokens per update), the data module set up with them, and ``toy``, ``hidden``, ``max_tokens``.
+    """
+    data, _, _ = data_overrides(Path(args.corpus))
+    toy = "data=toy_translation" in data
+    hidden = args.hidden_size or (304 if toy else 288)
+    base = base_overrides(args.embedding_size, args.seed, 2000, Path(args.work))
+    base += [*data, f"model.hidden_size={hidden}", *args.extra]
+    cfg = compose_config(base)
+    keep_freed_memory(cfg.speed)  # --extra speed.keep_freed_memory=false for glibc's default
+    budget, _ = match_budget(load_data(cfg), args.target_tokens or (1100 if toy else 970), args.seed, 20000)
+    base.append(f"data.batch.max_tokens={budget}")
+    return base, load_data(compose_config(base)), {"toy": toy, "hidden": hidden, "max_tokens": budget}
+
+
 # ------------------------------------------------------------------------------------------ measurement
 
 
