@@ -83,9 +83,7 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     module = Seq2SeqModule(cfg, Tokenizer(proto), Tokenizer(proto))
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
     assert module.model.decoder.attention.tanh_as_sigmoid is False
-    assert Seq2SeqModule(
-        tiny_cfg(), Tokenizer(proto), Tokenizer(proto)
-    ).model.decoder.attention.tanh_as_sigmoid
+    assert Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model.decoder.attention.tanh_as_sigmoid
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
 

@@ -44,10 +44,8 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
     cfg = side.compose_config(base)
     torch.manual_seed(cfg.seed)
     module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
-    update, next_batch = (
-        side.training_update(module, cfg, torch.device("cpu")),
-        side.training_batches(datamodule),
-    )
+    update = side.training_update(module, cfg, torch.device("cpu"))
+    next_batch = side.training_batches(datamodule)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")
         for _ in range(args.train_updates):
