@@ -35,6 +35,30 @@ def test_equals_full_logits_cross_entropy(smoothing, chunk):
     assert chunked_grads[0].reshape(4, 6, 5)[3, 1:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_confident_wrong_predictions_give_the_exact_finite_loss_in_float32(smoothing):
+    # margins of 150-300 between the largest logit and the target's: p_y underflows to 0 in float32, so a
+    # loss read off the probabilities (−log p_y) would be inf; the log-normaliser keeps it exact
+    layer = torch.nn.Linear(3, 6)
+    with torch.no_grad():
+        layer.weight.copy_(
+            torch.tensor([[100.0, 0, 0], [0, 0, 0], [-50, 0, 0], [0, 80, 0], [0, 0, 1], [0, 0, 0]])
+        )
+        layer.bias.zero_()
+    features = torch.tensor([[1.5, 0, 0], [3.0, 0, 0], [0, 2.0, 0], [0, 0, 1.0]], requires_grad=True)
+    targets = torch.tensor([2, 1, 4, 4])
+    chunked = linear_cross_entropy(features, layer, targets, -100, smoothing, 2)
+    full = F.cross_entropy(layer(features), targets, label_smoothing=smoothing)
+    assert torch.isfinite(chunked) and chunked > 100
+    torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-4)
+    for a, b in zip(
+        torch.autograd.grad(chunked, [features, layer.weight, layer.bias]),
+        torch.autograd.grad(full, [features, layer.weight, layer.bias]),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_a_second_derivative_raises_instead_of_being_wrong():
     layer = torch.nn.Linear(5, 11).double()
     features = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
@@ -76,14 +100,20 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     from seq2seq.config.checks import ConfigError, validate_train
 
     cfg = tiny_cfg(
-        "speed.fast_unroll=false", "speed.compile=true", "speed.loss_chunk=0", "speed.tanh_as_sigmoid=false"
+        "speed.fast_unroll=false",
+        "speed.compile=true",
+        "speed.loss_chunk=0",
+        "speed.tanh_as_sigmoid=false",
+        "speed.recompute_attention=true",
     )
     validate_train(cfg)
     proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
     module = Seq2SeqModule(cfg, Tokenizer(proto), Tokenizer(proto))
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
-    assert module.model.decoder.attention.tanh_as_sigmoid is False
-    assert Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model.decoder.attention.tanh_as_sigmoid
+    attention = module.model.decoder.attention
+    assert attention.tanh_as_sigmoid is False and attention.recompute_gates is True
+    default = Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model.decoder.attention
+    assert default.tanh_as_sigmoid and default.recompute_gates is False
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
 

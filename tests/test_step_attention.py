@@ -21,10 +21,10 @@ def _setup(seed=0):
     return attention, values, query, mask
 
 
-def _loop(attention, values, query, mask, fast, drop_step=None, use_weights=False):
+def _loop(attention, values, query, mask, fast, drop_step=None, use_weights=False, recompute=False):
     """q_t = tanh(q_{t-1} + c_{t-1}): each query depends on the previous read; a loss over contexts (and weights)."""
     keys = attention.project_keys(values)
-    reads = StepAttention(keys, values, ~mask, attention.energy_layer.weight) if fast else None
+    reads = StepAttention(keys, values, ~mask, attention.energy_layer.weight, recompute) if fast else None
     q, loss = query, 0.0
     for t in range(T):
         projected = attention.query_layer(q)
@@ -46,13 +46,32 @@ def test_values_and_gradients_equal_autograd(drop_step, use_weights):
     attention, values, query, mask = _setup()
     inputs = [values, query, *attention.parameters()]
     results = {}
-    for fast in (False, True):
-        loss, weights = _loop(attention, values, query, mask, fast, drop_step, use_weights)
-        results[fast] = (loss, weights, *torch.autograd.grad(loss, inputs))
-    for plain, fast in zip(results[False], results[True], strict=True):
+    for fast, recompute in ((False, False), (True, False), (True, True)):
+        loss, weights = _loop(attention, values, query, mask, fast, drop_step, use_weights, recompute)
+        results[fast, recompute] = (loss, weights, *torch.autograd.grad(loss, inputs))
+    for plain, fast, recomputed in zip(*results.values(), strict=True):
         torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
-    assert (results[True][1][~mask] == 0).all()  # padding gets no weight
-    assert all(g.abs().sum() > 0 for g in results[True][2:])  # every input gets a gradient
+        assert torch.equal(recomputed, fast)  # the gates computed again are the kept ones, bit for bit
+    assert (results[True, False][1][~mask] == 0).all()  # padding gets no weight
+    assert all(g.abs().sum() > 0 for g in results[True, False][2:])  # every input gets a gradient
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_recompute_keeps_no_gates_between_forward_and_backward(recompute):
+    """Kept: one (B, S, A) tensor per step; recomputed: only the keys, the same for every step."""
+    attention, values, query, mask = _setup(3)
+    kept = []
+
+    def pack(tensor):
+        kept.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss, _ = _loop(attention, values, query, mask, fast=True, recompute=recompute)
+    storages = {t.untyped_storage().data_ptr() for t in kept if t.shape == (B, S, A)}
+    assert len(storages) == (1 if recompute else T)  # the keys, one storage for all steps; or T steps' gates
+    loss.backward()
+    assert values.grad.abs().sum() > 0
 
 
 def test_a_retained_graph_runs_twice_and_the_memory_has_other_uses():

@@ -84,9 +84,14 @@ class AdditiveScore(Attention):
     ``tanh(x) = 2σ(2x) − 1``: ``vᵀ tanh(x) = 2 vᵀσ(2x) − Σ_k v_k``, the same score up to float rounding, because
     PyTorch's CPU ``tanh`` runs several times slower than its ``sigmoid`` (``docs/performance.md``). The keys are
     then kept doubled, ``2 U h̄``, so each step adds ``2 W q`` to them in one pass.
+
+    ``recompute_gates`` (``speed.recompute_attention``): in the hoisted step loop's
+    :class:`~seq2seq.models.step_attention.StepAttention`, each step's backward computes ``σ(…)`` ``(B, S, A)`` again
+    instead of keeping it.
     """
 
     tanh_as_sigmoid = True
+    recompute_gates = False
 
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
         super().__init__()

@@ -11,6 +11,12 @@ Written as autograd operators this is about a dozen backward nodes per step, and
 reads it as one autograd function per step whose backward is written out (softmax, σ and ``v``); each step adds its
 keys' gradient into one buffer and keeps ``(α_t, ∂L/∂c_t)``; after the last step the values' gradient is one batched
 product ``(B, S, T) × (B, T, D)``, as :mod:`~seq2seq.models.step_weights` does for weights.
+
+Its backward needs each step's gates ``g_t`` ``(B, S, A)``: ``T`` of them are the largest thing a training update
+keeps (56 of 83 MiB saved by one update of the toy benchmark). With ``recompute`` (``speed.recompute_attention``)
+a step keeps only ``2 W q_t`` ``(B, A)`` and its backward computes ``g_t`` again, one add and one σ, as activation
+checkpointing does (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"); the gradients are the same
+bit for bit.
 """
 
 from __future__ import annotations
@@ -32,10 +38,13 @@ class StepAttention:
         values: ``h̄`` ``(B, S, D)``.
         invalid: ``(B, S)`` bool, True at padding.
         energy: ``v`` as the energy layer's weight ``(1, A)``.
+        recompute: each step's backward computes its gates again instead of keeping them (module docstring).
     """
 
-    def __init__(self, keys: Tensor, values: Tensor, invalid: Tensor, energy: Tensor) -> None:
-        self.steps = _Reads(invalid)  # held by the graph's nodes; it holds no tensor with a graph
+    def __init__(
+        self, keys: Tensor, values: Tensor, invalid: Tensor, energy: Tensor, recompute: bool = False
+    ) -> None:
+        self.steps = _Reads(invalid, recompute)  # held by the graph's nodes; it holds no tensor with a graph
         self.keys, self.values = _GatherMemory.apply(keys, values, self.steps)
         self.energy = energy
 
@@ -47,8 +56,9 @@ class StepAttention:
 class _Reads:
     """What the steps leave for the memory's gradients: the keys' running sum, and each step's α and ∂L/∂c."""
 
-    def __init__(self, invalid: Tensor) -> None:
+    def __init__(self, invalid: Tensor, recompute: bool) -> None:
         self.invalid = invalid
+        self.recompute = recompute
         self.weights: list[Tensor] = []
         self.context_grads: dict[int, Tensor] = {}
         self.keys_grad: Tensor | None = None
@@ -57,19 +67,23 @@ class _Reads:
 class _Read(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, projected: Tensor, keys: Tensor, values: Tensor, energy: Tensor, steps: _Reads):
-        gates = torch.sigmoid(torch.add(keys, projected.unsqueeze(1), alpha=2))  # (B, S, A)
+        gates = _gates(keys, projected)
         # e = 2 g v without − Σv: softmax ignores a constant, and its gradient, Σ_j ∂e_j, is 0
         context, weights = masked_read((gates @ energy[0]).mul_(2), steps.invalid, values)  # (B, D), (B, S)
         ctx.steps, ctx.index = steps, len(steps.weights)
         steps.weights.append(weights.detach())  # without its graph: no reference cycle through the node
-        ctx.save_for_backward(gates, weights, values, energy)
+        # the gates, or what computes them again
+        kept = (keys, projected) if steps.recompute else (gates, None)
+        ctx.save_for_backward(*kept, weights, values, energy)
         return context, weights
 
     @staticmethod
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_context: Tensor, grad_weights: Tensor):
-        gates, weights, values, energy = ctx.saved_tensors
+        gates, projected, weights, values, energy = ctx.saved_tensors
         steps = ctx.steps
+        if steps.recompute:
+            gates = _gates(gates, projected)  # kept were the keys
         steps.context_grads[ctx.index] = (
             grad_context  # the values' share: in _GatherMemory, all steps at once
         )
@@ -86,6 +100,11 @@ class _Read(torch.autograd.Function):
         else:
             steps.keys_grad.add_(grad_pre)
         return grad_pre.sum(1).mul_(2), None, None, grad_energy, None
+
+
+def _gates(keys: Tensor, projected: Tensor) -> Tensor:
+    """``σ(2 U h̄ + 2 W q)`` ``(B, S, A)`` from the doubled keys and a projected query ``W q`` ``(B, A)``."""
+    return torch.add(keys, projected.unsqueeze(1), alpha=2).sigmoid_()
 
 
 class _GatherMemory(torch.autograd.Function):

@@ -174,7 +174,9 @@ def hoisted_unroll(
         and isinstance(attention, AdditiveScore)
         and attention.tanh_as_sigmoid
     ):
-        reads = StepAttention(memory.keys, memory.outputs, invalid, attention.energy_layer.weight)
+        reads = StepAttention(
+            memory.keys, memory.outputs, invalid, attention.energy_layer.weight, attention.recompute_gates
+        )
     attentional = state.attentional
     step = compiled_step() if compile else hoisted_step
     attentionals, all_weights = [], []
