@@ -104,16 +104,16 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
         "speed.compile=true",
         "speed.loss_chunk=0",
         "speed.tanh_as_sigmoid=false",
-        "speed.recompute_attention=true",
+        "speed.recompute_attention=false",
     )
     validate_train(cfg)
     proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
     module = Seq2SeqModule(cfg, Tokenizer(proto), Tokenizer(proto))
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
     attention = module.model.decoder.attention
-    assert attention.tanh_as_sigmoid is False and attention.recompute_gates is True
+    assert attention.tanh_as_sigmoid is False and attention.recompute_gates is False
     default = Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model.decoder.attention
-    assert default.tanh_as_sigmoid and default.recompute_gates is False
+    assert default.tanh_as_sigmoid and default.recompute_gates is True
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
 

@@ -33,6 +33,7 @@ DEFAULT_SETTINGS = [
     "all levers on:",
     "without step weights: speed.step_weights=false",
     "without step attention: speed.step_attention=false",
+    "without recomputed attention gates: speed.recompute_attention=false",
     "without tanh as sigmoid: speed.tanh_as_sigmoid=false",
     "without fused Adam: speed.fused_optimizer=false",
     "without chunked loss: speed.loss_chunk=0",

@@ -91,7 +91,7 @@ class AdditiveScore(Attention):
     """
 
     tanh_as_sigmoid = True
-    recompute_gates = False
+    recompute_gates = True
 
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
         super().__init__()

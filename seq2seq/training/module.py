@@ -335,6 +335,6 @@ def set_model_speed(model: Any, speed: Any) -> None:
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))
-            layer.recompute_gates = bool(speed.get("recompute_attention", False))
+            layer.recompute_gates = bool(speed.get("recompute_attention", True))
         if isinstance(layer, RecurrentEncoder):
             layer.gru_kernel = bool(speed.get("gru_kernel", True))
