@@ -299,7 +299,8 @@ def test_compare_computes_ratios_and_targets():
     again = _results(ours, _system(1000, 4000, 1100, 1000, params=1_040_000))["comparison"]
     assert again["ratios"]["lightning_vs_harness"] == pytest.approx(2800 / 2800)
     assert again["met"]["lightning_vs_harness"] is True
-    assert again["ratios"]["train_tokens_per_s"] == pytest.approx(3.2)  # the JoeyNMT ratio keeps the first run
+    # the JoeyNMT ratio keeps the first run
+    assert again["ratios"]["train_tokens_per_s"] == pytest.approx(3.2)
     # results written before the Lightning row existed: no ratio, no mark
     old = _results(_system(3200, 9000, 2000, 900), _system(1000, 4000, 1100, 1000))["comparison"]
     assert old["ratios"]["lightning_vs_harness"] is None and old["met"]["lightning_vs_harness"] is None
@@ -453,15 +454,17 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
          "--embedding-size", "8", "--target-tokens", "60", "--updates", "3", "--warmup", "0",
          "--threads", "1", "--work", str(tmp_path / "work"), *(f"--extra={e}" for e in extra),
          "--setting", "on:", "--setting", "off: speed.step_weights=false speed.fused_optimizer=false",
-         "--profile", "6"],
+         "--setting", "gates kept: speed.recompute_attention=false", "--profile", "6"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| o")]
-    assert [row.split("|")[1].strip() for row in rows] == ["on", "off"]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| o", "| g"))]
+    assert [row.split("|")[1].strip() for row in rows] == ["on", "off", "gates kept"]
     assert all(float(row.split("|")[3].strip().replace(",", "")) > 0 for row in rows)  # tokens/s
     assert float(rows[0].split("|")[4]) == 1.0  # the first setting's paired ratio to itself
     assert all(float(row.split("|")[5].strip().replace(",", "")) >= 0 for row in rows)  # page faults/update
+    on_saved, _, kept_saved = (float(row.split("|")[6]) for row in rows)  # MiB saved for backward
+    assert 0 < on_saved < kept_saved  # each step's attention gates kept, instead of computed again
     assert "toy task: hidden 16" in out.stdout
     assert "on: 10 updates, by operator" in out.stdout and "Self CPU time total" in out.stdout
     bad = subprocess.run(

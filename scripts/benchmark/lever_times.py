@@ -15,7 +15,9 @@ first setting's on the same batch does not. Prints, per setting, the median seco
 second, and the median paired ratio to the first setting. Run it on a quiet machine all the same.
 ``speed.keep_freed_memory`` acts on the whole process, so it cannot be paired: it is on for every setting unless
 ``--extra speed.keep_freed_memory=false``; compare it across alternated runs instead. ``--profile N`` then runs
-10 more updates of the first setting under ``torch.profiler`` and prints its top ``N`` operators.
+10 more updates of the first setting under ``torch.profiler`` and prints its top ``N`` operators. The last
+column is what autograd keeps for the backward of one update (an extra, untimed update before the warm-up): the
+distinct storages its saved-tensor hook sees, the parameters left out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = [
@@ -57,16 +60,19 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
     # keep_freed_memory is process-wide: alike for every setting
     base, datamodule, setup = side.matched_setup(args)
 
-    updates = []
+    updates, modules = [], []
     for _, overrides in settings:
         cfg = side.compose_config(base + overrides)
         torch.manual_seed(cfg.seed)
         module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
         updates.append(side.training_update(module, cfg, torch.device("cpu")))
+        modules.append(module)
 
     next_batch = side.training_batches(datamodule)
     seconds: list[list[float]] = [[] for _ in settings]
     faults = [0] * len(settings)  # minor page faults during the timed updates (first touches of fresh pages)
+    first = next_batch()  # one more untimed update each, that counts what autograd keeps for its backward
+    kept = [saved_for_backward_mib(run, first, module) for run, module in zip(updates, modules, strict=True)]
     tokens = 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")
@@ -90,8 +96,9 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
             "tgt_tokens_per_s": tokens / sum(own),
             "paired_ratio": statistics.median(a / b for a, b in zip(own, seconds[0], strict=True)),
             "page_faults": count / len(own),
+            "saved_mib": saved,
         }
-        for own, count in zip(seconds, faults, strict=True)
+        for own, count, saved in zip(seconds, faults, kept, strict=True)
     ]
     setup["profile"] = None
     if args.profile:
@@ -102,6 +109,27 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
         table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile)
         setup["profile"] = table
     return setup, rows
+
+
+def saved_for_backward_mib(update: Any, batch: Any, module: Any) -> float:
+    """Run ``update(batch)``; the MiB of the distinct storages autograd saved for its backward, parameters left out.
+
+    All of them are alive at once: the forward pass packs them and only the backward frees them.
+    """
+    import torch
+
+    parameters = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Any) -> Any:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        update(batch)
+    return sum(storages.values()) / 2**20
 
 
 def main() -> None:
@@ -132,13 +160,13 @@ def main() -> None:
     )
     print(
         f"| setting | median s/update | target tokens/s | paired time ratio to “{settings[0][0]}” "
-        "| page faults/update |"
+        "| page faults/update | saved for backward (MiB) |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|")
     for (label, _), row in zip(settings, rows, strict=True):
         print(
             f"| {label} | {row['median_s']:.3f} | {row['tgt_tokens_per_s']:,.0f} | {row['paired_ratio']:.2f} "
-            f"| {row['page_faults']:,.0f} |"
+            f"| {row['page_faults']:,.0f} | {row['saved_mib']:.2f} |"
         )
     if setup["profile"]:
         print(f"\n{settings[0][0]}: 10 updates, by operator\n{setup['profile']}")
