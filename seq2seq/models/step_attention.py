@@ -14,10 +14,9 @@ product ``(B, S, T) × (B, T, D)``, as :mod:`~seq2seq.models.step_weights` does 
 
 Its backward needs each step's gates ``g_t`` ``(B, S, A)``: ``T`` of them are most of what a training update keeps
 for its backward (on the toy benchmark 79 MiB kept with them, 26 without: ``docs/performance.md``). With
-``recompute`` (``speed.recompute_attention``)
-a step keeps only ``2 W q_t`` ``(B, A)`` and its backward computes ``g_t`` again, one add and one σ, as activation
-checkpointing does (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"); the gradients are the same
-bit for bit.
+``recompute`` (``speed.recompute_attention``) a step keeps only ``2 W q_t`` ``(B, A)`` and its backward computes
+``g_t`` again, one add and one σ, as activation checkpointing does (Chen et al. 2016, "Training Deep Nets with
+Sublinear Memory Cost"); the gradients are the same bit for bit.
 """
 
 from __future__ import annotations
