@@ -35,6 +35,21 @@ def test_equals_full_logits_cross_entropy(smoothing, chunk):
     assert chunked_grads[0].reshape(4, 6, 5)[3, 1:].abs().sum() == 0
 
 
+def test_the_products_run_over_real_rows_only():
+    """Padding rows cost no FLOPs: the three (rows × H × V) products count the 9 real rows of 24."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = torch.nn.Linear(5, 11)
+    features = torch.randn(24, 5, requires_grad=True)
+    targets = torch.randint(1, 11, (24,))
+    targets[9:] = 0  # padding
+    with FlopCounterMode(display=False) as counter:
+        linear_cross_entropy(features, layer, targets, 0, 0.0, 4096).backward()
+    products = sum(n for op, n in counter.get_flop_counts()["Global"].items() if "mm" in str(op))
+    assert products == 3 * 2 * 9 * 5 * 11 + 2 * 9 * 11  # logits, ∂x, ∂W, and the bias's (1, rows) × (rows, V)
+    assert features.grad[9:].abs().sum() == 0 and features.grad[:9].abs().sum() > 0
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_confident_wrong_predictions_give_the_exact_finite_loss_in_float32(smoothing):
     # margins of 150-300 between the largest logit and the target's: p_y underflows to 0 in float32, so a

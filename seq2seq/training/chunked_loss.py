@@ -6,7 +6,8 @@ The mean cross-entropy of ``softmax(W x + b)`` over the non-padding targets (wit
 forward pass can compute, ``chunk`` tokens at a time, each chunk's logits, its loss *and* its gradients for
 ``x``, ``W`` and ``b``, and keep only those: the logits of one chunk live at a time instead of the full
 ``(B·T, V)`` tensor and its gradient. The FLOPs are the same as the plain layer's forward and backward
-(the two backward products run in the forward pass). Tested equal to ``F.cross_entropy(generator(x))``.
+(the two backward products run in the forward pass), and only over the real (non-padding) tokens' rows. Tested
+equal to ``F.cross_entropy(generator(x))``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         real = targets != ignore_index
         count = real.sum().clamp(min=1)
+        rows = None
+        if not bool(real.all()):  # padding rows add nothing to the loss: the products run over real rows only
+            rows = real.nonzero().squeeze(1)  # (N,)
+            features_all, features, targets = features, features.index_select(0, rows), targets[rows]
+            real = torch.ones_like(targets, dtype=torch.bool)
         grad_x = torch.zeros_like(features)
         dtype = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums at least in float32
         grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
@@ -64,6 +70,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_x[start : start + chunk] = ((grad @ weight.to(grad.dtype)) * scale).to(features.dtype)
             grad_w += grad.t() @ (x.to(grad.dtype) * scale)
             grad_b += (scale.t() @ grad).squeeze(0)
+        if rows is not None:  # back to every row, zero at padding
+            grad_x = torch.zeros_like(features_all).index_copy_(0, rows, grad_x)
         ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
         return total / count
 
