@@ -31,13 +31,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         smoothing: float,
         chunk: int,
     ) -> Tensor:
+        padded, rows = features, None
         real = targets != ignore_index
-        count = real.sum().clamp(min=1)
-        rows = None
         if not bool(real.all()):  # padding rows add nothing to the loss: the products run over real rows only
             rows = real.nonzero().squeeze(1)  # (N,)
-            features_all, features, targets = features, features.index_select(0, rows), targets[rows]
-            real = torch.ones_like(targets, dtype=torch.bool)
+            features, targets = features.index_select(0, rows), targets[rows]
+        count = max(targets.numel(), 1)
         grad_x = torch.zeros_like(features)
         dtype = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums at least in float32
         grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device)
@@ -46,32 +45,30 @@ class _LinearCrossEntropy(torch.autograd.Function):
         vocab = weight.size(0)
         for start in range(0, features.size(0), chunk):
             x = features[start : start + chunk]  # (C, H)
-            y = targets[start : start + chunk]
-            keep = real[start : start + chunk]
+            y = targets[start : start + chunk].unsqueeze(1)  # (C, 1)
             logits = torch.nn.functional.linear(x, weight, bias).to(dtype)  # (C, V)
             # softmax once (one exp per logit; log_softmax then exp took two, and 2.8× the time), the
             # log-normaliser from each row's largest logit and probability (the same v; p at least 1/V): exact
             # where log p_y underflows. amax, not max: without the indices it is 7× faster
             grad = torch.softmax(logits, dim=-1)  # (C, V)
             log_norm = logits.amax(dim=-1) - grad.amax(dim=-1).log()  # log Σ_v exp(z_v), (C,)
-            safe = y.masked_fill(~keep, 0)
-            nll = log_norm - logits.gather(1, safe.unsqueeze(1)).squeeze(1)  # (C,)
+            nll = log_norm - logits.gather(1, y).squeeze(1)  # (C,)
             if smoothing:  # mean_v(−log p_v) = log-normaliser − mean_v(z_v)
                 token_loss = (1 - smoothing) * nll + smoothing * (log_norm - logits.mean(dim=-1))
             else:
                 token_loss = nll
-            total = total + token_loss.masked_fill(~keep, 0).sum()
+            total = total + token_loss.sum()
             if smoothing:
                 grad.sub_(smoothing / vocab)
-            grad.scatter_add_(1, safe.unsqueeze(1), torch.full_like(nll, -(1 - smoothing)).unsqueeze(1))
-            # ∂L/∂logits is grad scaled by each row's 1/N (0 at padding); the scale is applied to the (C, H)
-            # and (C,) sides of the three products, never in a pass over the (C, V) gradient
-            scale = (keep.to(grad.dtype) / count).unsqueeze(1)  # (C, 1)
-            grad_x[start : start + chunk] = ((grad @ weight.to(grad.dtype)) * scale).to(features.dtype)
-            grad_w += grad.t() @ (x.to(grad.dtype) * scale)
-            grad_b += (scale.t() @ grad).squeeze(0)
+            grad.scatter_add_(1, y, torch.full_like(nll, -(1 - smoothing)).unsqueeze(1))
+            # ∂L/∂logits is grad / N; the 1/N is applied to the (C, H) and (1, C) sides of the three products,
+            # never in a pass over the (C, V) gradient
+            scale = grad.new_full((1, x.size(0)), 1 / count)  # (1, C)
+            grad_x[start : start + chunk] = ((grad @ weight.to(grad.dtype)) / count).to(features.dtype)
+            grad_w += grad.t() @ (x.to(grad.dtype) / count)
+            grad_b += (scale @ grad).squeeze(0)
         if rows is not None:  # back to every row, zero at padding
-            grad_x = torch.zeros_like(features_all).index_copy_(0, rows, grad_x)
+            grad_x = torch.zeros_like(padded).index_copy_(0, rows, grad_x)
         ctx.save_for_backward(grad_x, grad_w.to(weight.dtype), grad_b.to(bias.dtype))
         return total / count
 
