@@ -112,7 +112,9 @@ def test_which_unroll_runs(monkeypatch):
 def test_the_hoisted_loop_defers_its_weight_gradients(monkeypatch):
     """speed.step_weights: W_h, W_rest and W_c are StepWeights while training, plain tensors without gradients."""
     made, init = [], StepWeight.__init__
-    monkeypatch.setattr(StepWeight, "__init__", lambda self, w: made.append(tuple(w.shape)) or init(self, w))
+    monkeypatch.setattr(
+        StepWeight, "__init__", lambda self, w, *rest: made.append(tuple(w.shape)) or init(self, w, *rest)
+    )
     model = _model("gru", "bahdanau", "init", True, 1)
     src, lengths, tgt_in = _batch()
     model(src, lengths, tgt_in)[0].sum().backward()

@@ -66,6 +66,7 @@ class SpeedConfig:
     recompute_attention: bool = True
     keep_freed_memory: bool = True
     gru_kernel: bool = True
+    onednn_matmul: bool = True
 
 
 @dataclass

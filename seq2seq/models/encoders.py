@@ -59,9 +59,11 @@ class RecurrentEncoder(nn.Module):
         gru_kernel: a GRU on CPU runs through :func:`~seq2seq.models.gru_kernel.gru_layers` (the same maths, one
             autograd function per layer with its backward written out) instead of ``nn.GRU``'s packed call
             (``speed.gru_kernel``).
+        onednn_matmul: that kernel's products over all steps through oneDNN (``speed.onednn_matmul``).
     """
 
     gru_kernel: bool = True
+    onednn_matmul: bool = True
 
     def __init__(
         self,
@@ -105,7 +107,7 @@ class RecurrentEncoder(nn.Module):
         """
         cpu = embedded.device.type == "cpu"
         if self.gru_kernel and self.rnn_type == "gru" and cpu and not torch.is_autocast_enabled("cpu"):
-            outputs, final = gru_layers(self.rnn, self.dropout(embedded), lengths)
+            outputs, final = gru_layers(self.rnn, self.dropout(embedded), lengths, self.onednn_matmul)
         else:
             packed = pack_padded_sequence(
                 self.dropout(embedded), lengths.cpu(), batch_first=True, enforce_sorted=False

@@ -31,12 +31,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from seq2seq.models import onednn
 
-def gru_layers(rnn: nn.GRU, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+
+def gru_layers(
+    rnn: nn.GRU, inputs: Tensor, lengths: Tensor, use_onednn: bool = True
+) -> tuple[Tensor, Tensor]:
     """What ``rnn`` (``batch_first``) returns on the packed batch, through :class:`_GRULayer`.
 
     Args:
         inputs: ``(B, S, I)`` right-padded; lengths: ``(B,)`` real lengths (any device).
+        use_onednn: the products over all steps through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
 
     Returns:
         outputs ``(B, S, D·H)`` (zero at padding) and the final states ``(L·D, B, H)`` in ``nn.GRU``'s order.
@@ -61,7 +66,7 @@ def gru_layers(rnn: nn.GRU, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Te
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         ]
         arranged = [layer_input, _along(layer_input, reverse)] if directions == 2 else [layer_input]
-        states = _GRULayer.apply(torch.stack(arranged), mask, alive, *params)  # (D, S, B, H)
+        states = _GRULayer.apply(torch.stack(arranged), mask, alive, use_onednn, *params)  # (D, S, B, H)
         outputs = [states[0], _along(states[1], reverse)] if directions == 2 else [states[0]]
         layer_input = torch.cat(outputs, dim=-1) * mask  # (S, B, D·H)
         finals.append(states[:, -1])
@@ -86,6 +91,7 @@ class _GRULayer(torch.autograd.Function):
         inputs: Tensor,
         mask: Tensor,
         alive: list[int],
+        use_onednn: bool,
         w_ih: Tensor,
         w_hh: Tensor,
         b_ih: Tensor,
@@ -93,7 +99,10 @@ class _GRULayer(torch.autograd.Function):
     ) -> Tensor:
         directions, steps, batch, _ = inputs.shape
         hidden = w_hh.size(2)
-        projected = torch.baddbmm(b_ih.unsqueeze(1), inputs.flatten(1, 2), w_ih.transpose(1, 2))
+        flat = inputs.flatten(1, 2)  # (D, S·B, I)
+        projected = torch.stack(
+            [onednn.linear(flat[d], w_ih[d], b_ih[d], use_onednn) for d in range(directions)]
+        )
         projected = projected.view(directions, steps, batch, 3 * hidden)  # W_i x + b_i, every step at once
         w_hh_t, b_hh = w_hh.transpose(1, 2).contiguous(), b_hh.unsqueeze(1)
         out = inputs.new_empty(directions, steps, batch, hidden)
@@ -110,7 +119,7 @@ class _GRULayer(torch.autograd.Function):
                 h = torch.lerp(h, torch.lerp(n, h, rz[..., hidden:]), mask[t], out=out[:, t])
             from_hs.append((from_h, n))
         ctx.save_for_backward(inputs, mask, w_ih, w_hh, out)
-        ctx.alive, ctx.from_hs = alive, from_hs  # no graph: no reference cycle
+        ctx.alive, ctx.from_hs, ctx.use_onednn = alive, from_hs, use_onednn  # no graph: no reference cycle
         return out
 
     @staticmethod
@@ -147,7 +156,10 @@ class _GRULayer(torch.autograd.Function):
             grad_h = torch.baddbmm(grad_h, gh, w_hh)  # + ∂L/∂(W_h h) W_h
         grad_x, grad_from_h = grad_x.flatten(1, 2), grad_from_h.flatten(1, 2)  # (D, S·B, 3H)
         previous = torch.cat([torch.zeros_like(states[:, :1]), states[:, :-1]], dim=1).flatten(1, 2)
-        grad_inputs = torch.bmm(grad_x, w_ih).view_as(inputs) if ctx.needs_input_grad[0] else None
-        grad_w_ih = torch.bmm(grad_x.transpose(1, 2), inputs.flatten(1, 2))
-        grad_w_hh = torch.bmm(grad_from_h.transpose(1, 2), previous)
-        return grad_inputs, None, None, grad_w_ih, grad_w_hh, grad_x.sum(1), grad_from_h.sum(1)
+        on, flat, d_ = ctx.use_onednn, inputs.flatten(1, 2), range(directions)  # one product per direction
+        grad_inputs = None
+        if ctx.needs_input_grad[0]:
+            grad_inputs = torch.stack([onednn.mm(grad_x[d], w_ih[d], on) for d in d_]).view_as(inputs)
+        grad_w_ih = torch.stack([onednn.mm_tn(grad_x[d], flat[d], on) for d in d_])
+        grad_w_hh = torch.stack([onednn.mm_tn(grad_from_h[d], previous[d], on) for d in d_])
+        return grad_inputs, None, None, None, grad_w_ih, grad_w_hh, grad_x.sum(1), grad_from_h.sum(1)

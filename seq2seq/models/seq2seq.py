@@ -43,12 +43,15 @@ class EncoderDecoder(nn.Module):
             each gradient one product over all steps (``speed.step_weights``).
         step_attention: the hoisted loop's Bahdanau read as :class:`~seq2seq.models.step_attention.StepAttention`,
             one backward node per step, the memory's gradients gathered once (``speed.step_attention``).
+        onednn_matmul: the hoisted loop's per-step products through oneDNN on CPU (:mod:`seq2seq.models.onednn`;
+            ``speed.onednn_matmul``).
     """
 
     fast_unroll: bool = True
     compile_step: bool = False
     step_weights: bool = True
     step_attention: bool = True
+    onednn_matmul: bool = True
 
     def __init__(
         self,
@@ -201,6 +204,7 @@ class EncoderDecoder(nn.Module):
                     self.compile_step,
                     self.step_weights,
                     self.step_attention,
+                    self.onednn_matmul,
                 )
             else:
                 out, weights = self.decoder.unroll(targets_in, memory, state, return_attention)

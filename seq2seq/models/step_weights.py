@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seq2seq.models import onednn
+
 
 class StepWeight:
     """One weight ``(I, O)`` for the steps of one forward pass: ``mm(x, add) = add + x @ weight``.
@@ -25,12 +27,12 @@ class StepWeight:
     Args:
         weight: the weight as the steps read it, ``(I, O)`` (e.g. ``linear.weight.t()``); its gradient flows back
             through whatever produced it, once.
+        use_onednn: each step's products through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
     """
 
-    def __init__(self, weight: Tensor) -> None:
-        self.steps = (
-            _Steps()
-        )  # held by the graph's nodes; it holds no tensor with a graph, so no reference cycle
+    def __init__(self, weight: Tensor, use_onednn: bool = True) -> None:
+        # held by the graph's nodes; it holds no tensor with a graph, so no reference cycle
+        self.steps = _Steps(use_onednn)
         self.handle = _Gather.apply(weight, self.steps)  # its backward runs after every step's backward
 
     def mm(self, x: Tensor, add: Tensor) -> Tensor:
@@ -41,7 +43,8 @@ class StepWeight:
 class _Steps:
     """What the steps leave for the weight's gradient: their inputs (forward order) and output gradients."""
 
-    def __init__(self) -> None:
+    def __init__(self, use_onednn: bool) -> None:
+        self.use_onednn = use_onednn
         self.inputs: list[Tensor] = []
         self.grads: dict[int, Tensor] = {}
 
@@ -52,14 +55,14 @@ class _StepProduct(torch.autograd.Function):
         ctx.steps, ctx.index, ctx.bias = steps, len(steps.inputs), add.dim() == 1
         ctx.save_for_backward(weight)
         steps.inputs.append(x.detach())
-        return torch.addmm(add, x, weight)
+        return onednn.addmm(add, x, weight, steps.use_onednn)
 
     @staticmethod
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         (weight,) = ctx.saved_tensors
         ctx.steps.grads[ctx.index] = grad
-        grad_x = grad @ weight.t() if ctx.needs_input_grad[0] else None
+        grad_x = onednn.mm(grad, weight.t(), ctx.steps.use_onednn) if ctx.needs_input_grad[0] else None
         grad_add = (grad.sum(0) if ctx.bias else grad) if ctx.needs_input_grad[1] else None
         return grad_x, grad_add, None, None  # the weight's share: in _Gather, with every other step's
 
@@ -78,6 +81,6 @@ class _Gather(torch.autograd.Function):
         if order:
             inputs = torch.cat([steps.inputs[i] for i in order])  # (N, I)
             grads = torch.cat([steps.grads[i] for i in order])  # (N, O)
-            grad = torch.addmm(grad, inputs.t(), grads)  # grad: other uses of the handle (zeros when none)
+            grad = grad + onednn.mm_tn(inputs, grads, steps.use_onednn)  # grad: other uses of the handle
         steps.grads = {}  # (the inputs stay while the graph does: a retained graph can be run again)
         return grad, None

@@ -54,6 +54,7 @@ def teacher_forced(
     compile: bool = False,
     step_weights: bool = True,
     step_attention: bool = True,
+    use_onednn: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Attentional vectors ``h̃`` ``(B, T, H)`` for decoder inputs ``(B, T)`` (BOS first), and attention ``(B, T, S)``.
 
@@ -61,12 +62,20 @@ def teacher_forced(
     ``compile``: the hoisted loop's step through ``torch.compile`` (:func:`compiled_step`). ``step_weights``: the
     hoisted loop's weight gradients each as one product over all steps (:class:`StepWeight`; not with ``compile``
     or under autocast). ``step_attention``: Bahdanau's read in that loop through :class:`StepAttention` (same
-    conditions, and ``tanh_as_sigmoid``).
+    conditions, and ``tanh_as_sigmoid``). ``use_onednn``: the step weights' products through oneDNN on CPU.
     """
     if can_fuse(decoder):
         return fused_unroll(decoder, targets_in, memory, state, return_attention)
     return hoisted_unroll(
-        decoder, targets_in, memory, state, return_attention, compile, step_weights, step_attention
+        decoder,
+        targets_in,
+        memory,
+        state,
+        return_attention,
+        compile,
+        step_weights,
+        step_attention,
+        use_onednn,
     )
 
 
@@ -143,6 +152,7 @@ def hoisted_unroll(
     compile: bool = False,
     step_weights: bool = True,
     step_attention: bool = True,
+    use_onednn: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The step loop with the input-independent work done once (module docstring)."""
     rnn, attention = decoder.rnn, decoder.attention
@@ -150,7 +160,9 @@ def hoisted_unroll(
     embedded = decoder.embedding(targets_in.t())  # (T, B, E): one contiguous (B, E) slice per step
     size_e = embedded.size(-1)
     pre = F.linear(embedded, first.weight_ih[:, :size_e], first.bias_ih)  # (T, B, G)
-    w_rest = first.weight_ih[:, size_e:].t()  # (2H or H, G): input feeding and/or context columns
+    w_rest = (
+        first.weight_ih[:, size_e:].contiguous().t()
+    )  # (2H or H, G): input feeding and/or context columns
     bahdanau = attention is not None and attention.query_is_previous_state
     # One layer: s_{i-1} feeds both W_hh and Bahdanau's W; one product for both.
     if bahdanau and len(rnn.cells) == 1 and isinstance(attention, AdditiveScore):
@@ -162,7 +174,7 @@ def hoisted_unroll(
     deferred = torch.is_grad_enabled() and not compile and not torch.is_autocast_enabled(pre.device.type)
     if step_weights and deferred:
         # each weight's gradient as one product over all steps (step_weights.py), not T thin ones
-        w_rest, w_h, w_out = StepWeight(w_rest), StepWeight(w_h), StepWeight(w_out)
+        w_rest, w_h, w_out = (StepWeight(w, use_onednn) for w in (w_rest, w_h, w_out))
     hs = list(state.hidden[0] if rnn.is_lstm else state.hidden)  # per layer (B, H)
     cs = list(state.hidden[1]) if rnn.is_lstm else [None] * len(hs)
     invalid = ~memory.mask  # (B, S)

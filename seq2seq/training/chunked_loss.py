@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seq2seq.models import onednn
+
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
@@ -30,6 +32,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ignore_index: int,
         smoothing: float,
         chunk: int,
+        use_onednn: bool,
     ) -> Tensor:
         padded, rows = features, None
         real = targets != ignore_index
@@ -46,7 +49,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, features.size(0), chunk):
             x = features[start : start + chunk]  # (C, H)
             y = targets[start : start + chunk].unsqueeze(1)  # (C, 1)
-            logits = torch.nn.functional.linear(x, weight, bias).to(dtype)  # (C, V)
+            logits = onednn.linear(x, weight, bias, use_onednn).to(dtype)  # (C, V)
             # softmax once (one exp per logit; log_softmax then exp took two, and 2.8× the time), the
             # log-normaliser from each row's largest logit and probability (the same v; p at least 1/V): exact
             # where log p_y underflows. amax, not max: without the indices it is 7× faster
@@ -64,8 +67,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             # ∂L/∂logits is grad / N; the 1/N is applied to the (C, H) and (1, C) sides of the three products,
             # never in a pass over the (C, V) gradient
             scale = grad.new_full((1, x.size(0)), 1 / count)  # (1, C)
-            grad_x[start : start + chunk] = ((grad @ weight.to(grad.dtype)) / count).to(features.dtype)
-            grad_w += grad.t() @ (x.to(grad.dtype) / count)
+            grad_x[start : start + chunk] = (onednn.mm(grad, weight.to(grad.dtype), use_onednn) / count).to(
+                features.dtype
+            )
+            grad_w += onednn.mm_tn(grad, x.to(grad.dtype) / count, use_onednn)
             grad_b += (scale @ grad).squeeze(0)
         if rows is not None:  # back to every row, zero at padding
             grad_x = torch.zeros_like(padded).index_copy_(0, rows, grad_x)
@@ -76,7 +81,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         grad_x, grad_w, grad_b = ctx.saved_tensors
-        return grad_x * grad_output, grad_w * grad_output, grad_b * grad_output, None, None, None, None
+        return grad_x * grad_output, grad_w * grad_output, grad_b * grad_output, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -86,6 +91,7 @@ def linear_cross_entropy(
     ignore_index: int,
     label_smoothing: float = 0.0,
     chunk: int = 2048,
+    use_onednn: bool = True,
 ) -> Tensor:
     """Mean cross-entropy of ``layer(features)`` against ``targets``, ``chunk`` tokens at a time.
 
@@ -95,9 +101,17 @@ def linear_cross_entropy(
         targets: ``(N,)`` gold ids; ``ignore_index`` (padding) counts for nothing.
         label_smoothing: ``ε`` of ``F.cross_entropy``.
         chunk: tokens whose logits are computed at once.
+        use_onednn: the logits and ``∂L/∂x`` products through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
     """
     if layer.bias is None:
         raise ValueError("linear_cross_entropy needs an output layer with a bias")
     return _LinearCrossEntropy.apply(
-        features, layer.weight, layer.bias, targets, ignore_index, float(label_smoothing), int(chunk)
+        features,
+        layer.weight,
+        layer.bias,
+        targets,
+        ignore_index,
+        float(label_smoothing),
+        int(chunk),
+        bool(use_onednn),
     )

@@ -136,6 +136,7 @@ class Seq2SeqModule(pl.LightningModule):
             ignore_index=PAD_ID,
             label_smoothing=float(self.cfg.optim.label_smoothing),
             chunk=self.loss_chunk,
+            use_onednn=getattr(self.model, "onednn_matmul", True),
         )
 
     def loss_and_logits(
@@ -332,6 +333,7 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.compile_step = bool(speed.get("compile", False))
     model.step_weights = bool(speed.get("step_weights", True))
     model.step_attention = bool(speed.get("step_attention", True))
+    model.onednn_matmul = bool(speed.get("onednn_matmul", True))
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))

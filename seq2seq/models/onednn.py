@@ -1,0 +1,105 @@
+"""Float32 matrix products through oneDNN on CPU: :func:`linear` and :func:`addmm`, with or without autograd.
+
+PyTorch sends a CPU float32 ``mm``/``addmm``/``linear`` to MKL's ``sgemm``; on CPUs whose vendor MKL does not
+tune for, that runs at a fraction of what the same machine's oneDNN (bundled with PyTorch, reached through
+``torch.ops.mkldnn._linear_pointwise``) reaches for the same product in full float32 — measured in
+docs/performance.md for this project's shapes, from the decoder step's ``(B, H) × (H, 3H)`` to the output
+layer's ``(N, H) × (H, V)``. The result differs from MKL's only in summation order (float32 rounding).
+
+A weight's gradient ``∂L/∂yᵀ x`` (inner dimension the tokens) goes with its larger output side as oneDNN's
+inner dimension (:func:`mm_tn`; 2-3× faster than the other orientation for the output layer's). Each function takes ``enabled`` (``speed.onednn_matmul``); off too when PyTorch is built without oneDNN or has it disabled
+(``torch.backends.mkldnn.enabled``), and for anything but float32 CPU tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.utils.flop_counter import register_flop_formula
+
+_OP = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+if _OP is not None:  # FlopCounterMode counts these products as it counts ``addmm``: 2 per multiply–add
+
+    @register_flop_formula(_OP)
+    def _linear_flops(x_shape: list[int], *args: Any, out_shape: list[int], **kwargs: Any) -> int:
+        return 2 * math.prod(out_shape) * x_shape[-1]
+
+
+def active(enabled: bool, *tensors: Tensor) -> bool:
+    """Whether products of these tensors go through oneDNN: ``enabled``, available, all float32 CPU tensors."""
+    if not (enabled and _OP is not None and torch.backends.mkldnn.is_available()):
+        return False
+    if not torch.backends.mkldnn.enabled:
+        return False
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and _dense(t) for t in tensors)
+
+
+def _dense(t: Tensor) -> bool:
+    """Rows or columns packed: oneDNN's fast kernels; a strided slice (e.g. some columns of a weight) falls to
+    its reference kernel, hundreds of times slower, so such products stay with MKL."""
+    return t.is_contiguous() or (t.dim() == 2 and t.t().is_contiguous()) or t.dim() == 1 and t.stride(0) == 1
+
+
+def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x weightᵀ (+ bias)`` by oneDNN, no autograd: ``x`` ``(..., K)``, ``weight`` ``(N, K)`` (any strides)."""
+    return _OP(x, weight, bias, "none", [], "")
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, enabled: bool = True) -> Tensor:
+    """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``."""
+    if not active(enabled, x, weight, *([] if bias is None else [bias])):
+        return torch.nn.functional.linear(x, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _Linear.apply(x, weight, bias)
+    return _product(x, weight, bias)
+
+
+def addmm(add: Tensor, x: Tensor, weight: Tensor, enabled: bool = True) -> Tensor:
+    """``torch.addmm(add, x, weight)`` without autograd: ``add + x @ weight``; ``x`` ``(B, I)``, ``weight`` ``(I, O)``,
+    ``add`` ``(B, O)`` or ``(O,)``."""
+    if not active(enabled, add, x, weight):
+        return torch.addmm(add, x, weight)
+    if add.dim() == 1:
+        return _product(x, weight.t(), add)
+    return _product(x, weight.t(), None).add_(add)
+
+
+def mm(x: Tensor, weight: Tensor, enabled: bool = True) -> Tensor:
+    """``x @ weight`` without autograd: ``x`` ``(M, K)``, ``weight`` ``(K, N)``."""
+    return _product(x, weight.t(), None) if active(enabled, x, weight) else x @ weight
+
+
+def mm_tn(a: Tensor, b: Tensor, enabled: bool = True) -> Tensor:
+    """``a.t() @ b`` without autograd — a weight's gradient, ``a`` ``(N, I)``, ``b`` ``(N, O)`` → ``(I, O)`` (maybe
+    a transposed view). oneDNN is fastest with the larger of ``I``, ``O`` as its output's inner dimension."""
+    if not active(enabled, a, b):
+        return a.t() @ b
+    if a.size(1) >= b.size(1):
+        return _product(b.t(), a.t(), None).t()
+    return _product(a.t(), b.t(), None)
+
+
+class _Linear(torch.autograd.Function):
+    """``x Wᵀ + b`` with its forward and both gradients through oneDNN."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _product(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad_x = _product(grad, weight.t(), None) if ctx.needs_input_grad[0] else None
+        flat_grad, flat_x = grad.reshape(-1, grad.size(-1)), x.reshape(-1, x.size(-1))
+        grad_w = mm_tn(flat_grad, flat_x) if ctx.needs_input_grad[1] else None
+        grad_b = flat_grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
