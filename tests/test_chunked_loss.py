@@ -119,6 +119,7 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
         "speed.loss_chunk=0",
         "speed.tanh_as_sigmoid=false",
         "speed.recompute_attention=false",
+        "speed.onednn_matmul=false",
     )
     validate_train(cfg)
     proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
@@ -126,8 +127,11 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
     attention = module.model.decoder.attention
     assert attention.tanh_as_sigmoid is False and attention.recompute_gates is False
-    default = Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model.decoder.attention
+    assert module.model.onednn_matmul is False and module.model.encoder.onednn_matmul is False
+    default_model = Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model
+    default = default_model.decoder.attention
     assert default.tanh_as_sigmoid and default.recompute_gates is True
+    assert default_model.onednn_matmul is True and default_model.encoder.onednn_matmul is True
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
 

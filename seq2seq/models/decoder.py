@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from seq2seq.models import onednn
 from seq2seq.models.attention import Attention
 from seq2seq.models.encoders import RecurrentState
 
@@ -30,13 +31,37 @@ CONTEXT_MODES = ("init", "every_step")
 CELLS = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}
 
 
+def cell_from_gates(rnn_type: str, gates_x: Tensor, gates_h: Tensor, hidden: Tensor, cell: Tensor | None):
+    """One cell update from its input gates ``W_ih x + b_ih`` and recurrent gates ``W_hh h + b_hh`` ``(B, G)``.
+
+    Returns the new ``h`` and (LSTM) ``c``; the equations of ``nn.GRUCell`` / ``nn.LSTMCell`` / ``nn.RNNCell``.
+    """
+    if rnn_type == "gru":
+        # split, not slices: one backward node that concatenates the parts' gradients, where each slice's
+        # backward would allocate a zero tensor of the whole and add into it
+        size = hidden.size(-1)
+        rz_x, n_x = gates_x.split([2 * size, size], dim=1)
+        rz_h, n_h = gates_h.split([2 * size, size], dim=1)
+        r, z = torch.sigmoid(rz_x + rz_h).chunk(2, dim=1)
+        n = torch.tanh(n_x + r * n_h)
+        return n + z * (hidden - n), None  # (1 - z) n + z h; dtypes may differ under autocast
+    if rnn_type == "lstm":
+        i, f, g, o = (gates_x + gates_h).chunk(4, dim=1)
+        c = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    return torch.tanh(gates_x + gates_h), None
+
+
 class StackedCell(nn.Module):
     """``num_layers`` RNN cells stepped one token at a time: the decoder's recurrence.
 
     The same maths (and the same parameter initialisation) as a one-step call of a stacked ``nn.RNN`` /
     ``nn.GRU`` / ``nn.LSTM`` (tested), without the ``(B, 1, ·)`` sequence dimension. Its speed on CPU is
-    within a few percent of the fused call (docs/performance.md).
+    within a few percent of the fused call (docs/performance.md). Without autograd (decoding) its products go
+    through oneDNN on CPU unless ``onednn_matmul`` is off (:mod:`seq2seq.models.onednn`; ``speed.onednn_matmul``).
     """
+
+    onednn_matmul: bool = True
 
     def __init__(
         self, rnn_type: str, input_size: int, hidden_size: int, num_layers: int, dropout: float
@@ -46,7 +71,7 @@ class StackedCell(nn.Module):
             raise ValueError(
                 f"unknown rnn_type {rnn_type!r}: choose one of {sorted(CELLS)} (model/encoder=...)"
             )
-        self.is_lstm = rnn_type == "lstm"
+        self.rnn_type, self.is_lstm = rnn_type, rnn_type == "lstm"
         self.cells = nn.ModuleList(
             CELLS[rnn_type](input_size if layer == 0 else hidden_size, hidden_size)
             for layer in range(num_layers)
@@ -56,14 +81,21 @@ class StackedCell(nn.Module):
     def forward(self, inputs: Tensor, hidden: RecurrentState) -> tuple[Tensor, RecurrentState]:
         """One step: inputs ``(B, I)``, hidden ``(L, B, H)`` (LSTM: ``(h, c)``) → top output ``(B, H)``, new hidden."""
         outputs, cells = [], []
+        fast = self.onednn_matmul and not torch.is_grad_enabled()
         for layer, cell in enumerate(self.cells):
             if layer > 0:
                 inputs = self.dropout(inputs)
-            if self.is_lstm:
-                inputs, c = cell(inputs, (hidden[0][layer], hidden[1][layer]))
-                cells.append(c)
+            h, c = (hidden[0][layer], hidden[1][layer]) if self.is_lstm else (hidden[layer], None)
+            if fast and onednn.active(True, inputs, h, cell.weight_ih, cell.weight_hh):
+                gates_x = onednn.linear(inputs, cell.weight_ih, cell.bias_ih)
+                gates_h = onednn.linear(h, cell.weight_hh, cell.bias_hh)
+                inputs, c = cell_from_gates(self.rnn_type, gates_x, gates_h, h, c)
+            elif self.is_lstm:
+                inputs, c = cell(inputs, (h, c))
             else:
-                inputs = cell(inputs, hidden[layer])
+                inputs = cell(inputs, h)
+            if self.is_lstm:
+                cells.append(c)
             outputs.append(inputs)
         h = outputs[0].unsqueeze(0) if len(outputs) == 1 else torch.stack(outputs)  # (L, B, H)
         return inputs, ((h, torch.stack(cells)) if self.is_lstm else h)
@@ -119,7 +151,12 @@ def top_layer(hidden: RecurrentState) -> Tensor:
 
 
 class RecurrentDecoder(nn.Module):
-    """Embedding, bridge from the encoder's final state, RNN step with optional attention, output layer."""
+    """Embedding, bridge from the encoder's final state, RNN step with optional attention, output layer.
+
+    ``onednn_matmul``: its output layers' products through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
+    """
+
+    onednn_matmul: bool = True
 
     def __init__(
         self,
@@ -211,12 +248,15 @@ class RecurrentDecoder(nn.Module):
                 rnn_out, memory.keys, memory.outputs, memory.mask, step=state.step
             )
         features = rnn_out if context is None else torch.cat([rnn_out, context], dim=-1)
-        attentional = torch.tanh(self.output_layer(features))  # (B, H)
+        attentional = torch.tanh(self._linear(self.output_layer, features))  # (B, H)
         return attentional, DecoderState(hidden, attentional, state.step + 1), weights
 
     def logits(self, attentional: Tensor) -> Tensor:
         """``(..., H)`` → ``(..., V)``."""
-        return self.generator(self.dropout(attentional))
+        return self._linear(self.generator, self.dropout(attentional))
+
+    def _linear(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        return onednn.linear(x, layer.weight, layer.bias, self.onednn_matmul)
 
     def forward(
         self,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import _VF, Tensor
 
 from seq2seq.models.attention import AdditiveScore, masked_read
-from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell
+from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell, cell_from_gates
 from seq2seq.models.encoders import RecurrentState
 from seq2seq.models.step_attention import StepAttention
 from seq2seq.models.step_weights import StepWeight
@@ -120,27 +120,6 @@ def fused_unroll(
         features = rnn_out
     attentional = torch.tanh(decoder.output_layer(features))  # (B, T, H)
     return attentional, (weights if return_attention else None)
-
-
-def cell_from_gates(rnn_type: str, gates_x: Tensor, gates_h: Tensor, hidden: Tensor, cell: Tensor | None):
-    """One cell update from its input gates ``W_ih x + b_ih`` and recurrent gates ``W_hh h + b_hh`` ``(B, G)``.
-
-    Returns the new ``h`` and (LSTM) ``c``; the equations of ``nn.GRUCell`` / ``nn.LSTMCell`` / ``nn.RNNCell``.
-    """
-    if rnn_type == "gru":
-        # split, not slices: one backward node that concatenates the parts' gradients, where each slice's
-        # backward would allocate a zero tensor of the whole and add into it
-        size = hidden.size(-1)
-        rz_x, n_x = gates_x.split([2 * size, size], dim=1)
-        rz_h, n_h = gates_h.split([2 * size, size], dim=1)
-        r, z = torch.sigmoid(rz_x + rz_h).chunk(2, dim=1)
-        n = torch.tanh(n_x + r * n_h)
-        return n + z * (hidden - n), None  # (1 - z) n + z h; dtypes may differ under autocast
-    if rnn_type == "lstm":
-        i, f, g, o = (gates_x + gates_h).chunk(4, dim=1)
-        c = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-    return torch.tanh(gates_x + gates_h), None
 
 
 def hoisted_unroll(

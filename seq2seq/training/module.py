@@ -29,6 +29,7 @@ from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
 from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
 from seq2seq.models.attention import AdditiveScore, attention_entropy
+from seq2seq.models.decoder import RecurrentDecoder, StackedCell
 from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.encoders import RecurrentEncoder
 from seq2seq.models.seq2seq import EncoderDecoder
@@ -122,8 +123,7 @@ class Seq2SeqModule(pl.LightningModule):
     def loss(self, batch: Batch, ratio: float = 1.0) -> torch.Tensor:
         """Mean cross-entropy over non-padding target tokens (optionally label-smoothed).
 
-        Under pure teacher forcing with ``speed.loss_chunk`` > 0 the output layer and the loss run in chunks
-        of tokens (:func:`~seq2seq.training.chunked_loss.linear_cross_entropy`; same loss and gradients).
+        Pure teacher forcing, ``speed.loss_chunk`` > 0: in chunks of tokens (chunked_loss.py; same loss, gradients).
         """
         if ratio < 1.0 or self.loss_chunk <= 0:
             return self.loss_and_logits(batch, ratio)[0]
@@ -340,3 +340,6 @@ def set_model_speed(model: Any, speed: Any) -> None:
             layer.recompute_gates = bool(speed.get("recompute_attention", True))
         if isinstance(layer, RecurrentEncoder):
             layer.gru_kernel = bool(speed.get("gru_kernel", True))
+            layer.onednn_matmul = model.onednn_matmul
+        if isinstance(layer, (RecurrentDecoder, StackedCell)):
+            layer.onednn_matmul = model.onednn_matmul

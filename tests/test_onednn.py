@@ -1,0 +1,150 @@
+"""speed.onednn_matmul: oneDNN's products equal torch's within float32 rounding, and run only where they should."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from seq2seq.models import onednn
+from seq2seq.models.decoder import StackedCell
+from seq2seq.models.decoding import Decoding, decode
+from seq2seq.models.seq2seq import EncoderDecoder
+from seq2seq.training.chunked_loss import linear_cross_entropy
+from seq2seq.training.module import set_model_speed
+
+pytestmark = pytest.mark.skipif(not onednn.active(True, torch.zeros(2, 2)), reason="PyTorch without oneDNN")
+ONEDNN = "mkldnn._linear_pointwise"
+
+
+def counted(run):
+    """FLOPs per operator while ``run()`` executes (FlopCounterMode)."""
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_and_its_gradients_equal_torch(bias):
+    torch.manual_seed(0)
+    layer = nn.Linear(20, 30, bias=bias)
+    x = torch.randn(3, 7, 20, requires_grad=True)
+    grad = torch.randn(3, 7, 30)
+    params = [x, layer.weight] + ([layer.bias] if bias else [])
+    flops = counted(lambda: onednn.linear(x, layer.weight, layer.bias).backward(grad))
+    ours = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    F.linear(x, layer.weight, layer.bias).backward(grad)
+    for a, b in zip(ours, [p.grad for p in params], strict=True):
+        close(a, b)
+    close(onednn.linear(x, layer.weight, layer.bias), layer(x))
+    # forward, ∂x and ∂W all through oneDNN: 3 × 2·(21·20·30)
+    assert flops == {ONEDNN: 3 * 2 * 21 * 20 * 30}
+
+
+def test_the_no_autograd_products_equal_torch():
+    torch.manual_seed(1)
+    x, weight = torch.randn(9, 12), torch.randn(12, 16)  # weight (I, O), as the step loop reads it
+    add, bias = torch.randn(9, 16), torch.randn(16)
+    close(onednn.addmm(add, x, weight), torch.addmm(add, x, weight))
+    close(onednn.addmm(bias, x, weight), torch.addmm(bias, x, weight))
+    close(onednn.mm(x, weight), x @ weight)
+    a, b, c = torch.randn(40, 12), torch.randn(40, 16), torch.randn(40, 5)
+    close(onednn.mm_tn(a, b), a.t() @ b)  # (12, 16): the larger side, 16, inner
+    close(onednn.mm_tn(a, c), a.t() @ c)  # (12, 5): 12 inner, the result a transposed view
+    assert onednn.mm_tn(a, c).shape == (12, 5)
+    assert set(counted(lambda: onednn.addmm(add, x, weight))) == {ONEDNN}
+
+
+def test_switched_off_or_strided_operands_stay_with_torch_exactly(monkeypatch):
+    torch.manual_seed(2)
+    x, full = torch.randn(9, 12), torch.randn(30, 24)
+    columns = full[:, 4:16]  # (30, 12) with row stride 24: oneDNN's reference kernel would be hundreds× slower
+    assert not onednn.active(True, columns) and onednn.active(True, full) and onednn.active(True, full.t())
+    assert torch.equal(onednn.linear(x, columns), F.linear(x, columns))
+    assert torch.equal(onednn.linear(x, full[:, :12].contiguous(), enabled=False), x @ full[:, :12].t())
+    assert ONEDNN not in counted(lambda: onednn.linear(x, columns))
+    assert ONEDNN not in counted(lambda: onednn.mm(x, full[:12], enabled=False))
+    assert not onednn.active(True, x.double()) and not onednn.active(False, x)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # PyTorch's own switch is respected
+    assert not onednn.active(True, x)
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm", "rnn"])
+def test_a_decoder_step_without_autograd_equals_the_torch_cells(rnn_type):
+    torch.manual_seed(3)
+    cell = StackedCell(rnn_type, 6, 8, num_layers=2, dropout=0.0)
+    x = torch.randn(5, 6)
+    h = torch.randn(2, 5, 8)
+    hidden = (h, torch.randn(2, 5, 8)) if rnn_type == "lstm" else h
+    with torch.no_grad():
+        flops = counted(lambda: cell(x, hidden))
+        out, new = cell(x, hidden)
+        cell.onednn_matmul = False
+        ref_out, ref_new = cell(x, hidden)
+    assert set(flops) == {ONEDNN}
+    close(out, ref_out)
+    for a, b in zip(*(n if rnn_type == "lstm" else (n,) for n in (new, ref_new)), strict=True):
+        close(a, b)
+
+
+def _model(on: bool) -> EncoderDecoder:
+    torch.manual_seed(4)
+    model = EncoderDecoder(23, 29, embedding_size=16, hidden_size=24, attention="bahdanau")
+    set_model_speed(model, {"onednn_matmul": on})
+    return model
+
+
+def _batch():
+    g = torch.Generator().manual_seed(5)
+    src, tgt = torch.randint(4, 23, (6, 9), generator=g), torch.randint(4, 29, (6, 8), generator=g)
+    lengths = torch.tensor([9, 9, 7, 6, 4, 2])
+    src[torch.arange(9) >= lengths.unsqueeze(1)] = 0
+    return src, lengths, tgt
+
+
+def test_a_training_loss_and_its_gradients_equal_with_and_without_onednn():
+    """Encoder (GRU kernel), step loop (step weights) and chunked loss: float32, in training mode."""
+    src, lengths, tgt = _batch()
+    results = []
+    for on in (True, False):
+        model = _model(on).train()
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        features, _ = model(src, lengths, tgt[:, :-1], features=True)
+        decoder = model.decoder
+        loss = linear_cross_entropy(
+            features.reshape(-1, features.size(-1)), decoder.generator, tgt[:, 1:].reshape(-1), 0, 0.0, 16, on
+        )
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_on, grads_on), (loss_off, grads_off) = results
+    close(loss_on, loss_off)
+    assert grads_on.keys() == grads_off.keys()
+    for name in grads_on:
+        torch.testing.assert_close(grads_on[name], grads_off[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_decoding_gives_the_same_outputs_with_and_without_onednn(search):
+    src, lengths, _ = _batch()
+
+    class Batch:
+        pass
+
+    batch = Batch()
+    batch.src, batch.src_lengths = src, lengths
+    outputs = []
+    for on in (True, False):
+        model = _model(on).eval()
+        flops = counted(lambda m=model: decode(m, batch, Decoding(search, beam_size=3)))
+        outputs.append(decode(model, batch, Decoding(search, beam_size=3)))
+        assert (ONEDNN in flops) is on
+    assert outputs[0].tokens == outputs[1].tokens
+    assert sum(map(len, outputs[0].tokens)) > 0
