@@ -45,7 +45,9 @@ def test_the_products_run_over_real_rows_only():
     targets[9:] = 0  # padding
     with FlopCounterMode(display=False) as counter:
         linear_cross_entropy(features, layer, targets, 0, 0.0, 4096).backward()
-    assert counter.get_total_flops() == 3 * 2 * 9 * 5 * 11 + 2 * 9 * 11  # logits, ∂x, ∂W, and the bias's (1, rows) × (rows, V)
+    assert (
+        counter.get_total_flops() == 3 * 2 * 9 * 5 * 11 + 2 * 9 * 11
+    )  # logits, ∂x, ∂W, and the bias's (1, rows) × (rows, V)
     assert features.grad[9:].abs().sum() == 0 and features.grad[:9].abs().sum() > 0
 
 

@@ -64,7 +64,9 @@ def test_the_no_autograd_products_equal_torch():
 def test_switched_off_or_strided_operands_stay_with_torch_exactly(monkeypatch):
     torch.manual_seed(2)
     x, full = torch.randn(9, 12), torch.randn(30, 24)
-    columns = full[:, 4:16]  # (30, 12) with row stride 24: oneDNN's reference kernel would be hundreds× slower
+    columns = full[
+        :, 4:16
+    ]  # (30, 12) with row stride 24: oneDNN's reference kernel would be hundreds× slower
     assert not onednn.active(True, columns) and onednn.active(True, full) and onednn.active(True, full.t())
     assert torch.equal(onednn.linear(x, columns), F.linear(x, columns))
     assert torch.equal(onednn.linear(x, full[:, :12].contiguous(), enabled=False), x @ full[:, :12].t())
