@@ -159,14 +159,19 @@ def beam_search(
     while alive.numel() > 0:
         n = alive.numel()
         attentional, state, weights = decoder.forward_step(decoder.embedding(prev), state, memory)
-        log_probs = torch.log_softmax(decoder.logits(attentional).float(), dim=-1)  # (n·k, V)
-        log_probs[:, never_emitted(model, bos_id)] = float("-inf")
+        logits = decoder.logits(attentional).float()  # (n·k, V)
+        log_norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # log p = z − log Σ exp z, over every token
+        logits[:, never_emitted(model, bos_id)] = float("-inf")
         if step < min_length:
-            log_probs[:, eos_id] = float("-inf")
-        vocab = log_probs.size(-1)
-        candidates = (scores.unsqueeze(-1) + log_probs.view(n, k, vocab)).view(n, k * vocab)
-        top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=-1)  # (n, 2k), best first
-        origin, token = top_ids // vocab, top_ids % vocab  # beam each candidate extends, its new token
+            logits[:, eos_id] = float("-inf")
+        # a sentence's best 2k extensions are among its beams' own best 2k: rank each beam's V tokens by logit
+        # (the order of its log-probabilities), then only k · 2k candidates per sentence
+        width = min(2 * k, logits.size(-1))
+        beam_logits, beam_tokens = logits.topk(width, dim=-1)  # (n·k, width)
+        candidates = (scores.view(-1, 1) + (beam_logits - log_norm)).view(n, k * width)
+        top_scores, top_ids = candidates.topk(min(2 * k, k * width), dim=-1)  # (n, 2k), best first
+        origin = top_ids // width  # the beam each candidate extends, and its new token:
+        token = beam_tokens.view(n, k * width).gather(1, top_ids)
         step += 1
         if return_attention and weights is not None:
             step_weights = weights.unsqueeze(1)  # (n·k, 1, S)
