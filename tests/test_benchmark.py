@@ -500,3 +500,23 @@ def test_decode_times_prints_a_row_per_search_and_budget_with_the_same_outputs(t
     assert "toy task: hidden 16, 2 updates, 10 test sentences" in out.stdout
     assert "greedy, budget 40:" in out.stdout and "beam, budget 40:" in out.stdout
     assert out.stdout.count("Self CPU time total") == 2  # one profile per search
+
+
+def test_matmul_rates_prints_both_libraries_for_every_shape():
+    """scripts/benchmark/matmul_rates.py: a row per product, MKL's and oneDNN's rates and their ratio."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark" / "matmul_rates.py"
+    out = subprocess.run(
+        [sys.executable, script, "--threads", "1", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.stdout.splitlines()]
+    rows = [row for row in rows if len(row) == 5 and " × " in row[1]]
+    assert len(rows) == 8 and rows[0][1] == "8 × 288 × 8000"
+    for _, _, mkl, dnn, ratio in rows:
+        assert float(mkl) > 0 and float(dnn) > 0
+        assert float(ratio.rstrip("×")) == pytest.approx(float(dnn) / float(mkl), rel=0.05, abs=0.01)

@@ -43,8 +43,23 @@ def test_linear_and_its_gradients_equal_torch(bias):
     for a, b in zip(ours, [p.grad for p in params], strict=True):
         close(a, b)
     close(onednn.linear(x, layer.weight, layer.bias), layer(x))
-    # forward, ∂x and ∂W all through oneDNN: 3 × 2·(21·20·30)
-    assert flops == {ONEDNN: 3 * 2 * 21 * 20 * 30}
+    # forward and ∂x through oneDNN on 21 rows padded to 24, ∂W (inner dimension the 21 rows) unpadded
+    assert onednn.bucket(21) == 24
+    assert flops == {ONEDNN: 2 * 20 * 30 * (24 + 24 + 21)}
+
+
+def test_row_counts_are_padded_to_few_distinct_buckets():
+    """At most 12.5 % more rows; multiples of 8 up to 64, then 8 counts per doubling."""
+    buckets = [onednn.bucket(rows) for rows in range(1, 1025)]
+    assert all(
+        rows <= b <= max(rows + 7, rows * 1.125) for rows, b in zip(range(1, 1025), buckets, strict=True)
+    )
+    assert len(set(buckets)) == 8 + 8 * 4  # 8, 16, …, 64; then 72, 80, …, 1024
+    assert onednn.bucket(1) == 8 and onednn.bucket(65) == 72 and onednn.bucket(1050) == 1152
+    x = torch.randn(2, 5, 12)  # 10 rows, padded to 16 and cut back
+    weight = torch.randn(7, 12)
+    close(onednn.linear(x, weight), F.linear(x, weight))
+    assert onednn.linear(x, weight).shape == (2, 5, 7)
 
 
 def test_the_no_autograd_products_equal_torch():

@@ -1,19 +1,22 @@
 """Float32 matrix products through oneDNN on CPU: :func:`linear` and :func:`addmm`, with or without autograd.
 
-PyTorch sends a CPU float32 ``mm``/``addmm``/``linear`` to MKL's ``sgemm``; on CPUs whose vendor MKL does not
-tune for, that runs at a fraction of what the same machine's oneDNN (bundled with PyTorch, reached through
-``torch.ops.mkldnn._linear_pointwise``) reaches for the same product in full float32 — measured in
-docs/performance.md for this project's shapes, from the decoder step's ``(B, H) × (H, 3H)`` to the output
-layer's ``(N, H) × (H, V)``. The result differs from MKL's only in summation order (float32 rounding).
+PyTorch sends a CPU float32 ``mm``/``addmm``/``linear`` to MKL's ``sgemm``; on CPUs MKL does not tune for (AMD),
+that runs at a fraction of what the same machine's oneDNN (bundled with PyTorch, reached through
+``torch.ops.mkldnn._linear_pointwise``) reaches for the same product in full float32: 1.5-4× faster at this
+project's shapes, from the decoder step's ``(B, H) × (H, 3H)`` to the output layer's ``(N, H) × (H, V)``
+(docs/performance.md). The result differs from MKL's only in summation order (float32 rounding).
 
-A weight's gradient ``∂L/∂yᵀ x`` (inner dimension the tokens) goes with its larger output side as oneDNN's
-inner dimension (:func:`mm_tn`; 2-3× faster than the other orientation for the output layer's). Each function takes ``enabled`` (``speed.onednn_matmul``); off too when PyTorch is built without oneDNN or has it disabled
-(``torch.backends.mkldnn.enabled``), and for anything but float32 CPU tensors.
+A weight's gradient ``∂L/∂yᵀ x`` (inner dimension the tokens) is computed with the larger of its two sides as the
+product's output rows (:func:`mm_tn`: 2-3× faster than the other way round for the output layer's). Each
+function takes ``enabled`` (``speed.onednn_matmul``); the products stay with torch too when PyTorch lacks oneDNN
+or has it switched off (``torch.backends.mkldnn.enabled``), for anything but float32 CPU tensors, and for
+strided operands (:func:`active`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -22,6 +25,10 @@ from torch.autograd.function import once_differentiable
 from torch.utils.flop_counter import register_flop_formula
 
 _OP = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+# oneDNN keeps a compiled kernel, and PyTorch's ideep a cache entry, per product shape — about 0.6 MiB each, up to
+# 1024 of each by default; their capacities are read when oneDNN is first used (a user's setting wins)
+for _name in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY"):
+    os.environ.setdefault(_name, "128")
 
 
 if _OP is not None:  # FlopCounterMode counts these products as it counts ``addmm``: 2 per multiply–add
@@ -47,8 +54,28 @@ def _dense(t: Tensor) -> bool:
 
 
 def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x weightᵀ (+ bias)`` by oneDNN, no autograd: ``x`` ``(..., K)``, ``weight`` ``(N, K)`` (any strides)."""
-    return _OP(x, weight, bias, "none", [], "")
+    """``x weightᵀ (+ bias)`` by oneDNN, no autograd: ``x`` ``(..., K)``, ``weight`` ``(N, K)`` (any strides).
+
+    A contiguous ``x``'s rows are padded with zeros to :func:`bucket` rows (the result cut back): oneDNN compiles
+    and keeps a kernel per shape, and a decoding batch that shrinks step by step would otherwise make one for
+    every row count.
+    """
+    if not x.is_contiguous():
+        return _OP(x, weight, bias, "none", [], "")
+    flat = x.reshape(-1, x.size(-1))
+    rows = flat.size(0)
+    padded = bucket(rows)
+    if padded != rows:
+        flat = torch.cat([flat, flat.new_zeros(padded - rows, flat.size(1))])
+    out = _OP(flat, weight, bias, "none", [], "")
+    return (out[:rows] if padded != rows else out).view(*x.shape[:-1], out.size(-1))
+
+
+def bucket(rows: int) -> int:
+    """``rows`` rounded up to a multiple of 8 up to 64, then of an eighth of its power of two: at most 12.5 % more
+    rows, 8 distinct counts per doubling."""
+    step = 8 if rows <= 64 else 1 << (rows.bit_length() - 4)
+    return -(-rows // step) * step
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, enabled: bool = True) -> Tensor:
