@@ -56,6 +56,8 @@ def test_row_counts_are_padded_to_few_distinct_buckets():
     )
     assert len(set(buckets)) == 8 + 8 * 4  # 8, 16, …, 64; then 72, 80, …, 1024
     assert onednn.bucket(1) == 8 and onednn.bucket(65) == 72 and onednn.bucket(1050) == 1152
+    tall = torch.randn(onednn.PAD_ROWS_UP_TO + 1, 12)  # not padded: its product counts its own rows
+    assert counted(lambda: onednn.linear(tall, torch.randn(7, 12))) == {ONEDNN: 2 * tall.size(0) * 12 * 7}
     x = torch.randn(2, 5, 12)  # 10 rows, padded to 16 and cut back
     weight = torch.randn(7, 12)
     close(onednn.linear(x, weight), F.linear(x, weight))

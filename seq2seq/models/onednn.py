@@ -54,18 +54,22 @@ def _dense(t: Tensor) -> bool:
     return t.is_contiguous() or (t.dim() == 2 and t.t().is_contiguous()) or t.dim() == 1 and t.stride(0) == 1
 
 
+PAD_ROWS_UP_TO = 256
+
+
 def _product(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x weightᵀ (+ bias)`` by oneDNN, no autograd: ``x`` ``(..., K)``, ``weight`` ``(N, K)`` (any strides).
 
-    A contiguous ``x``'s rows are padded with zeros to :func:`bucket` rows (the result cut back): oneDNN compiles
-    and keeps a kernel per shape, and a decoding batch that shrinks step by step would otherwise make one for
-    every row count.
+    A contiguous ``x`` of at most :data:`PAD_ROWS_UP_TO` rows is padded with zero rows to :func:`bucket` rows (the
+    result cut back): oneDNN compiles and keeps a kernel per shape, and a decoding batch that shrinks step by
+    step would otherwise make one for every row count. Taller ones (a loss chunk, all steps at once) are not:
+    copying them cost more than compiling a kernel.
     """
     if not x.is_contiguous():
         return _OP(x, weight, bias, "none", [], "")
     flat = x.reshape(-1, x.size(-1))
     rows = flat.size(0)
-    padded = bucket(rows)
+    padded = bucket(rows) if rows <= PAD_ROWS_UP_TO else rows
     if padded != rows:
         flat = torch.nn.functional.pad(flat, (0, 0, 0, padded - rows))  # zero rows
     out = _OP(flat, weight, bias, "none", [], "")
