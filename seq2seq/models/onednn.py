@@ -2,7 +2,7 @@
 
 PyTorch sends a CPU float32 ``mm``/``addmm``/``linear`` to MKL's ``sgemm``; on CPUs MKL does not tune for (AMD),
 that runs at a fraction of what the same machine's oneDNN (bundled with PyTorch, reached through
-``torch.ops.mkldnn._linear_pointwise``) reaches for the same product in full float32: 1.5-4× faster at this
+``torch.ops.mkldnn._linear_pointwise``) reaches for the same product in full float32: 1.7-2.5× faster at this
 project's shapes, from the decoder step's ``(B, H) × (H, 3H)`` to the output layer's ``(N, H) × (H, V)``
 (docs/performance.md). The result differs from MKL's only in summation order (float32 rounding).
 
