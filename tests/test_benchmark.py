@@ -148,6 +148,7 @@ def test_rnn_token_macs_of_a_cell_stack_matches_the_fused_rnn_and_torch_counter(
     assert rnn_token_macs(cells) == rnn_token_macs(make_rnn(rnn_type, 5, 7, 2, 0.0))
     x, h = torch.randn(3, 5), torch.randn(2, 3, 7)
     hidden = (h, torch.randn(2, 3, 7)) if rnn_type == "lstm" else h
+    cells.onednn_matmul = False  # without autograd its oneDNN products pad the 3 rows to 8, and count them
     assert counted_flops(lambda: cells(x, hidden)) == 2 * 3 * rnn_token_macs(cells)
 
 
