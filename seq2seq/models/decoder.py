@@ -81,12 +81,12 @@ class StackedCell(nn.Module):
     def forward(self, inputs: Tensor, hidden: RecurrentState) -> tuple[Tensor, RecurrentState]:
         """One step: inputs ``(B, I)``, hidden ``(L, B, H)`` (LSTM: ``(h, c)``) → top output ``(B, H)``, new hidden."""
         outputs, cells = [], []
-        fast = self.onednn_matmul and not torch.is_grad_enabled()
+        fast = not torch.is_grad_enabled()
         for layer, cell in enumerate(self.cells):
             if layer > 0:
                 inputs = self.dropout(inputs)
             h, c = (hidden[0][layer], hidden[1][layer]) if self.is_lstm else (hidden[layer], None)
-            if fast and onednn.active(True, inputs, h, cell.weight_ih, cell.weight_hh):
+            if fast and onednn.active(self.onednn_matmul, inputs, h, cell.weight_ih, cell.weight_hh):
                 gates_x = onednn.linear(inputs, cell.weight_ih, cell.bias_ih)
                 gates_h = onednn.linear(h, cell.weight_hh, cell.bias_hh)
                 inputs, c = cell_from_gates(self.rnn_type, gates_x, gates_h, h, c)

@@ -1,4 +1,4 @@
-"""Float32 matrix products through oneDNN on CPU: :func:`linear` and :func:`addmm`, with or without autograd.
+"""Float32 CPU products through oneDNN: :func:`linear` (autograd or not), :func:`addmm`, :func:`mm`, :func:`mm_tn`.
 
 PyTorch sends a CPU float32 ``mm``/``addmm``/``linear`` to MKL's ``sgemm``; on CPUs MKL does not tune for (AMD),
 that runs at a fraction of what the same machine's oneDNN (bundled with PyTorch, reached through

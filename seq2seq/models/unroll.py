@@ -139,9 +139,8 @@ def hoisted_unroll(
     embedded = decoder.embedding(targets_in.t())  # (T, B, E): one contiguous (B, E) slice per step
     size_e = embedded.size(-1)
     pre = F.linear(embedded, first.weight_ih[:, :size_e], first.bias_ih)  # (T, B, G)
-    w_rest = (
-        first.weight_ih[:, size_e:].contiguous().t()
-    )  # (2H or H, G): input feeding and/or context columns
+    # (2H or H, G): input feeding and/or context columns, packed (oneDNN's fast kernels need packed operands)
+    w_rest = first.weight_ih[:, size_e:].contiguous().t()
     bahdanau = attention is not None and attention.query_is_previous_state
     # One layer: s_{i-1} feeds both W_hh and Bahdanau's W; one product for both.
     if bahdanau and len(rnn.cells) == 1 and isinstance(attention, AdditiveScore):

@@ -101,7 +101,7 @@ def linear_cross_entropy(
         targets: ``(N,)`` gold ids; ``ignore_index`` (padding) counts for nothing.
         label_smoothing: ``ε`` of ``F.cross_entropy``.
         chunk: tokens whose logits are computed at once.
-        use_onednn: the logits and ``∂L/∂x`` products through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
+        use_onednn: the logits, ``∂L/∂x`` and ``∂L/∂W`` products through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
     """
     if layer.bias is None:
         raise ValueError("linear_cross_entropy needs an output layer with a bias")
