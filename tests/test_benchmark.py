@@ -478,8 +478,8 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
 
 
 @pytest.mark.slow
-def test_decode_times_prints_a_row_per_search_and_budget_with_the_same_outputs(tmp_path):
-    """scripts/benchmark/decode_times.py: each search at each budget, every sentence's output the same."""
+def test_decode_times_prints_a_row_per_search_budget_and_refill_with_the_same_outputs(tmp_path):
+    """scripts/benchmark/decode_times.py: each search at each budget, refilled or not, every output the same."""
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark" / "decode_times.py"
@@ -494,15 +494,15 @@ def test_decode_times_prints_a_row_per_search_and_budget_with_the_same_outputs(t
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.stdout.splitlines()]
     rows = [row for row in rows if row and row[0] in ("greedy", "beam")]
-    assert [(row[0], row[1], int(row[2])) for row in rows] == [
-        ("greedy", "40", 10),
-        ("greedy", "400", 2),
-        ("beam", "40", 10),
-        ("beam", "400", 2),
+    assert [(row[0], row[1], row[2], int(row[3])) for row in rows] == [
+        (search, budget, refill, batches)
+        for search in ("greedy", "beam")
+        for budget, batches in (("40", 10), ("400", 2))
+        for refill in ("on", "off")
     ]  # a 40-token budget holds one of these sentences per batch; 400 holds several
-    assert all(float(row[3].replace(",", "")) > 0 and row[6] == "yes" for row in rows)
+    assert all(float(row[4].replace(",", "")) > 0 and row[7] == "yes" for row in rows)
     assert "toy task: hidden 16, 2 updates, 10 test sentences" in out.stdout
-    assert "greedy, budget 40:" in out.stdout and "beam, budget 40:" in out.stdout
+    assert "greedy, budget 40, refill on:" in out.stdout and "beam, budget 40, refill on:" in out.stdout
     assert out.stdout.count("Self CPU time total") == 2  # one profile per search
 
 

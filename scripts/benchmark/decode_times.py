@@ -1,17 +1,19 @@
-"""Greedy and beam decoding of the benchmark's model, timed at several decoding batch budgets (optionally profiled).
+"""Greedy and beam decoding of the benchmark's model, timed at several decoding batch budgets, with and without
+refilled rows (optionally profiled).
 
-    .venv/bin/python scripts/benchmark/decode_times.py [--corpus data/bible] [--budget 2000]... [--profile]
+    .venv/bin/python scripts/benchmark/decode_times.py [--corpus data/bible] [--budget 2000]... [--refill on]... [--profile]
 
 The model and data are the benchmark's (``seq2seq_side.py``: bi-GRU encoder, GRU decoder with Bahdanau attention
 and input feeding, the hidden size matched to JoeyNMT's: 288 on the Bible, 304 on the toy task), trained for
 ``--train-updates`` harness updates (the benchmark's 220 by default, so that it emits end-of-sentence as the
-benchmark's model does), then decoding the first ``--sentences`` test sentences in length-sorted batches under
-each ``--budget`` (``data.batch.eval_max_tokens``) with the benchmark's output budget (``1.5 · (|x| + 1)``) and
-beam settings; the budgets are timed in turn, ``--rounds`` times (the median is reported: this machine drifts
-by tens of percent over minutes). Prints, per search and budget, the batches, output tokens and sentences per
-second, and whether every sentence's output is the same as at the first budget (it must be: a sentence never
-depends on its batch-mates). ``--profile`` adds ``torch.profiler``'s operator table of the first budget's run of
-each search.
+benchmark's model does), then decoding the first ``--sentences`` test sentences in length-sorted batches, the
+longest first (as the benchmark), under each ``--budget`` (``data.batch.eval_max_tokens``) with and without
+``decoding.refill`` (continuous batching), with the benchmark's output budget (``1.5 · (|x| + 1)``) and beam
+settings; the settings are timed in turn, ``--rounds`` times (the median is reported: this machine drifts by tens
+of percent over minutes). Prints, per search and setting, the batches, output tokens and sentences per second,
+and whether every sentence's output is the same as in the first setting (it must be: a sentence never depends
+on its batch-mates). ``--profile`` adds ``torch.profiler``'s operator table of the first setting's run of each
+search.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import statistics
 import sys
 import warnings
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +31,8 @@ MAX_LENGTH = {"max_length_ratio": 1.5, "max_length_constant": 1.5}  # as run.py 
 
 
 def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]:
-    """The set-up; per (search, budget) its timing and whether its outputs equal the first budget's; profiles."""
+    """The set-up; per (search, budget, refill) its timing and whether its outputs equal the first setting's;
+    profiles."""
     sys.path.insert(0, str(HERE))
     import torch
 
@@ -36,7 +40,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
     from harness import pin_threads, time_decoding
     from seq2seq.data.batching import PairDataset
     from seq2seq.data.datamodule import eval_loader
-    from seq2seq.models.decoding import Decoding, decode
+    from seq2seq.models.decoding import Decoding, decode_stream
     from seq2seq.training.module import Seq2SeqModule
 
     pin_threads(args.threads)
@@ -57,37 +61,46 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
         "beam": Decoding("beam", beam_size=args.beam_size, length_penalty=args.beam_alpha, **MAX_LENGTH),
     }
     rows, profiles = [], {}
-    budgets = args.budget or [2000]
+    settings = [
+        (budget, refill == "on")
+        for budget in args.budget or [2000]
+        for refill in args.refill or ["on", "off"]
+    ]
     for kind in args.search or ["greedy", "beam"]:
-        batches = {budget: list(eval_loader(test, budget)) for budget in budgets}
-        outputs: dict[int, dict[int, list[int]]] = {budget: {} for budget in budgets}
-        timings: dict[int, list[dict[str, float]]] = {budget: [] for budget in budgets}
+        # longest first, as the benchmark decodes: with refill the shorter sentences fill the rows around them
+        batches = {budget: list(eval_loader(test, budget))[::-1] for budget, _ in settings}
+        outputs: dict[tuple, dict[int, list[int]]] = {setting: {} for setting in settings}
+        timings: dict[tuple, list[dict[str, float]]] = {setting: [] for setting in settings}
 
-        def search(batch, decoding=searches[kind], into=None) -> list[int]:
-            tokens = decode(model, batch, decoding).tokens
+        def search(setting: tuple[int, bool], decoding: Decoding = searches[kind], batches: dict = batches):
+            return decode_stream(model, batches[setting[0]], replace(decoding, refill=setting[1]))
+
+        def record(searched, into=None) -> list[int]:
+            batch, tokens = searched[0], searched[1].tokens
             into.update(zip(batch.indices.tolist(), tokens, strict=True))
             return [len(t) for t in tokens]
 
-        # one untimed run per budget (allocations, code pages), then the budgets in turn, round after round:
-        # the machine's drift over minutes reaches every budget alike, and the median of the rounds is reported
+        # one untimed run per setting (allocations, code pages), then the settings in turn, round after round:
+        # the machine's drift over minutes reaches every setting alike, and the median of the rounds is reported
         for round_ in range(args.rounds + 1):
-            for budget in budgets:
-                timing = time_decoding(batches[budget], partial(search, into=outputs[budget]))
+            for setting in settings:
+                timing = time_decoding(search(setting), partial(record, into=outputs[setting]))
                 if round_ > 0:
-                    timings[budget].append(timing)
-        for budget in budgets:
-            first, median = timings[budget][0], statistics.median(t["seconds"] for t in timings[budget])
+                    timings[setting].append(timing)
+        for setting in settings:
+            first, median = timings[setting][0], statistics.median(t["seconds"] for t in timings[setting])
             timing = {
                 **first,
                 "seconds": median,
                 "output_tokens_per_s": first["output_tokens"] / median,
                 "sentences_per_s": first["sentences"] / median,
             }  # every round decodes the same sentences into the same tokens
-            rows.append({"search": kind, "budget": budget, "batches": len(batches[budget]), **timing,
-                         "same_outputs": outputs[budget] == outputs[budgets[0]]})  # fmt: skip
+            rows.append({"search": kind, "budget": setting[0], "refill": setting[1], **timing,
+                         "batches": len(batches[setting[0]]),
+                         "same_outputs": outputs[setting] == outputs[settings[0]]})  # fmt: skip
         if args.profile:
             with torch.profiler.profile() as profiler:
-                time_decoding(batches[budgets[0]], partial(search, into={}))
+                time_decoding(search(settings[0]), partial(record, into={}))
             profiles[kind] = profiler.key_averages().table(
                 sort_by="self_cpu_time_total", row_limit=args.profile
             )
@@ -105,6 +118,7 @@ def main() -> None:
         help="decoding batch budget in tokens (repeatable; default 2000)",
     )
     add("--search", choices=["greedy", "beam"], action="append", help="repeatable; default both")
+    add("--refill", choices=["on", "off"], action="append", help="decoding.refill (repeatable; default both)")
     add("--sentences", type=int, default=500, help="test sentences decoded (default 500, as the benchmark)")
     add("--train-updates", type=int, default=220, help="harness updates before decoding (default 220)")
     add("--beam-size", type=int, default=5)
@@ -125,17 +139,20 @@ def main() -> None:
         f"{setup['sentences']} test sentences, {args.threads} threads\n"
     )
     print(
-        "| search | budget (tokens) | batches | output tokens/s | sentences/s | mean length | same outputs |"
+        "| search | budget (tokens) | refill | batches | output tokens/s | sentences/s | mean length | same outputs |"
     )
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---|---:|---:|---:|---:|---|")
     for row in rows:
         print(
-            f"| {row['search']} | {row['budget']:,} | {row['batches']} | {row['output_tokens_per_s']:,.0f} "
+            f"| {row['search']} | {row['budget']:,} | {'on' if row['refill'] else 'off'} | {row['batches']} "
+            f"| {row['output_tokens_per_s']:,.0f} "
             f"| {row['sentences_per_s']:.1f} | {row['mean_output_length']:.1f} "
             f"| {'yes' if row['same_outputs'] else 'NO'} |"
         )
     for kind, table in profiles.items():
-        print(f"\n{kind}, budget {rows[0]['budget']:,}:\n{table}")
+        print(
+            f"\n{kind}, budget {rows[0]['budget']:,}, refill {'on' if rows[0]['refill'] else 'off'}:\n{table}"
+        )
 
 
 if __name__ == "__main__":

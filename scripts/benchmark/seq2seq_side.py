@@ -20,7 +20,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ from seq2seq.data.batching import PairDataset, TokenBudgetBatchSampler
 from seq2seq.data.datamodule import Seq2SeqDataModule, eval_loader
 from seq2seq.data.tokenizer import PAD_ID
 from seq2seq.evaluation.tracking import build_loggers
-from seq2seq.models.decoding import Decoding, decode
+from seq2seq.models.decoding import Decoding, decode_stream
+from seq2seq.models.search import Hypotheses
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.models.unroll import compile_seconds
 from seq2seq.training.allocator import keep_freed_memory, release_freed_memory
@@ -195,22 +196,24 @@ def run_seq2seq(plan: dict[str, Any]) -> dict[str, Any]:
         "max_length_ratio": plan["max_length_ratio"],
         "max_length_constant": plan["max_length_constant"],
     }
+    budget["refill"] = bool(cfg.decoding.get("refill", True))  # decoding.refill: continuous batching
     searches = {
         "greedy": Decoding("greedy", **budget),
         "beam": Decoding("beam", beam_size=plan["beam_size"], length_penalty=plan["beam_alpha"], **budget),
     }
 
-    def search(decoding: Decoding) -> Callable[[Any], list[int]]:
-        def run(batch: Any) -> list[int]:
-            with autocast(device, precision):
-                return [len(tokens) for tokens in decode(model, batch.to(device), decoding).tokens]
+    def searched(decoding: Decoding) -> Iterator[tuple[Any, Hypotheses]]:
+        # the longest sentences first: with decoding.refill the shorter ones fill the rows around them
+        batches = (
+            batch.to(device) for batch in reversed(list(eval_loader(test, cfg.data.batch.eval_max_tokens)))
+        )
+        with autocast(device, precision):
+            yield from decode_stream(model, batches, decoding)
 
-        return run
+    def lengths(searched_batch: tuple[Any, Hypotheses]) -> list[int]:
+        return [len(tokens) for tokens in searched_batch[1].tokens]
 
-    decoded = {
-        kind: time_decoding(eval_loader(test, cfg.data.batch.eval_max_tokens), search(decoding))
-        for kind, decoding in searches.items()
-    }
+    decoded = {kind: time_decoding(searched(decoding), lengths) for kind, decoding in searches.items()}
     params, counted = parameter_count(model), flop_check(model, profile)
     peak_rss = peak_rss_mib()  # training and decoding: the work JoeyNMT's process does
     lightning = harness_again = None

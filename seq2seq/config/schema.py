@@ -101,6 +101,7 @@ class DecodingConfig:
     length_penalty: float = 1.0
     max_length_ratio: float = 1.5
     max_length_constant: float = 10
+    refill: bool = True  # decode_stream: next batches' sentences take finished ones' rows
 
 
 @dataclass

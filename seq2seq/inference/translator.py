@@ -2,12 +2,14 @@
 
 Used by ``seq2seq-translate``, by the attention maps drawn during training and by ``seq2seq-evaluate``.
 Sentences are encoded as in training (:class:`~seq2seq.data.encoding.PairEncoder`), batched by length under a
-token budget, decoded with :func:`~seq2seq.models.decoding.decode` and put back in input order. On request a
+token budget, decoded longest batch first with :func:`~seq2seq.models.decoding.decode_stream` (with
+``decoding.refill`` the next batches' sentences take the rows of finished ones) and put back in input order. On request a
 Transformer decoder's cross-attention comes per layer and head as well (:func:`hypothesis_heads`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +18,7 @@ import torch
 from seq2seq.data.batching import TokenBudgetBatchSampler, collate
 from seq2seq.data.encoding import PairEncoder
 from seq2seq.data.tokenizer import BOS_ID, PAD_ID
-from seq2seq.models.decoding import Decoding, decode
+from seq2seq.models.decoding import Decoding, decode_stream
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.models.transformer import TransformerDecoder
 
@@ -128,10 +130,20 @@ class Translator:
         was_training = self.model.training
         self.model.eval()
         try:
-            for indices in sampler:
-                examples = [dataset[keep[i]] for i in indices]
-                batch = collate(examples).to(device)
-                hyps = decode(self.model, batch, self.decoding, return_attention=return_attention)
+            examples_of: deque[list] = (
+                deque()
+            )  # each batch's examples, in the order decoding hands batches back
+
+            def batches():  # the longest first: with decoding.refill the shorter fill the rows around them
+                for indices in sorted(
+                    sampler, key=lambda rows: max(lengths[keep[i]] for i in rows), reverse=True
+                ):
+                    examples_of.append([dataset[keep[i]] for i in indices])
+                    yield collate(examples_of[-1]).to(device)
+
+            decoded = decode_stream(self.model, batches(), self.decoding, return_attention=return_attention)
+            for batch, hyps in decoded:
+                examples = examples_of.popleft()
                 attention = hyps.attention or [None] * len(examples)
                 budgets = self.decoding.max_lengths(batch.src_lengths).tolist()
                 heads = (

@@ -6,12 +6,14 @@ the searches and the output budget ``ceil(ratio · |x| + constant)`` are made in
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
-from seq2seq.models.search import Hypotheses, beam_search, greedy_search, max_output_lengths
+from seq2seq.models.search import Hypotheses, beam_stream, greedy_stream, max_output_lengths
 from seq2seq.models.seq2seq import EncoderDecoder
 
 SEARCHES = ("greedy", "beam")
@@ -24,6 +26,9 @@ class SourceBatch(Protocol):
     src_lengths: Tensor
 
 
+Batch = TypeVar("Batch", bound=SourceBatch)
+
+
 @dataclass(frozen=True)
 class Decoding:
     """The ``decoding`` config: which search, its beam and length penalty, and the output budget.
@@ -32,6 +37,8 @@ class Decoding:
         name: ``greedy`` | ``beam``.
         beam_size, length_penalty: beam search only (GNMT length penalty α, Wu et al. 2016).
         max_length_ratio, max_length_constant: output budget ``ceil(ratio · |x| + constant)`` tokens.
+        refill: in :func:`decode_stream`, the next batches' sentences take the rows of finished ones
+            (continuous batching, :mod:`seq2seq.models.live_batch`); the same outputs up to float rounding.
     """
 
     name: str = "greedy"
@@ -39,6 +46,7 @@ class Decoding:
     length_penalty: float = 1.0
     max_length_ratio: float = 1.5
     max_length_constant: float = 10
+    refill: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in SEARCHES:
@@ -47,7 +55,7 @@ class Decoding:
     @classmethod
     def from_config(cls, cfg: Any) -> Decoding:
         """From a ``decoding`` config node (``conf/decoding/*.yaml``); missing keys keep their defaults."""
-        fields = ("name", "beam_size", "length_penalty", "max_length_ratio", "max_length_constant")
+        fields = ("name", "beam_size", "length_penalty", "max_length_ratio", "max_length_constant", "refill")
         return cls(**{key: cfg[key] for key in fields if key in cfg and cfg[key] is not None})
 
     def max_lengths(self, src_lengths: Tensor) -> Tensor:
@@ -58,20 +66,40 @@ class Decoding:
 def decode(
     model: EncoderDecoder, batch: SourceBatch, decoding: Decoding, return_attention: bool = False
 ) -> Hypotheses:
-    """Search a batch with ``decoding``'s search; returns token ids (no BOS/EOS) per sentence."""
-    inputs = (
-        model,
-        batch.src,
-        batch.src_lengths,
-        decoding.max_lengths(batch.src_lengths),
-        model.bos_id,
-        model.eos_id,
-    )
+    """Search one batch with ``decoding``'s search; returns token ids (no BOS/EOS) per sentence."""
+    return next(decode_stream(model, [batch], decoding, return_attention))[1]
+
+
+def decode_stream(
+    model: EncoderDecoder, batches: Iterable[Batch], decoding: Decoding, return_attention: bool = False
+) -> Iterator[tuple[Batch, Hypotheses]]:
+    """Search batch after batch; yields each batch with its hypotheses, in order.
+
+    With ``decoding.refill`` the sentences of the next batches take the rows of finished ones, at most as many
+    sentences live as the batch they come from holds (:mod:`seq2seq.models.live_batch`; recurrent decoders
+    without local attention; others decode batch by batch).
+    """
+    taken: deque[Batch] = deque()
+
+    def inputs() -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        for batch in batches:
+            taken.append(batch)
+            yield batch.src, batch.src_lengths, decoding.max_lengths(batch.src_lengths)
+
+    ids = (model.bos_id, model.eos_id)
     if decoding.name == "beam":
-        return beam_search(
-            *inputs,
+        searches = beam_stream(
+            model,
+            inputs(),
+            *ids,
             beam_size=int(decoding.beam_size),
             alpha=float(decoding.length_penalty),
             return_attention=return_attention,
+            refill=decoding.refill,
         )
-    return greedy_search(*inputs, return_attention=return_attention)
+    else:
+        searches = greedy_stream(
+            model, inputs(), *ids, return_attention=return_attention, refill=decoding.refill
+        )
+    for hypotheses in searches:
+        yield taken.popleft(), hypotheses
