@@ -45,7 +45,15 @@ from harness import (  # noqa: E402
     time_decoding,
     time_updates,
 )
-from report import caveats, compare, format_table  # noqa: E402
+from report import (  # noqa: E402
+    caveats,
+    combine_rounds,
+    compare,
+    format_rounds,
+    format_table,
+    round_orders,
+    round_ratios,
+)
 from run import parse_args  # noqa: E402
 from seq2seq_side import run_seq2seq  # noqa: E402
 
@@ -308,6 +316,27 @@ def test_compare_computes_ratios_and_targets():
     # results written before the Lightning row existed: no ratio, no mark
     old = _results(_system(3200, 9000, 2000, 900), _system(1000, 4000, 1100, 1000))["comparison"]
     assert old["ratios"]["lightning_vs_harness"] is None and old["met"]["lightning_vs_harness"] is None
+
+
+def test_rounds_alternate_the_order_and_combine_into_medians():
+    assert round_orders(1) == [("seq2seq", "joeynmt")]
+    assert round_orders(3) == [("seq2seq", "joeynmt"), ("joeynmt", "seq2seq"), ("seq2seq", "joeynmt")]
+    ours = [_system(3000, 9000, 2000, 900), _system(2000, 8000, 1800, 950), _system(2600, 10000, 2100, 910)]
+    joey = [_system(1000, 4000, 1000, 1000), _system(800, 3000, 900, 1000), _system(900, 3500, 950, 1000)]
+    combined = combine_rounds(ours)
+    assert combined["train"]["tgt_tokens_per_s"] == 2600  # the median of each number, nested ones too
+    assert combined["greedy"]["output_tokens_per_s"] == 9000 and combined["peak_rss_mib"] == 910
+    assert combined["params"] == 1_000_000 and isinstance(combined["params"], int)  # equal in every round
+    assert combine_rounds(ours[:2])["train"]["tgt_tokens_per_s"] == 2500  # two rounds: their mean
+    ratios = round_ratios({"seq2seq": ours, "joeynmt": joey})
+    assert [r["train_tokens_per_s"] for r in ratios] == pytest.approx([3.0, 2.5, 2600 / 900])
+    results = {
+        "rounds": [{"order": order, "ratios": r} for order, r in zip(round_orders(3), ratios, strict=True)]
+    }
+    lines = format_rounds(results).splitlines()
+    assert lines[0] == "| round | measured first | train | greedy | beam | peak memory |"
+    assert lines[3] == "| 2 | JoeyNMT 2.3.0 | 2.50× | 2.67× | 2.00× | 0.95× |"
+    assert format_rounds({"rounds": results["rounds"][:1]}) == ""  # one round: nothing to add
 
 
 def test_format_table_shows_both_systems_ratios_and_marks():

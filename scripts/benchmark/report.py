@@ -6,6 +6,7 @@ Standard library only.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,56 @@ def compare(systems: dict[str, dict[str, Any]]) -> dict[str, Any]:
         None if utilisation is None else utilisation >= PERFORMANCE_TARGETS["flop_utilisation"]
     )
     return {"ratios": ratios, "met": met}
+
+
+def round_orders(rounds: int) -> list[tuple[str, str]]:
+    """The order the systems are measured in, round by round: seq2seq first, then JoeyNMT first, and so on
+    (A B, B A, …), so that a machine drifting steadily over the minutes slows both alike in the medians."""
+    return [SYSTEMS if r % 2 == 0 else SYSTEMS[::-1] for r in range(rounds)]
+
+
+def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's results over several rounds: each number the median of the rounds' values (the mean of
+    two), nested dictionaries alike; anything else, and numbers equal in every round, as in the first round."""
+    first = runs[0]
+    combined: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [run.get(key) for run in runs]
+        if all(isinstance(v, dict) for v in values):
+            combined[key] = combine_rounds(values)
+        elif (
+            all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            and len(set(values)) > 1
+        ):
+            combined[key] = statistics.median(values)
+        else:
+            combined[key] = value
+    return combined
+
+
+ROUND_RATIOS = ("train_tokens_per_s", "greedy_tokens_per_s", "beam_tokens_per_s", "peak_rss_mib")
+
+
+def round_ratios(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, float | None]]:
+    """seq2seq / JoeyNMT per round for training, both searches and memory: the spread the medians hide."""
+    pairs = zip(runs["seq2seq"], runs["joeynmt"], strict=True)
+    ratios = [compare({"seq2seq": ours, "joeynmt": joey})["ratios"] for ours, joey in pairs]
+    return [{key: r[key] for key in ROUND_RATIOS} for r in ratios]
+
+
+def format_rounds(results: dict[str, Any]) -> str:
+    """The per-round ratios as a Markdown table (empty for a single round)."""
+    rounds = results.get("rounds") or []
+    if len(rounds) < 2:
+        return ""
+    lines = [
+        "| round | measured first | train | greedy | beam | peak memory |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for number, entry in enumerate(rounds, 1):
+        cells = [_num(entry["ratios"][key], 2) + "×" for key in ROUND_RATIOS]
+        lines.append(f"| {number} | {LABELS[entry['order'][0]]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def caveats(results: dict[str, Any]) -> list[str]:

@@ -14,6 +14,8 @@
    hold as many real target tokens per update as JoeyNMT's at ``batch_size: --batch-tokens``.
 4. Measures seq2seq, then JoeyNMT, each in a process of its own (``seq2seq_side.py`` and ``joeynmt_side.py``,
    timing with ``harness.py``), never both at once; then the machine's dense matmul FLOP/s (``flops.py``).
+   With ``--rounds N`` it measures both N times in alternating order (seq2seq then JoeyNMT, then JoeyNMT then
+   seq2seq, …) and reports each number's median over the rounds, with each round's ratios.
 5. Prints the Markdown table (``report.py``) and writes everything to ``bench/results.json``.
    docs/performance.md has the method.
 """
@@ -36,7 +38,16 @@ import torch
 from flops import gpu_bf16_peak, measure_matmul_flops
 from harness import check_device, closest_size, pin_threads
 from joeynmt_setup import joeynmt_config, write_joeynmt_data
-from report import caveats, compare, format_table
+from report import (
+    SYSTEMS,
+    caveats,
+    combine_rounds,
+    compare,
+    format_rounds,
+    format_table,
+    round_orders,
+    round_ratios,
+)
 from seq2seq_side import (
     base_overrides,
     compose_config,
@@ -70,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--beam-alpha", type=float, default=1.0, help="length penalty ((5+|Y|)/6)^alpha, both systems")
     add("--corpus", default="data/bible", help="Bible corpus folder; the toy task when it is not built")
     add("--seed", type=int, default=1234)
+    add(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure both systems this many times, alternating which goes first; report medians (default 1)",
+    )
     add("--work", default="bench/work", help="segmented data, configs, logs")
     add("--out", default="bench/results.json")
     add("--joeynmt-venv", default="bench/.venv-joeynmt")
@@ -259,13 +276,23 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "precision": args.precision,
         "lightning": not args.no_lightning,
     }
-    print("measuring (seq2seq, then JoeyNMT) ...", flush=True)
-    systems = {
-        "seq2seq": run_worker(
-            [sys.executable, HERE / "seq2seq_side.py"], our_plan, "seq2seq", work, args.threads
-        ),
-        "joeynmt": run_worker([*joey_command, "run"], joey_plan, "joeynmt", work, args.threads),
+    workers = {
+        "seq2seq": ([sys.executable, HERE / "seq2seq_side.py"], our_plan),
+        "joeynmt": ([*joey_command, "run"], joey_plan),
     }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}
+    orders = round_orders(args.rounds)
+    for number, order in enumerate(orders, 1):
+        print(f"measuring ({', then '.join(order)}; round {number} of {len(orders)}) ...", flush=True)
+        for name in order:
+            command, plan = workers[name]
+            label = name if number == 1 else f"{name}-round{number}"  # its plan, result and log files
+            runs[name].append(run_worker(command, plan, label, work, args.threads))
+    systems = {name: combine_rounds(runs[name]) for name in SYSTEMS}
+    rounds = [
+        {"order": list(order), "ratios": ratios}
+        for order, ratios in zip(orders, round_ratios(runs), strict=True)
+    ]
     pin_threads(args.threads)
     if device.type == "cuda":  # the GPU's measured bf16 matmul rate, and its data-sheet peak for MFU
         peak = measure_matmul_flops(8192, device="cuda", dtype=torch.bfloat16)
@@ -285,6 +312,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "data": setup["data_note"],
         "settings": {
             "threads": args.threads,
+            "rounds": args.rounds,
             "warmup": args.warmup,
             "updates": args.updates,
             "decode_sentences": args.decode_sentences,
@@ -304,6 +332,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "matmul_flops_per_s": peak,
         "gpu_bf16_peak_flops": gpu_peak,
         "systems": systems,
+        "rounds": rounds if len(rounds) > 1 else [],
         "comparison": compare(systems),
     }
 
@@ -327,6 +356,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{settings['warmup']}, {settings['decode_sentences']} test sentences; {results['machine']['cpu']}\n"
     )
     print(format_table(results))
+    if results["rounds"]:
+        print(
+            f"\nEach system measured {len(results['rounds'])} times, alternating; the table has the medians."
+        )
+        print(f"Per round, seq2seq / JoeyNMT:\n\n{format_rounds(results)}")
     for note in caveats(results):
         print(f"WARNING {note}")
     print(f"\nwrote {out} ({results['wall_s']:.0f} s)")
