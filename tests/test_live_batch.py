@@ -40,13 +40,14 @@ def _batches(sizes=(4, 3, 5, 2), seed=5):
 
 
 class RowCounter:
-    """Wraps ``decoder.forward_step``: the number of decoder rows at every step."""
+    """Wraps ``decoder.forward_step``: the decoder rows and the memory's source width at every step."""
 
     def __init__(self, model):
-        self.rows, step = [], model.decoder.forward_step
+        self.rows, self.widths, step = [], [], model.decoder.forward_step
 
         def counted(embedded, state, memory):
             self.rows.append(embedded.size(0))
+            self.widths.append(memory.mask.size(1))
             return step(embedded, state, memory)
 
         model.decoder.forward_step = counted
@@ -89,20 +90,40 @@ def test_refilled_beam_gives_every_batch_its_own_results(attention):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
-def test_refill_keeps_the_rows_full_and_takes_fewer_steps():
+def test_refill_takes_fewer_fuller_steps_within_the_token_budget():
     model, batches = _model(), _batches(sizes=(5, 5, 5, 5), seed=11)
     counter = RowCounter(model)
     list(greedy_stream(model, batches, BOS, EOS))
     by_batch = counter.rows
-    counter.rows = []
+    counter.rows, counter.widths = [], []
     list(greedy_stream(model, batches, BOS, EOS, refill=True))
-    refilled = counter.rows
+    refilled, widths = counter.rows, counter.widths
     assert sum(refilled) == sum(by_batch)  # the same sentence-steps, in fewer, fuller steps
     assert len(refilled) < len(by_batch)
-    assert max(refilled) <= 5  # never more live sentences than a batch holds
-    full_until = len(refilled) - refilled[::-1].index(5)  # rows stay at 5 while the stream has sentences left
-    assert all(rows == 5 for rows in refilled[:full_until])
     assert sum(rows < 5 for rows in by_batch) > sum(rows < 5 for rows in refilled)
+    # never more padded source tokens live than a batch of the stream holds
+    assert max(r * w for r, w in zip(refilled, widths, strict=True)) <= max(b[0].numel() for b in batches)
+
+
+def test_refill_admits_no_more_than_the_token_budget_when_long_sentences_are_live():
+    """Two long sentences, then seven short ones: beside a live long one only one short fits the budget."""
+    model, g = _model(), torch.Generator().manual_seed(4)
+    batches = [
+        (
+            torch.randint(4, VOCAB, (2, 7), generator=g),
+            torch.tensor([7, 7]),
+            torch.tensor([9, 2]),
+        ),  # 14 tokens
+        (torch.randint(4, VOCAB, (7, 2), generator=g), torch.full((7,), 2), torch.full((7,), 3)),  # 14 tokens
+    ]
+    counter = RowCounter(model)
+    streamed = [h.tokens for h in greedy_stream(model, batches, BOS, EOS, refill=True)]
+    assert streamed == [greedy_search(model, *batch, BOS, EOS).tokens for batch in batches]
+    steps = list(zip(counter.rows, counter.widths, strict=True))
+    assert all(rows * width <= 14 for rows, width in steps)
+    assert max(rows for rows, width in steps if width == 7) == 2  # the long one and one short one padded to 7
+    assert max(rows for rows, width in steps if width == 2) > 2  # once it ends, the memory narrows: more fit
+    assert steps[0] == (2, 7) and steps[-1][1] == 2
 
 
 def test_without_refill_each_batch_is_searched_alone():
@@ -157,3 +178,35 @@ def test_cat_memory_pads_the_shorter_source_and_masks_it():
     )
     assert state.hidden[0].shape == (1, 3, 4) and state.hidden[0][0, 2].sum() == 4
     assert state.attentional.shape == (3, 4)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_a_transformer_decoder_drops_finished_sentences_without_narrowing_its_memory(search):
+    """Its cached cross keys keep the batch's source width; a finished sentence's rows leave all the same."""
+    model = _model(encoder_type="transformer", decoder_type="transformer", encoder_heads=2, decoder_heads=2)
+    assert not can_refill(model)
+    batches = _batches()
+    if search == "greedy":
+        streamed = [h.tokens for h in greedy_stream(model, batches, BOS, EOS, refill=True)]
+        alone = [
+            [
+                greedy_search(model, src[i : i + 1, : int(n)], n.view(1), b.view(1), BOS, EOS).tokens[0]
+                for i, n, b in zip(range(len(lengths)), lengths, budgets, strict=True)
+            ]
+            for src, lengths, budgets in batches
+        ]
+    else:
+        streamed = [h.tokens for h in beam_stream(model, batches, BOS, EOS, beam_size=2, refill=True)]
+        alone = [
+            [
+                beam_search(
+                    model, src[i : i + 1, : int(n)], n.view(1), b.view(1), BOS, EOS, beam_size=2
+                ).tokens[0]
+                for i, n, b in zip(range(len(lengths)), lengths, budgets, strict=True)
+            ]
+            for src, lengths, budgets in batches
+        ]
+    assert streamed == alone
+    assert (
+        len({len(tokens) for batch in streamed for tokens in batch}) > 1
+    )  # sentences end at different steps

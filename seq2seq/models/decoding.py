@@ -75,8 +75,8 @@ def decode_stream(
 ) -> Iterator[tuple[Batch, Hypotheses]]:
     """Search batch after batch; yields each batch with its hypotheses, in order.
 
-    With ``decoding.refill`` the sentences of the next batches take the rows of finished ones, at most as many
-    sentences live as the batch they come from holds (:mod:`seq2seq.models.live_batch`; recurrent decoders
+    With ``decoding.refill`` the sentences of the next batches take the rows of finished ones, never more padded
+    source tokens live than the batch they come from holds (:mod:`seq2seq.models.live_batch`; recurrent decoders
     without local attention; others decode batch by batch).
     """
     taken: deque[Batch] = deque()

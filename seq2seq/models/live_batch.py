@@ -4,7 +4,8 @@ A search over one batch loses rows as its sentences end, so its last steps run a
 same weights (for an 8000-way output layer a step of one sentence costs about a quarter of a step of forty on
 a CPU, docs/performance.md). :class:`LiveBatch` holds the sentences being searched — their encoder memory,
 decoder state, ids, steps taken and output budgets — and with ``refill`` admits the next batch's sentences into
-the rows that finished ones free, never holding more sentences than the batch they come from had. A sentence's
+the rows that finished ones free, never holding more padded source tokens (sentences × the widest live source)
+than the batch they come from had, so memory and attention stay within the batch budget. A sentence's
 computation does not depend on its batch-mates (the searches' rule), so refilling changes only which rows share
 a matrix product: outputs are the same up to float rounding (tested).
 
@@ -120,14 +121,16 @@ class LiveBatch:
     def __init__(
         self, model: torch.nn.Module, batches: Iterable[SearchInput], rows: int, refill: bool
     ) -> None:
-        self.model, self.rows, self.refill = model, rows, refill and can_refill(model)
+        self.model, self.rows = model, rows
+        self.narrow = can_refill(model)  # rows independent of their batch-mates' source width
+        self.refill = refill and self.narrow
         self.stream: Iterator[SearchInput] = iter(batches)
         self.records: list[BatchRecord] = []
         self.waiting: Encoded | None = None
         self.memory: Memory | None = None
         self.state: DecoderState | None = None
         self.ids = self.steps = self.budget = self.lengths = torch.empty(0, dtype=torch.long)
-        self.capacity = 0  # the most sentences live at once: the size of the batch last taken from the stream
+        self.capacity = 0  # padded source tokens live at once: those of the batch last taken from the stream
         self.sentences = 0  # ids handed out so far
         self._added_lengths: list[int] = []
 
@@ -139,14 +142,14 @@ class LiveBatch:
         refilling); returns how many were added, at the end of the rows."""
         added, self._added_lengths = 0, []
         while self.refill or len(self) == 0:
-            if len(self) > 0 and len(self) >= self.capacity:
+            if len(self) > 0 and (len(self) + 1) * int(self.lengths.max()) > self.capacity:
                 break
             exhausted = self.waiting is None or self.waiting.admitted == self.waiting.record.size
             if exhausted and not self._encode_next():
                 break
             waiting = self.waiting
-            count = min(self.capacity - len(self), waiting.record.size - waiting.admitted)
-            if count <= 0:
+            count = self._fitting(waiting)
+            if count == 0:
                 break
             self._append(waiting, waiting.admitted, count)
             self._added_lengths += waiting.record.source_lengths[waiting.admitted : waiting.admitted + count]
@@ -155,6 +158,16 @@ class LiveBatch:
             if not self.refill:
                 break
         return added
+
+    def _fitting(self, waiting: Encoded) -> int:
+        """How many of ``waiting``'s next sentences fit: live sentences × the widest source ≤ :attr:`capacity`."""
+        live, width, count = len(self), int(self.lengths.max()) if len(self) else 0, 0
+        for length in waiting.record.source_lengths[waiting.admitted :]:
+            width = max(width, length)
+            if live + count > 0 and (live + count + 1) * width > self.capacity:
+                break
+            count += 1
+        return count
 
     def new_lengths(self, added: int) -> list[int]:
         """Source lengths of the ``added`` sentences the last :meth:`admit` appended."""
@@ -166,7 +179,9 @@ class LiveBatch:
         if sentences is not None:
             kept = (self.ids, self.steps, self.budget, self.lengths)
             self.ids, self.steps, self.budget, self.lengths = (t.index_select(0, sentences) for t in kept)
-            self.memory = narrow_source(self.memory.index_select(self.sentence_rows(sentences)), self.lengths)
+            self.memory = self.memory.index_select(self.sentence_rows(sentences))
+            if self.narrow:
+                self.memory = narrow_source(self.memory, self.lengths)
         self.state = self.state.index_select(state_rows)
 
     def sentence_rows(self, sentences: Tensor) -> Tensor:
@@ -204,7 +219,9 @@ class LiveBatch:
         self.sentences += record.size
         self.records.append(record)
         self.waiting = Encoded(record, memory, state, lengths.to(src.device), budget.to(src.device))
-        self.capacity = record.size
+        self.capacity = record.size * src.size(
+            1
+        )  # sentences × the widest source, as the batch sampler counts
         return True
 
     def _append(self, waiting: Encoded, start: int, count: int) -> None:
