@@ -530,6 +530,7 @@ def test_decode_times_prints_a_row_per_search_budget_and_refill_with_the_same_ou
         for refill in ("on", "off")
     ]  # a 40-token budget holds one of these sentences per batch; 400 holds several
     assert all(float(row[4].replace(",", "")) > 0 and row[7] == "yes" for row in rows)
+    assert all(float(row[8]) >= 0 for row in rows)  # peak memory growth of each setting, in MiB
     assert "toy task: hidden 16, 2 updates, 10 test sentences" in out.stdout
     assert "greedy, budget 40, refill on:" in out.stdout and "beam, budget 40, refill on:" in out.stdout
     assert out.stdout.count("Self CPU time total") == 2  # one profile per search

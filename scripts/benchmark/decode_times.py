@@ -12,13 +12,15 @@ longest first (as the benchmark), under each ``--budget`` (``data.batch.eval_max
 settings; the settings are timed in turn, ``--rounds`` times (the median is reported: this machine drifts by tens
 of percent over minutes). Prints, per search and setting, the batches, output tokens and sentences per second,
 and whether every sentence's output is the same as in the first setting (it must be: a sentence never depends
-on its batch-mates). ``--profile`` adds ``torch.profiler``'s operator table of the first setting's run of each
+on its batch-mates), and the most a run of it added to the resident memory over the timed rounds (freed heap pages
+returned with ``malloc_trim`` and ``VmHWM`` restarted before each run; Linux). ``--profile`` adds ``torch.profiler``'s operator table of the first setting's run of each
 search.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import sys
 import warnings
@@ -28,6 +30,23 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MAX_LENGTH = {"max_length_ratio": 1.5, "max_length_constant": 1.5}  # as run.py gives both systems
+
+
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(key + ":"))
+
+
+def reset_peak_rss() -> float | None:
+    """Return freed heap pages to the system (``malloc_trim``) and restart ``VmHWM`` at the resident memory now
+    (``/proc/self/clear_refs``); returns that resident memory in MiB, or None where Linux does not allow it."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+        return _status_mib("VmRSS")
+    except (OSError, StopIteration):
+        return None
 
 
 def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]:
@@ -71,6 +90,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
         batches = {budget: list(eval_loader(test, budget))[::-1] for budget, _ in settings}
         outputs: dict[tuple, dict[int, list[int]]] = {setting: {} for setting in settings}
         timings: dict[tuple, list[dict[str, float]]] = {setting: [] for setting in settings}
+        growth: dict[tuple, float] = {}
 
         def search(setting: tuple[int, bool], decoding: Decoding = searches[kind], batches: dict = batches):
             return decode_stream(model, batches[setting[0]], replace(decoding, refill=setting[1]))
@@ -84,9 +104,12 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
         # the machine's drift over minutes reaches every setting alike, and the median of the rounds is reported
         for round_ in range(args.rounds + 1):
             for setting in settings:
+                base = reset_peak_rss()
                 timing = time_decoding(search(setting), partial(record, into=outputs[setting]))
-                if round_ > 0:
+                if round_ > 0:  # (the untimed run also loads code pages and fills caches once)
                     timings[setting].append(timing)
+                    if base is not None:  # the most the search added to resident memory, over the rounds
+                        growth[setting] = max(growth.get(setting, 0.0), _status_mib("VmHWM") - base)
         for setting in settings:
             first, median = timings[setting][0], statistics.median(t["seconds"] for t in timings[setting])
             timing = {
@@ -96,7 +119,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
                 "sentences_per_s": first["sentences"] / median,
             }  # every round decodes the same sentences into the same tokens
             rows.append({"search": kind, "budget": setting[0], "refill": setting[1], **timing,
-                         "batches": len(batches[setting[0]]),
+                         "batches": len(batches[setting[0]]), "peak_growth_mib": growth.get(setting),
                          "same_outputs": outputs[setting] == outputs[settings[0]]})  # fmt: skip
         if args.profile:
             with torch.profiler.profile() as profiler:
@@ -139,15 +162,17 @@ def main() -> None:
         f"{setup['sentences']} test sentences, {args.threads} threads\n"
     )
     print(
-        "| search | budget (tokens) | refill | batches | output tokens/s | sentences/s | mean length | same outputs |"
+        "| search | budget (tokens) | refill | batches | output tokens/s | sentences/s | mean length | same outputs "
+        "| peak memory growth (MiB) |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---|---:|---:|---:|---:|---|---:|")
     for row in rows:
         print(
             f"| {row['search']} | {row['budget']:,} | {'on' if row['refill'] else 'off'} | {row['batches']} "
             f"| {row['output_tokens_per_s']:,.0f} "
             f"| {row['sentences_per_s']:.1f} | {row['mean_output_length']:.1f} "
-            f"| {'yes' if row['same_outputs'] else 'NO'} |"
+            f"| {'yes' if row['same_outputs'] else 'NO'} "
+            f"| {'–' if row['peak_growth_mib'] is None else format(row['peak_growth_mib'], '.1f')} |"
         )
     for kind, table in profiles.items():
         print(

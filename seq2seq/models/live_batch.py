@@ -45,18 +45,25 @@ def pad_source(tensor: Tensor | None, length: int, dim: int = 1) -> Tensor | Non
     return F.pad(tensor, pad)
 
 
+def cat_source(first: Tensor, second: Tensor) -> Tensor:
+    """``first``'s rows then ``second``'s in one tensor, zero-padded along dimension 1 to the wider of the two.
+
+    Written into one new tensor, so joining holds the two inputs and the result, never padded copies besides.
+    """
+    length = max(first.size(1), second.size(1))
+    joined = first.new_zeros((first.size(0) + second.size(0), length, *first.shape[2:]))
+    joined[: first.size(0), : first.size(1)] = first
+    joined[first.size(0) :, : second.size(1)] = second
+    return joined
+
+
 def cat_memory(first: Memory, second: Memory) -> Memory:
     """Two memories' rows in one, the shorter source padded (its mask False there)."""
-    length = max(first.mask.size(1), second.mask.size(1))
-    keys = (
-        None
-        if first.keys is None
-        else torch.cat([pad_source(first.keys, length), pad_source(second.keys, length)])
-    )
+    keys = None if first.keys is None else cat_source(first.keys, second.keys)
     return Memory(
-        torch.cat([pad_source(first.outputs, length), pad_source(second.outputs, length)]),
+        cat_source(first.outputs, second.outputs),
         keys,
-        torch.cat([pad_source(first.mask, length), pad_source(second.mask, length)]),
+        cat_source(first.mask, second.mask),
         torch.cat([first.context, second.context]),
     )
 
