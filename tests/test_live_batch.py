@@ -53,6 +53,16 @@ class RowCounter:
         model.decoder.forward_step = counted
 
 
+def _assert_same_attention(one, refilled, attention):
+    """The refilled search's attention maps equal the batch's own (none for the fixed-context model)."""
+    if attention == "none":
+        assert refilled.attention is None
+        return
+    for a, b in zip(one.attention, refilled.attention, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("attention", "rnn_type"),
     [("bahdanau", "gru"), ("luong_general", "lstm"), ("none", "rnn"), ("luong_concat", "gru")],
@@ -64,12 +74,7 @@ def test_refilled_greedy_gives_every_batch_its_own_results(attention, rnn_type):
     assert len(streamed) == len(batches)
     for one, refilled in zip(alone, streamed, strict=True):
         assert refilled.tokens == one.tokens
-        if attention == "none":
-            assert refilled.attention is None
-            continue
-        for a, b in zip(one.attention, refilled.attention, strict=True):
-            assert a.shape == b.shape
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        _assert_same_attention(one, refilled, attention)
     assert len({len(tokens) for hyps in alone for tokens in hyps.tokens}) > 3  # sentences end at many steps
 
 
@@ -82,12 +87,7 @@ def test_refilled_beam_gives_every_batch_its_own_results(attention):
     for one, refilled in zip(alone, streamed, strict=True):
         assert refilled.tokens == one.tokens
         torch.testing.assert_close(torch.tensor(refilled.scores), torch.tensor(one.scores))
-        if attention == "none":
-            assert refilled.attention is None
-            continue
-        for a, b in zip(one.attention, refilled.attention, strict=True):
-            assert a.shape == b.shape
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        _assert_same_attention(one, refilled, attention)
 
 
 def test_refill_takes_fewer_fuller_steps_within_the_token_budget():
