@@ -186,27 +186,16 @@ def test_a_transformer_decoder_drops_finished_sentences_without_narrowing_its_me
     model = _model(encoder_type="transformer", decoder_type="transformer", encoder_heads=2, decoder_heads=2)
     assert not can_refill(model)
     batches = _batches()
-    if search == "greedy":
-        streamed = [h.tokens for h in greedy_stream(model, batches, BOS, EOS, refill=True)]
-        alone = [
-            [
-                greedy_search(model, src[i : i + 1, : int(n)], n.view(1), b.view(1), BOS, EOS).tokens[0]
-                for i, n, b in zip(range(len(lengths)), lengths, budgets, strict=True)
-            ]
-            for src, lengths, budgets in batches
+    stream, alone = (greedy_stream, greedy_search) if search == "greedy" else (beam_stream, beam_search)
+    options = {} if search == "greedy" else {"beam_size": 2}
+    streamed = [h.tokens for h in stream(model, batches, BOS, EOS, refill=True, **options)]
+    each_alone = [
+        [
+            alone(model, src[i : i + 1, : int(n)], n.view(1), b.view(1), BOS, EOS, **options).tokens[0]
+            for i, n, b in zip(range(len(lengths)), lengths, budgets, strict=True)
         ]
-    else:
-        streamed = [h.tokens for h in beam_stream(model, batches, BOS, EOS, beam_size=2, refill=True)]
-        alone = [
-            [
-                beam_search(
-                    model, src[i : i + 1, : int(n)], n.view(1), b.view(1), BOS, EOS, beam_size=2
-                ).tokens[0]
-                for i, n, b in zip(range(len(lengths)), lengths, budgets, strict=True)
-            ]
-            for src, lengths, budgets in batches
-        ]
-    assert streamed == alone
-    assert (
-        len({len(tokens) for batch in streamed for tokens in batch}) > 1
-    )  # sentences end at different steps
+        for src, lengths, budgets in batches
+    ]
+    assert streamed == each_alone
+    # sentences end at different steps
+    assert len({len(tokens) for batch in streamed for tokens in batch}) > 1

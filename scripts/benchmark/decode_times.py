@@ -20,7 +20,6 @@ search.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import warnings
@@ -32,23 +31,6 @@ HERE = Path(__file__).resolve().parent
 MAX_LENGTH = {"max_length_ratio": 1.5, "max_length_constant": 1.5}  # as run.py gives both systems
 
 
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(key + ":"))
-
-
-def reset_peak_rss() -> float | None:
-    """Return freed heap pages to the system (``malloc_trim``) and restart ``VmHWM`` at the resident memory now
-    (``/proc/self/clear_refs``); returns that resident memory in MiB, or None where Linux does not allow it."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
-            clear.write("5")
-        return _status_mib("VmRSS")
-    except (OSError, StopIteration):
-        return None
-
-
 def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]:
     """The set-up; per (search, budget, refill) its timing and whether its outputs equal the first setting's;
     profiles."""
@@ -56,7 +38,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
     import torch
 
     import seq2seq_side as side
-    from harness import pin_threads, time_decoding
+    from harness import pin_threads, reset_peak_rss, status_mib, time_decoding
     from seq2seq.data.batching import PairDataset
     from seq2seq.data.datamodule import eval_loader
     from seq2seq.models.decoding import Decoding, decode_stream
@@ -109,7 +91,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
                 if round_ > 0:  # (the untimed run also loads code pages and fills caches once)
                     timings[setting].append(timing)
                     if base is not None:  # the most the search added to resident memory, over the rounds
-                        growth[setting] = max(growth.get(setting, 0.0), _status_mib("VmHWM") - base)
+                        growth[setting] = max(growth.get(setting, 0.0), status_mib("VmHWM") - base)
         for setting in settings:
             first, median = timings[setting][0], statistics.median(t["seconds"] for t in timings[setting])
             timing = {

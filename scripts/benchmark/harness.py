@@ -14,6 +14,7 @@ them; *output tokens* are decoded tokens without EOS.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import statistics
 import time
@@ -43,13 +44,30 @@ def pin_threads(threads: int) -> list[int]:
     return cpus
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory in MiB: ``VmHWM``, its own (not the parent's before ``exec``)."""
+def status_mib(key: str) -> float:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, …) in MiB."""
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/self/status has no VmHWM line")
+    raise RuntimeError(f"/proc/self/status has no {key} line")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM``, its own (not the parent's before ``exec``)."""
+    return status_mib("VmHWM")
+
+
+def reset_peak_rss() -> float | None:
+    """Return freed heap pages to the system (``malloc_trim``) and restart ``VmHWM`` at the resident memory now
+    (``/proc/self/clear_refs``); returns that resident memory in MiB, or None where Linux does not allow it."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+        return status_mib("VmRSS")
+    except (OSError, RuntimeError):
+        return None
 
 
 def check_device(device: str) -> torch.device:

@@ -31,6 +31,8 @@ def measure(args: argparse.Namespace, attention: str, feeding: bool, fast: bool,
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from harness import status_mib
+
     sys.path.insert(0, str(ROOT))
     from seq2seq.models.seq2seq import EncoderDecoder
     from seq2seq.training.chunked_loss import linear_cross_entropy
@@ -55,9 +57,9 @@ def measure(args: argparse.Namespace, attention: str, feeding: bool, fast: bool,
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    base = _status("VmRSS")
+    base = status_mib("VmRSS")
     update()
-    growth = _status("VmHWM") - base
+    growth = status_mib("VmHWM") - base
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         update()
     counts = {e.key: e.count for e in prof.key_averages()}
@@ -66,11 +68,6 @@ def measure(args: argparse.Namespace, attention: str, feeding: bool, fast: bool,
         "matmuls": sum(counts.get(k, 0) for k in ("aten::mm", "aten::addmm", "aten::bmm")),
         "peak_growth_mib": growth,
     }
-
-
-def _status(key: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith(key + ":"))
 
 
 def main() -> None:

@@ -226,9 +226,8 @@ class LiveBatch:
         self.sentences += record.size
         self.records.append(record)
         self.waiting = Encoded(record, memory, state, lengths.to(src.device), budget.to(src.device))
-        self.capacity = record.size * src.size(
-            1
-        )  # sentences × the widest source, as the batch sampler counts
+        # sentences × the widest source, as the batch sampler counts
+        self.capacity = record.size * src.size(1)
         return True
 
     def _append(self, waiting: Encoded, start: int, count: int) -> None:
