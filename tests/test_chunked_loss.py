@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from seq2seq.data.batching import Batch
 from seq2seq.data.tokenizer import BOS_ID, PAD_ID, Tokenizer, train_tokenizer
+from seq2seq.models import onednn
 from seq2seq.training.chunked_loss import linear_cross_entropy
 from seq2seq.training.module import Seq2SeqModule
 
@@ -138,9 +139,14 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     default_model = Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model
     default = default_model.decoder.attention
     assert default.tanh_as_sigmoid and default.recompute_gates is True
-    assert default_model.onednn_matmul is True and default_model.encoder.onednn_matmul is True
+    assert default_model.onednn_matmul is default_model.encoder.onednn_matmul is onednn.preferred()  # auto
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
+    validate_train(tiny_cfg("speed.onednn_matmul=auto"))
+    with pytest.raises(
+        ConfigError, match=r"speed.onednn_matmul='sometimes': choose one of true, false, auto"
+    ):
+        validate_train(tiny_cfg("speed.onednn_matmul=sometimes"))
 
 
 def test_fused_optimizer_takes_the_same_adam_steps(tiny_cfg):

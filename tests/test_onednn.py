@@ -98,6 +98,7 @@ def test_switched_off_or_strided_operands_stay_with_torch_exactly(monkeypatch):
 def test_a_decoder_step_without_autograd_equals_the_torch_cells(rnn_type):
     torch.manual_seed(3)
     cell = StackedCell(rnn_type, 6, 8, num_layers=2, dropout=0.0)
+    cell.onednn_matmul = True  # the default is the CPU's (onednn.preferred)
     x = torch.randn(5, 6)
     h = torch.randn(2, 5, 8)
     hidden = (h, torch.randn(2, 5, 8)) if rnn_type == "lstm" else h
@@ -167,3 +168,29 @@ def test_decoding_gives_the_same_outputs_with_and_without_onednn(search):
         assert (ONEDNN in flops) is on
     assert outputs[0].tokens == outputs[1].tokens
     assert sum(map(len, outputs[0].tokens)) > 0
+
+
+AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n"
+INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 143\n"
+ARM = "processor\t: 0\nCPU implementer\t: 0x41\n"
+
+
+def test_auto_chooses_onednn_on_amd_cpus_only():
+    assert onednn.preferred(AMD) is True
+    assert (
+        onednn.preferred(INTEL) is False and onednn.preferred(ARM) is False and onednn.preferred("") is False
+    )
+    assert onednn.preferred(AMD + INTEL) is False  # a mixed list: not measured, torch's choice
+    with open("/proc/cpuinfo") as file:  # this machine: auto follows its own vendor line
+        here = file.read()
+    assert onednn.wanted("auto") is onednn.preferred(here) is ("AuthenticAMD" in here)
+    assert onednn.wanted(True) is True and onednn.wanted(False) is False
+
+
+@pytest.mark.parametrize("setting", [True, False, "auto"])
+def test_the_setting_reaches_every_layer(setting):
+    model = EncoderDecoder(23, 29, embedding_size=16, hidden_size=24, attention="bahdanau")
+    set_model_speed(model, {"onednn_matmul": setting})
+    expected = onednn.wanted(setting)
+    layers = [model, model.encoder, model.decoder, model.decoder.rnn]
+    assert [layer.onednn_matmul for layer in layers] == [expected] * 4

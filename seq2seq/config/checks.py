@@ -24,6 +24,7 @@ from seq2seq.data.standard_sets import FILE_SOURCES
 from seq2seq.data.synthetic import TASKS
 from seq2seq.data.tokenizer import MODEL_TYPES
 from seq2seq.evaluation.tracking import LOGGERS, WANDB_MODES
+from seq2seq.models import onednn
 from seq2seq.models.choices import ARCHITECTURES, ATTENTION_NAMES, LOCAL, MULTIHEAD
 from seq2seq.models.decoder import CONTEXT_MODES
 from seq2seq.models.decoding import SEARCHES
@@ -284,6 +285,10 @@ def validate_train(cfg: Any) -> None:
         lambda: _fraction("optim.label_smoothing", typed_cfg.optim.label_smoothing, closed=False),
         lambda: _at_least("threads", typed_cfg.threads, 1, allow_none=True),
         lambda: _at_least("speed.loss_chunk", typed_cfg.speed.loss_chunk, 0),
+        lambda: _check(
+            typed_cfg.speed.onednn_matmul in onednn.CHOICES,
+            f"speed.onednn_matmul={typed_cfg.speed.onednn_matmul!r}: choose one of true, false, auto",
+        ),
         lambda: check_precision(cfg.trainer),
     ]
     for rule in rules:

@@ -66,7 +66,7 @@ class SpeedConfig:
     recompute_attention: bool = True
     keep_freed_memory: bool = True
     gru_kernel: bool = True
-    onednn_matmul: bool = True
+    onednn_matmul: bool | str = "auto"  # true | false | auto (oneDNN on AMD CPUs)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2seq.models import onednn
 from seq2seq.models.gru_kernel import gru_layers
 
 RNN_TYPES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -63,7 +64,7 @@ class RecurrentEncoder(nn.Module):
     """
 
     gru_kernel: bool = True
-    onednn_matmul: bool = True
+    onednn_matmul: bool = onednn.preferred()
 
     def __init__(
         self,

@@ -8,7 +8,8 @@ project's shapes, from the decoder step's ``(B, H) × (H, 3H)`` to the output la
 
 A weight's gradient ``∂L/∂yᵀ x`` (inner dimension the tokens) is computed with the larger of its two sides as the
 product's output rows (:func:`mm_tn`: 2-3× faster than the other way round for the output layer's). Each
-function takes ``enabled`` (``speed.onednn_matmul``); the products stay with torch too when PyTorch lacks oneDNN
+function takes ``enabled`` (``speed.onednn_matmul``, whose default ``auto`` is :func:`preferred`: on AMD CPUs only —
+on an Intel CPU MKL was the faster one); the products stay with torch too when PyTorch lacks oneDNN
 or has it switched off (``torch.backends.mkldnn.enabled``), for anything but float32 CPU tensors, and for
 strided operands (:func:`active`).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -37,6 +39,33 @@ if _OP is not None:  # FlopCounterMode counts these products as it counts ``addm
     @register_flop_formula(_OP)
     def _linear_flops(x_shape: list[int], *args: Any, out_shape: list[int], **kwargs: Any) -> int:
         return 2 * math.prod(out_shape) * x_shape[-1]
+
+
+CHOICES = (True, False, "auto")
+
+
+def preferred(cpuinfo: str | None = None) -> bool:
+    """Whether ``speed.onednn_matmul=auto`` sends the float32 products to oneDNN: on an AMD CPU (``vendor_id``
+    ``AuthenticAMD`` in ``/proc/cpuinfo``, or in ``cpuinfo`` when given), where MKL's ``sgemm`` ran at half
+    oneDNN's rate or less; not on an Intel CPU, where MKL made the toy set-up's update 1.3× faster, nor where
+    neither was measured (ARM, other systems): torch's own choice there (docs/performance.md)."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    vendors = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("vendor_id")}
+    return vendors == {"AuthenticAMD"}
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            return file.read()
+    except OSError:  # not Linux
+        return ""
+
+
+def wanted(setting: Any) -> bool:
+    """``speed.onednn_matmul`` as a switch: ``true`` / ``false`` as they are, ``auto`` (the default) :func:`preferred`."""
+    return preferred() if setting == "auto" else bool(setting)
 
 
 def active(enabled: bool, *tensors: Tensor) -> bool:

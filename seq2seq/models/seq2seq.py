@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from seq2seq.models import onednn
 from seq2seq.models.choices import ARCHITECTURES, build_attention
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder
 from seq2seq.models.encoders import RecurrentEncoder
@@ -51,7 +52,7 @@ class EncoderDecoder(nn.Module):
     compile_step: bool = False
     step_weights: bool = True
     step_attention: bool = True
-    onednn_matmul: bool = True
+    onednn_matmul: bool = onednn.preferred()
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from seq2seq.evaluation.head_alignment import Key, batch_head_alignments, has_he
 from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
 from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
+from seq2seq.models import onednn
 from seq2seq.models.attention import AdditiveScore, attention_entropy
 from seq2seq.models.decoder import RecurrentDecoder, StackedCell
 from seq2seq.models.decoding import Decoding, decode
@@ -136,7 +137,7 @@ class Seq2SeqModule(pl.LightningModule):
             ignore_index=PAD_ID,
             label_smoothing=float(self.cfg.optim.label_smoothing),
             chunk=self.loss_chunk,
-            use_onednn=getattr(self.model, "onednn_matmul", True),
+            use_onednn=getattr(self.model, "onednn_matmul", onednn.preferred()),
         )
 
     def loss_and_logits(
@@ -333,7 +334,7 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.compile_step = bool(speed.get("compile", False))
     model.step_weights = bool(speed.get("step_weights", True))
     model.step_attention = bool(speed.get("step_attention", True))
-    model.onednn_matmul = bool(speed.get("onednn_matmul", True))
+    model.onednn_matmul = onednn.wanted(speed.get("onednn_matmul", "auto"))
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))
