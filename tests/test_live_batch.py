@@ -180,6 +180,33 @@ def test_cat_memory_pads_the_shorter_source_and_masks_it():
     assert state.attentional.shape == (3, 4)
 
 
+def test_cat_memory_zeroes_every_padded_position(monkeypatch):
+    """The joined tensor starts uninitialised: deterministic mode fills such memory with NaN (True for masks),
+    so a padded position that was not written would show."""
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    wide = Memory(
+        torch.ones(2, 5, 4), torch.ones(2, 5, 3), torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 4)
+    )
+    narrow = Memory(
+        torch.full((3, 2, 4), 2.0),
+        torch.full((3, 2, 3), 2.0),
+        torch.ones(3, 2, dtype=torch.bool),
+        torch.zeros(3, 4),
+    )
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        joined = [cat_memory(wide, narrow), cat_memory(narrow, wide)]
+    finally:
+        torch.use_deterministic_algorithms(before)
+    for memory, narrow_rows in zip(joined, (slice(2, 5), slice(0, 3)), strict=True):
+        for tensor in (memory.outputs, memory.keys):
+            assert not tensor.isnan().any()
+            assert tensor[narrow_rows, 2:].abs().sum() == 0 and torch.all(tensor[narrow_rows, :2] == 2.0)
+        assert memory.mask[narrow_rows].tolist() == [[True] * 2 + [False] * 3] * 3
+        assert memory.mask.sum() == 2 * 5 + 3 * 2
+
+
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_a_transformer_decoder_drops_finished_sentences_without_narrowing_its_memory(search):
     """Its cached cross keys keep the batch's source width; a finished sentence's rows leave all the same."""

@@ -48,12 +48,14 @@ def pad_source(tensor: Tensor | None, length: int, dim: int = 1) -> Tensor | Non
 def cat_source(first: Tensor, second: Tensor) -> Tensor:
     """``first``'s rows then ``second``'s in one tensor, zero-padded along dimension 1 to the wider of the two.
 
-    Written into one new tensor, so joining holds the two inputs and the result, never padded copies besides.
+    Written into one new tensor, so joining holds the two inputs and the result, never padded copies besides;
+    only the padding is zeroed, not the whole tensor first.
     """
     length = max(first.size(1), second.size(1))
-    joined = first.new_zeros((first.size(0) + second.size(0), length, *first.shape[2:]))
-    joined[: first.size(0), : first.size(1)] = first
-    joined[first.size(0) :, : second.size(1)] = second
+    joined = first.new_empty((first.size(0) + second.size(0), length, *first.shape[2:]))
+    for rows, part in ((joined[: first.size(0)], first), (joined[first.size(0) :], second)):
+        rows[:, : part.size(1)] = part
+        rows[:, part.size(1) :] = 0  # False for a mask
     return joined
 
 
