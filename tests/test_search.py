@@ -56,6 +56,20 @@ def test_greedy_matches_argmax_of_teacher_forced_rescoring():
         assert logits[0, : len(tokens)].argmax(-1).tolist() == tokens
 
 
+def test_greedy_takes_the_first_of_equal_best_tokens():
+    """Tokens 5, 7 and 9 tie for the highest logit at every step: greedy (as argmax) takes the lowest id."""
+    model, src, lengths = _setup()
+    with torch.no_grad():
+        model.decoder.generator.weight.zero_()
+        model.decoder.generator.bias.fill_(-1.0)
+        model.decoder.generator.bias[[5, 7, 9]] = 2.0
+    hyps = greedy_search(model, src, lengths, torch.full((5,), 4), BOS, EOS)
+    assert hyps.tokens == [[5] * 4] * 5
+    with torch.no_grad():  # the tie broken in 9's favour: every choice follows it
+        model.decoder.generator.bias[9] = 2.5
+    assert greedy_search(model, src, lengths, torch.full((5,), 4), BOS, EOS).tokens == [[9] * 4] * 5
+
+
 def test_no_attention_map_for_fixed_context():
     model, src, lengths = _setup("none")
     hyps = greedy_search(model, src, lengths, torch.full((5,), 4), BOS, EOS, return_attention=True)
