@@ -226,7 +226,7 @@ class Seq2SeqModule(pl.LightningModule):
         token_loss, logits = self.loss_and_logits(batch, reduction="none")  # (B, T), (B, T, V)
         nll = token_loss.sum(dim=1).tolist()  # (B,)
         counts = batch.tgt_out.ne(PAD_ID).sum(dim=1).tolist()  # (B,)
-        forced = logits.max(-1).indices.eq(batch.tgt_out).tolist()  # (B, T): teacher-forced predictions right?
+        forced = logits.max(-1).indices.eq(batch.tgt_out).tolist()  # (B, T): forced predictions right?
         hyps = decode(self.model, batch, self.decoding, return_attention=self.has_attention)
         attention = hyps.attention or [None] * len(hyps.tokens)
         tokenizers = (self.src_tokenizer, self.tgt_tokenizer)  # per head at test only: one pass per split
