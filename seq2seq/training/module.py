@@ -137,7 +137,7 @@ class Seq2SeqModule(pl.LightningModule):
             ignore_index=PAD_ID,
             label_smoothing=float(self.cfg.optim.label_smoothing),
             chunk=self.loss_chunk,
-            use_onednn=getattr(self.model, "onednn_matmul", onednn.preferred()),
+            use_onednn=self.model.onednn_matmul,  # set by set_model_speed in __init__
         )
 
     def loss_and_logits(
