@@ -14,7 +14,7 @@ from seq2seq.models.decoder import StackedCell
 from seq2seq.models.encoders import make_rnn
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.training.module import set_model_speed
-from tests.conftest import TINY
+from tests.conftest import TINY, compose_train
 
 # The benchmark is scripts, not part of the package: its modules import each other as top-level modules.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark"))
@@ -45,6 +45,7 @@ from harness import (  # noqa: E402
     time_decoding,
     time_updates,
 )
+from joeynmt_setup import joeynmt_config  # noqa: E402
 from report import (  # noqa: E402
     caveats,
     combine_rounds,
@@ -219,6 +220,20 @@ def test_joeynmt_flop_profile_reads_its_module_layout():
     assert profile.per_tgt_token == 2 * (3 * (9 * 5 + 25) + 25 + 11 * 5 + 5 * 7)
     assert profile.per_sentence == 2 * 6 * 5
     assert profile.per_src_tgt_pair == 2 * (5 + 6)
+
+
+def test_joeynmt_embeddings_start_as_seq2seqs(tmp_path):
+    # JoeyNMT's default embedding initialisation (xavier, std ≈ 0.016 at 8000 × 256) held its loss at the unigram
+    # plateau far longer than seq2seq's, so the benchmark matches seq2seq's: the std its embeddings are drawn with.
+    cfg = compose_train(tmp_path)
+    args = parse_args(["--work", str(tmp_path / "work")])
+    joey = joeynmt_config(args, cfg, tmp_path / "data", ("en", "es"))["model"]
+    model = EncoderDecoder.from_config(cfg.model, 8000, 8000)
+    for embedding in (model.src_embedding, model.decoder.embedding):
+        weights = embedding.weight[1:]  # row 0 is the padding row, zeros
+        assert joey["embed_initializer"] == "normal"
+        assert abs(weights.mean().item()) < 0.01
+        assert weights.std().item() == pytest.approx(joey["embed_init_weight"], rel=0.02)
 
 
 def test_training_flops_are_three_forward_passes():
