@@ -2,6 +2,7 @@
 
     bench/.venv-joeynmt/bin/python scripts/benchmark/joeynmt_side.py inspect PLAN.json OUT.json
     bench/.venv-joeynmt/bin/python scripts/benchmark/joeynmt_side.py run PLAN.json OUT.json
+    bench/.venv-joeynmt/bin/python scripts/benchmark/joeynmt_side.py curve PLAN.json OUT.json [key.path=value ...]
 
 ``PLAN.json`` holds the JoeyNMT config (``config``) that ``run.py`` wrote (``joeynmt_setup.py``), and the
 measurement settings. ``inspect`` builds the model and walks one epoch of JoeyNMT's training batch sampler (no
@@ -10,8 +11,10 @@ matched to it. ``run`` measures, through JoeyNMT's own code: its data loader and
 ``TrainManager._train_step`` (forward, loss, backward) followed by the rest of one update of
 ``TrainManager.train_and_validate`` (gradient clipping, optimiser step, zero_grad); then
 ``joeynmt.search.search`` (greedy and beam) over its test iterator, as ``joeynmt.prediction.predict``
-calls it. Timing, counting and memory come from ``harness.py`` and ``flops.py`` (they need only torch;
-Python puts this script's folder on ``sys.path``), so both systems are measured the same way.
+calls it. ``curve`` records the training loss of the plan's first ``updates`` updates (untimed), with
+optional config overrides (``model.embed_initializer=xavier_uniform``: JoeyNMT's own default). Timing,
+counting and memory come from ``harness.py`` and ``flops.py`` (they need only torch; Python puts this
+script's folder on ``sys.path``), so both systems are measured the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -117,10 +121,9 @@ def flop_check(model: Any, profile: Any) -> dict[str, int]:
     return {"counted": counted, "predicted": profile.forward(BatchShape.from_lengths([5, 5], [5, 5]))}
 
 
-def run(plan: dict[str, Any]) -> dict[str, Any]:
-    cpus = pin_threads(plan["threads"])
-    args, model, train_data, test_data = load(plan)
-    trainer = TrainManager(
+def train_manager(args: Any, model: Any) -> TrainManager:
+    """JoeyNMT's ``TrainManager`` (optimiser, clipping, scheduler) as ``joeynmt train`` builds it."""
+    return TrainManager(
         rank=0,
         model=model,
         model_dir=args.model_dir,
@@ -132,10 +135,13 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
         train_args=args.train,
         dev_args=set_validation_args(args.test),
     )
-    profile = joeynmt_flop_profile(model)
 
-    def update(batch: Batch) -> None:  # one update of TrainManager.train_and_validate (batch_multiplier 1)
-        trainer._train_step(batch)
+
+def updater(trainer: TrainManager, model: Any) -> Callable[[Batch], float]:
+    """One update of ``TrainManager.train_and_validate`` (batch_multiplier 1); returns the batch's loss."""
+
+    def update(batch: Batch) -> float:
+        loss, _ = trainer._train_step(batch)
         if trainer.clip_grad_fun is not None:
             trainer.clip_grad_fun(parameters=model.parameters())
         if trainer.scaler is None:  # fp16 on CUDA: JoeyNMT's GradScaler, as in train_and_validate
@@ -147,7 +153,47 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
             trainer.scheduler.step(trainer.stats.steps)
         model.zero_grad()
         trainer.stats.steps += 1
+        return loss
 
+    return update
+
+
+def curve(plan: dict[str, Any]) -> dict[str, Any]:
+    """The training loss of ``plan["updates"]`` updates from the start (nothing timed): mean per 50."""
+    pin_threads(plan["threads"])
+    args, model, train_data, _ = load(plan)
+    update = updater(train_manager(args, model), model)
+    next_batch = cycle(lambda epoch: train_iterator(args, model, train_data, epoch + 1))
+    model.train()
+    losses = [update(next_batch()) for _ in range(plan["updates"])]
+    return {
+        "model": plan["config"]["model"],
+        "loss_per_50_updates": [
+            sum(losses[i : i + 50]) / len(losses[i : i + 50]) for i in range(0, len(losses), 50)
+        ],
+    }
+
+
+def override(config: dict[str, Any], setting: str) -> None:
+    """Apply ``dotted.key=value`` (value read as JSON where it parses, else as text) to JoeyNMT's config."""
+    key, _, text = setting.partition("=")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    *parents, last = key.split(".")
+    for name in parents:
+        config = config.setdefault(name, {})
+    config[last] = value
+
+
+def run(plan: dict[str, Any]) -> dict[str, Any]:
+    cpus = pin_threads(plan["threads"])
+    args, model, train_data, test_data = load(plan)
+    trainer = train_manager(args, model)
+    profile = joeynmt_flop_profile(model)
+
+    update = updater(trainer, model)
     next_batch = cycle(lambda epoch: train_iterator(args, model, train_data, epoch + 1))
     model.train()
     records = time_updates(next_batch, update, shape_of, plan["warmup"], plan["updates"])
@@ -213,11 +259,16 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] not in ("inspect", "run"):
-        raise SystemExit(f"usage: {Path(__file__).name} {{inspect,run}} PLAN.json OUT.json")
-    command, plan_path, out_path = argv
+    commands = {"inspect": inspect, "run": run, "curve": curve}
+    if len(argv) < 3 or argv[0] not in commands:
+        raise SystemExit(
+            f"usage: {Path(__file__).name} {{inspect,run,curve}} PLAN.json OUT.json [key.path=value ...]"
+        )
+    command, plan_path, out_path, *settings = argv
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
-    result = inspect(plan) if command == "inspect" else run(plan)
+    for setting in settings:
+        override(plan["config"], setting)
+    result = commands[command](plan)
     Path(out_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
 
 
