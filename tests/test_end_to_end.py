@@ -13,6 +13,7 @@ from end_to_end import (  # noqa: E402
     format_e2e,
     joeynmt_curve,
     plot,
+    run_end_to_end,
     seq2seq_curve,
     seq2seq_overrides,
     summarise,
@@ -93,3 +94,22 @@ def test_seq2seq_overrides_set_the_budget_and_validation():
     assert "model.hidden_size=64" in overrides and "hydra.run.dir=/r" in overrides
     gpu = seq2seq_overrides(["trainer=cpu"], 60, 10, Path("/r"), "cuda", "bf16")
     assert "trainer=gpu" in gpu and "trainer.precision=bf16-mixed" in gpu and "trainer=cpu" not in gpu
+
+
+def test_the_output_folder_exists_before_training_starts(tmp_path, monkeypatch):
+    # A run of 2026-12-07 trained both systems for 40 minutes, then failed to write its summary into a
+    # folder that did not exist: the folder is made before anything is trained.
+    import end_to_end
+    import run
+
+    def no_training(args):
+        raise RuntimeError("stopped before training")
+
+    monkeypatch.setattr(run, "matched_setup", no_training)
+    monkeypatch.setattr(end_to_end, "pin_threads", lambda threads: None)  # keep this process's CPUs
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, "2"))  # restored after the test
+    args = run.parse_args(["--end-to-end", "--out", str(tmp_path / "new" / "folder" / "results.json")])
+    with pytest.raises(RuntimeError, match="stopped before training"):
+        run_end_to_end(args, [])
+    assert (tmp_path / "new" / "folder").is_dir()
