@@ -228,10 +228,10 @@ def test_joeynmt_embeddings_start_as_seq2seqs(tmp_path):
     cfg = compose_train(tmp_path)
     args = parse_args(["--work", str(tmp_path / "work")])
     joey = joeynmt_config(args, cfg, tmp_path / "data", ("en", "es"))["model"]
+    assert joey["embed_initializer"] == "normal"
     model = EncoderDecoder.from_config(cfg.model, 8000, 8000)
     for embedding in (model.src_embedding, model.decoder.embedding):
         weights = embedding.weight[1:]  # row 0 is the padding row, zeros
-        assert joey["embed_initializer"] == "normal"
         assert abs(weights.mean().item()) < 0.01
         assert weights.std().item() == pytest.approx(joey["embed_init_weight"], rel=0.02)
 

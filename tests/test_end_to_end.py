@@ -13,7 +13,6 @@ from end_to_end import (  # noqa: E402
     format_e2e,
     joeynmt_curve,
     plot,
-    run_end_to_end,
     seq2seq_curve,
     seq2seq_overrides,
     summarise,
@@ -109,7 +108,6 @@ def test_the_output_folder_exists_before_training_starts(tmp_path, monkeypatch):
     monkeypatch.setattr(end_to_end, "pin_threads", lambda threads: None)  # keep this process's CPUs
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(name, os.environ.get(name, "2"))  # restored after the test
-    args = run.parse_args(["--end-to-end", "--out", str(tmp_path / "new" / "folder" / "results.json")])
     with pytest.raises(RuntimeError, match="stopped before training"):
-        run_end_to_end(args, [])
+        run.main(["--end-to-end", "--out", str(tmp_path / "new" / "folder" / "results.json")])
     assert (tmp_path / "new" / "folder").is_dir()

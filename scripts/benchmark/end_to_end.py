@@ -262,8 +262,6 @@ def run_end_to_end(args: Any, argv: list[str]) -> dict[str, Any]:
     from run import matched_setup
 
     budget_s = 60 * args.budget_minutes
-    out = Path(args.out).with_name("end_to_end.json")
-    out.parent.mkdir(parents=True, exist_ok=True)  # now, not after an hour of training
     pin_threads(args.threads)  # both trainings inherit the CPUs; OMP_NUM_THREADS sets their torch threads
     os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     setup = matched_setup(args)  # data, JoeyNMT's inspected model, the matched seq2seq overrides
@@ -315,6 +313,7 @@ def run_end_to_end(args: Any, argv: list[str]) -> dict[str, Any]:
         "data": setup["data_note"],
         **summarise(curves, tests),
     }
+    out = Path(args.out).with_name("end_to_end.json")  # its folder: made by run.py's main
     out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8")
     plot(curves, out.with_suffix(".png"), budget_s)
     print(format_e2e(summary))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -168,9 +169,7 @@ def curve(plan: dict[str, Any]) -> dict[str, Any]:
     losses = [update(next_batch()) for _ in range(plan["updates"])]
     return {
         "model": plan["config"]["model"],
-        "loss_per_50_updates": [
-            sum(losses[i : i + 50]) / len(losses[i : i + 50]) for i in range(0, len(losses), 50)
-        ],
+        "loss_per_50_updates": [statistics.fmean(losses[i : i + 50]) for i in range(0, len(losses), 50)],
     }
 
 

@@ -340,6 +340,8 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # before any mode runs, not after its training
     if args.end_to_end:
         from end_to_end import run_end_to_end  # the time-to-BLEU mode (docs/performance.md)
 
@@ -347,8 +349,6 @@ def main(argv: list[str] | None = None) -> None:
         run_end_to_end(args, argv)
         return
     results = benchmark(args, argv)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", "utf-8")
     settings = results["settings"]
     print(
