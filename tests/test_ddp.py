@@ -93,8 +93,12 @@ def test_two_process_ddp_scores_equal_a_one_process_evaluation(tmp_path, model):
     single = evaluate(cfg)  # one process, the same checkpoint, the same test split
 
     assert single["evaluated"]["sentences"] == 30
-    for key in ("test/bleu", "test/chrf", "test/exact_match", "test/loss", "test/attention_entropy"):
+    for key in ("test/bleu", "test/chrf", "test/exact_match", "test/loss"):
         assert trained["metrics"][key] == single["metrics"][key], key
+    # each rank decodes its own batches in one stream, its rows refilled from its next batches: the same
+    # tokens, attention weights from other batch shapes (float rounding only)
+    entropy = single["metrics"]["test/attention_entropy"]
+    assert trained["metrics"]["test/attention_entropy"] == pytest.approx(entropy, rel=1e-6)
     assert trained["bleu_by_length"] == single["bleu_by_length"]
     assert rows(run_dir / "predictions" / "test.tsv") == rows(tmp_path / "one" / "predictions" / "test.tsv")
     if model == "transformer":  # alignment per layer and head, from both ranks' sentences, as one process

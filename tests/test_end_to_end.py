@@ -62,7 +62,7 @@ def test_summary_targets_and_table(tmp_path):
             "test_bleu_by_length": [{"bucket": "1-10", "bleu": 20.0}, {"bucket": "11+"}],
         },
     }
-    summary = summarise(curves, tests)
+    summary = {"seq2seq_attention": "luong_concat", **summarise(curves, tests)}
     ours, joey = summary["systems"]["seq2seq"], summary["systems"]["joeynmt"]
     assert joey["best_dev_bleu"] == 18.0 and joey["time_to_best_s"] == 300.0
     assert ours["time_to_joeynmt_best_s"] == 120.0
@@ -72,6 +72,7 @@ def test_summary_targets_and_table(tmp_path):
         "final_bleu_met": True,
     }
     table = format_e2e(summary)
+    assert table.startswith("| | seq2seq (`luong_concat`) | JoeyNMT 2.3.0 (`bahdanau`) |")
     assert "| minutes to JoeyNMT's best dev BLEU | 2.0 | 5.0 |" in table
     assert "| test BLEU, sources of 11+ words | 15.0 | – |" in table
     assert "0.40 (target ≤ 0.5: ✓)" in table
@@ -111,3 +112,20 @@ def test_the_output_folder_exists_before_training_starts(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stopped before training"):
         run.main(["--end-to-end", "--out", str(tmp_path / "new" / "folder" / "results.json")])
     assert (tmp_path / "new" / "folder").is_dir()
+
+
+def test_the_time_to_bleu_run_trains_the_architecture_of_joeynmts_bahdanau():
+    # JoeyNMT's "bahdanau" decoder queries attention with the state after its RNN step: seq2seq's
+    # luong_concat; seq2seq's own bahdanau queries with the state before it (Bahdanau et al. 2015).
+    from run import parse_args
+    from seq2seq.models.seq2seq import EncoderDecoder
+    from seq2seq_side import base_overrides, compose_config
+
+    assert parse_args(["--end-to-end"]).attention == "luong_concat"
+    assert parse_args([]).attention == "bahdanau"  # the throughput tables' model
+    assert parse_args(["--end-to-end", "--attention", "bahdanau"]).attention == "bahdanau"
+    for attention, before_the_step in (("luong_concat", False), ("bahdanau", True)):
+        overrides = base_overrides(32, 1, 2000, Path("w"), attention) + ["data=toy_translation"]
+        cfg = compose_config([*overrides, "model.hidden_size=16"])
+        model = EncoderDecoder.from_config(cfg.model, 20, 20)
+        assert model.decoder.attention.query_is_previous_state is before_the_step

@@ -43,3 +43,67 @@ def test_position_accuracy_counts_only_sentences_long_enough():
 
     correct = [[True, True, False], [True, False], [False]]
     assert position_accuracy(correct, max_positions=4) == [pytest.approx(200 / 3), 50.0, 0.0, None]
+
+
+def _sentences(n: int) -> tuple[list[str], list[str], list[str]]:
+    import random
+
+    rng = random.Random(3)
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sat",
+        "on",
+        "mat",
+        "house",
+        "red",
+        "blue",
+        "ran",
+        "in",
+        "park",
+        "big",
+        "small",
+    ]
+    refs = [" ".join(rng.choices(words, k=rng.randint(3, 14))) for _ in range(n)]
+    hyps = [r if rng.random() < 0.3 else " ".join(rng.choices(words, k=rng.randint(2, 12))) for r in refs]
+    sources = [" ".join(["w"] * rng.randint(1, 30)) for _ in range(n)]
+    return sources, hyps, refs
+
+
+def test_a_subsets_scores_from_the_extracted_statistics_are_sacrebleus_on_its_own_text():
+    from sacrebleu.metrics import BLEU, CHRF
+
+    from seq2seq.evaluation.scoring import SentenceStatistics
+
+    _, hyps, refs = _sentences(40)
+    statistics = SentenceStatistics(hyps, refs)
+    for members in ([1, 3, 4, 7, 20, 33], list(range(40))):
+        sub_h, sub_r = [hyps[i] for i in members], [refs[i] for i in members]
+        exact = 100.0 * sum(h == r for h, r in zip(sub_h, sub_r, strict=True)) / len(members)
+        assert statistics.scores(members) == {
+            "bleu": BLEU().corpus_score(sub_h, [sub_r]).score,
+            "chrf": CHRF().corpus_score(sub_h, [sub_r]).score,
+            "exact_match": exact,
+        }
+    with pytest.raises(ValueError, match="empty"):
+        statistics.scores([])
+
+
+def test_scoring_again_with_intervals_reuses_the_statistics_and_gives_what_a_fresh_scoring_gives():
+    from seq2seq.evaluation.scoring import SentenceOutput, score_split
+
+    sources, hyps, refs = _sentences(50)
+    outputs = [
+        SentenceOutput(i, s, r, h, 0.0, 0, [True], [True], 1.0, 2)
+        for i, (s, h, r) in enumerate(zip(sources, hyps, refs, strict=True))
+    ]
+    plain = score_split(outputs, [1, 11, 21], max_positions=2)
+    again = score_split(outputs, [1, 11, 21], 2, bootstrap=200, statistics=plain.statistics)
+    fresh = score_split(outputs, [1, 11, 21], 2, bootstrap=200)
+    assert again.statistics is plain.statistics
+    assert again.scores == fresh.scores == plain.scores
+    assert again.intervals == fresh.intervals and set(fresh.intervals) == {"bleu", "chrf"}
+    assert again.bleu_by_length == fresh.bleu_by_length
+    assert again.signatures == fresh.signatures and "bs:200" in again.signatures["bleu"]

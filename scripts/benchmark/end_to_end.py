@@ -2,7 +2,9 @@
 
     make bench ARGS="--end-to-end --budget-minutes 30"
 
-* **seq2seq**: ``python -m seq2seq.train`` with the benchmark's matched model and token budget,
+* **seq2seq**: ``python -m seq2seq.train`` with the benchmark's matched model and token budget — by default
+  ``model/attention=luong_concat``, the architecture of JoeyNMT's ``bahdanau`` (the additive score queried with
+  the state after the RNN step; ``--attention bahdanau`` queries before it, as Bahdanau et al. 2015) —
   ``trainer.max_time`` = the budget, validating every ``--validate-every`` updates (``val/elapsed_s`` and
   ``val/bleu`` in its ``metrics.csv``), then testing its best checkpoint (``results.json``).
 * **JoeyNMT**: ``python -m joeynmt train`` on the same pieces with ``validation_freq`` = the same number of
@@ -200,7 +202,9 @@ def format_e2e(summary: dict[str, Any]) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
     systems = summary["systems"]
-    lines = ["| | seq2seq | JoeyNMT 2.3.0 |", "|---|---:|---:|"]
+    attention = summary.get("seq2seq_attention")
+    ours = "seq2seq" if attention is None else f"seq2seq (`{attention}`)"
+    lines = [f"| | {ours} | JoeyNMT 2.3.0 (`bahdanau`) |", "|---|---:|---:|"]
     rows = [
         ("validations", lambda s: str(s["validations"])),
         ("best dev BLEU", lambda s: num(s["best_dev_bleu"])),
@@ -310,6 +314,7 @@ def run_end_to_end(args: Any, argv: list[str]) -> dict[str, Any]:
         "command": " ".join(["python", "scripts/benchmark/run.py", *argv]),
         "budget_minutes": args.budget_minutes,
         "validate_every": args.validate_every,
+        "seq2seq_attention": args.attention,
         "data": setup["data_note"],
         **summarise(curves, tests),
     }

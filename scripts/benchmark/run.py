@@ -77,6 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--embedding-size", type=int, default=256, help="embeddings, both systems (default 256)")
     add("--hidden-size", type=int, default=256, help="JoeyNMT's hidden size per direction (default 256)")
     add("--seq2seq-hidden-size", type=int, help="seq2seq's model.hidden_size (default: matched parameters)")
+    add(
+        "--attention",
+        choices=["bahdanau", "luong_concat"],
+        help="seq2seq's attention (JoeyNMT's is its bahdanau, which queries after the RNN step as seq2seq's "
+        "luong_concat); default luong_concat with --end-to-end (the same architecture), bahdanau otherwise",
+    )
     add("--beam-size", type=int, default=5)
     add("--beam-alpha", type=float, default=1.0, help="length penalty ((5+|Y|)/6)^alpha, both systems")
     add("--corpus", default="data/bible", help="Bible corpus folder; the toy task when it is not built")
@@ -106,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--budget-minutes", type=float, default=30.0, help="--end-to-end: wall-clock budget per system")
     add("--validate-every", type=int, default=500, help="--end-to-end: updates between validations, both")
     args = parser.parse_args(argv)
+    if args.attention is None:
+        args.attention = "luong_concat" if args.end_to_end else "bahdanau"
     if args.precision is None:
         args.precision = "bf16" if args.device == "cuda" else "32"
     if args.precision != "32" and args.device != "cuda":
@@ -218,7 +226,8 @@ def matched_setup(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     joey_python = ensure_joeynmt(Path(args.joeynmt_venv))
     overrides, data_note, langs = data_overrides(Path(args.corpus))
-    overrides = base_overrides(args.embedding_size, args.seed, args.decode_batch_tokens, work) + overrides
+    base = base_overrides(args.embedding_size, args.seed, args.decode_batch_tokens, work, args.attention)
+    overrides = base + overrides
     cfg = compose_config(overrides)
 
     print("data and tokenizers ...", flush=True)

@@ -88,13 +88,17 @@ def data_overrides(corpus: Path) -> tuple[list[str], str, tuple[str, str]]:
     return ["data=toy_translation"], note, ("src", "tgt")
 
 
-def base_overrides(embedding_size: int, seed: int, decode_batch_tokens: int, work: Path) -> list[str]:
-    """The reference model: bi-GRU encoder, GRU decoder, Bahdanau attention, input feeding, no dropout."""
+def base_overrides(
+    embedding_size: int, seed: int, decode_batch_tokens: int, work: Path, attention: str = "bahdanau"
+) -> list[str]:
+    """The reference model: bi-GRU encoder, GRU decoder, ``attention`` (``bahdanau``: queried with the state
+    before the RNN step; ``luong_concat``: the same additive score queried after it, as JoeyNMT's
+    ``bahdanau``), input feeding, no dropout."""
     return [
         "logger=none",
         "trainer=cpu",
         "model/encoder=gru",
-        "model/attention=bahdanau",
+        f"model/attention={attention}",
         "teacher_forcing=always",
         "model.encoder.bidirectional=true",
         "model.encoder.num_layers=1",

@@ -31,8 +31,17 @@ def bootstrap_interval(
     """
     if n < 2 or not hypotheses:
         return None
-    stats = metric._extract_corpus_statistics(list(hypotheses), [list(references)])
-    seed, scores = _bootstrap_resample(stats, metric, n)
+    return resampled_interval(
+        metric, metric._extract_corpus_statistics(list(hypotheses), [list(references)]), n
+    )
+
+
+def resampled_interval(metric: Metric, rows: Sequence[Sequence[float]], n: int) -> list[float] | None:
+    """:func:`bootstrap_interval` from sacrebleu's per-sentence statistics ``rows`` (one per sentence, as its
+    ``_extract_corpus_statistics`` returns them), already extracted; None when ``n`` < 2 or no rows."""
+    if n < 2 or not rows:
+        return None
+    seed, scores = _bootstrap_resample(list(rows), metric, n)
     metric.n_bootstrap, metric.seed = n, seed
     ordered = sorted(score.score for score in scores)
     lower = n // 40

@@ -21,40 +21,76 @@ from sacrebleu.metrics import BLEU, CHRF
 from seq2seq.data.lengths import bucket_bounds, words
 from seq2seq.evaluation.alignment import AlignmentCounts, alignment_scores
 from seq2seq.evaluation.head_alignment import Key, head_name, split_head_scores
-from seq2seq.evaluation.intervals import bootstrap_interval, wilson_interval
+from seq2seq.evaluation.intervals import resampled_interval, wilson_interval
 
 DEFAULT_EDGES = (1, 11, 21, 31, 41, 51)
 
 
+class SentenceStatistics:
+    """sacrebleu's per-sentence BLEU and chrF statistics of a set of hypotheses, extracted once.
+
+    sacrebleu's own ``corpus_score`` extracts these rows and scores their sum; so does :meth:`scores` for any
+    subset of the sentences (a length bucket) and :meth:`interval` for bootstrap resamples — the same numbers
+    as ``corpus_score`` on the subset's text, without tokenising and counting n-grams again for every bucket,
+    interval and metric (a validation of 1,567 Bible sentences: 0.9 s instead of 2.6 s).
+    """
+
+    def __init__(self, hypotheses: Sequence[str], references: Sequence[str]) -> None:
+        if len(hypotheses) != len(references):
+            raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+        self.metrics = {"bleu": BLEU(), "chrf": CHRF()}
+        hyps, refs = list(hypotheses), [list(references)]
+        self.rows = {
+            name: metric._extract_corpus_statistics(hyps, refs) if hyps else []
+            for name, metric in self.metrics.items()
+        }
+        self.exact = [h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True)]
+
+    def scores(self, members: Sequence[int] | None = None) -> dict[str, float]:
+        """Corpus BLEU, chrF and exact-match percentage of the sentences ``members`` (default: all)."""
+        chosen = range(len(self.exact)) if members is None else members
+        if not chosen:
+            raise ValueError("cannot score an empty set of hypotheses")
+        scores = {
+            name: float(metric._aggregate_and_compute([self.rows[name][i] for i in chosen]).score)
+            for name, metric in self.metrics.items()
+        }
+        scores["exact_match"] = 100.0 * sum(self.exact[i] for i in chosen) / len(chosen)
+        return scores
+
+    def interval(self, name: str, n: int, members: Sequence[int] | None = None) -> list[float] | None:
+        """95 % bootstrap ``[low, high]`` of metric ``name`` over ``members`` (default: all, and then this
+        object's metric carries ``bs:n`` in its signature); None when ``n`` < 2 or no sentences."""
+        metric = self.metrics[name] if members is None else type(self.metrics[name])()
+        rows = self.rows[name] if members is None else [self.rows[name][i] for i in members]
+        return resampled_interval(metric, rows, n)
+
+    def signatures(self) -> dict[str, str]:
+        """sacrebleu's signature of each metric (with ``bs:`` and ``seed:`` after :meth:`interval`)."""
+        return {name: metric.get_signature().format() for name, metric in self.metrics.items()}
+
+
 def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """sacrebleu corpus BLEU and chrF, and the percentage of exact matches."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
-    if not hypotheses:
-        raise ValueError("cannot score an empty set of hypotheses")
-    hyps, refs = list(hypotheses), [list(references)]
-    exact = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True))
-    return {
-        "bleu": BLEU().corpus_score(hyps, refs).score,
-        "chrf": CHRF().corpus_score(hyps, refs).score,
-        "exact_match": 100.0 * exact / len(hypotheses),
-    }
+    return SentenceStatistics(hypotheses, references).scores()
 
 
 def corpus_intervals(
-    hypotheses: Sequence[str], references: Sequence[str], bootstrap: int
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    bootstrap: int,
+    statistics: SentenceStatistics | None = None,
 ) -> tuple[dict[str, list[float]], dict[str, str]]:
     """95 % bootstrap intervals of corpus BLEU and chrF (``{"bleu": [low, high], "chrf": …}``, empty when
-    ``bootstrap`` < 2) and the sacrebleu signature of each metric (with ``bs:`` and ``seed:`` when resampled)."""
-    intervals, signatures = {}, {}
-    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
-        interval = bootstrap_interval(metric, hypotheses, references, bootstrap)
+    ``bootstrap`` < 2) and the sacrebleu signature of each metric (with ``bs:`` and ``seed:`` when resampled).
+    ``statistics``: the sentences' statistics when already extracted."""
+    statistics = statistics or SentenceStatistics(hypotheses, references)
+    intervals = {}
+    for name in statistics.metrics:
+        interval = statistics.interval(name, bootstrap)
         if interval is not None:
             intervals[name] = interval
-        elif hypotheses:
-            metric.corpus_score(list(hypotheses), [list(references)])  # the signature needs the references
-        signatures[name] = metric.get_signature().format()
-    return intervals, signatures
+    return intervals, statistics.signatures()
 
 
 def bleu_by_length(
@@ -63,25 +99,26 @@ def bleu_by_length(
     references: Sequence[str],
     edges: Sequence[int] = DEFAULT_EDGES,
     bootstrap: int = 0,
+    statistics: SentenceStatistics | None = None,
 ) -> list[dict]:
     """Score each source-length bucket separately (the ``bleu_by_length`` list of ``results.json``).
 
     Sources shorter than the first edge are counted in no bucket. With ``bootstrap`` > 1 each row has
     ``bleu_ci``: ``[low, high]`` from resampling the bucket's own sentences (null for an empty bucket).
+    ``statistics``: the sentences' statistics when already extracted.
     """
+    statistics = statistics or SentenceStatistics(hypotheses, references)
+    lengths = [words(src) for src in sources]
     rows = []
     for label, low, high in bucket_bounds(edges):
-        members = [
-            i for i, src in enumerate(sources) if low <= words(src) and (high is None or words(src) <= high)
-        ]
+        members = [i for i, n in enumerate(lengths) if low <= n and (high is None or n <= high)]
         row = {"bucket": label, "min_len": low, "max_len": high, "n": len(members)}
-        hyps, refs = [hypotheses[i] for i in members], [references[i] for i in members]
         if members:
-            row.update(corpus_scores(hyps, refs))
+            row.update(statistics.scores(members))
         else:
             row.update({"bleu": None, "chrf": None, "exact_match": None})
         if bootstrap > 1:
-            row["bleu_ci"] = bootstrap_interval(BLEU(), hyps, refs, bootstrap)
+            row["bleu_ci"] = statistics.interval("bleu", bootstrap, members)
         rows.append(row)
     return rows
 
@@ -152,6 +189,7 @@ class SplitScores:
         position_accuracy_ci, teacher_forced_position_accuracy_ci: Wilson intervals of the two curves.
         alignment: attention against the gold alignment (``evaluation/alignment.py``), or None.
         alignment_heads: the same per decoder layer and head (``evaluation/head_alignment.py``), or None.
+        statistics: the split's sacrebleu statistics (a second scoring with intervals reuses them).
     """
 
     sources: list[str]
@@ -169,6 +207,7 @@ class SplitScores:
     teacher_forced_position_accuracy_ci: list[list[float] | None] = field(default_factory=list)
     alignment: dict | None = None
     alignment_heads: list[dict] | None = None
+    statistics: SentenceStatistics | None = field(default=None, repr=False, compare=False)
 
     def logged(self) -> dict[str, float]:
         """The scalars logged per split: ``loss``, ``ppl``, the scores, (with attention) the entropy, and the
@@ -200,27 +239,33 @@ class SplitScores:
 
 
 def score_split(
-    outputs: Sequence[SentenceOutput], edges: Sequence[int], max_positions: int, bootstrap: int = 0
+    outputs: Sequence[SentenceOutput],
+    edges: Sequence[int],
+    max_positions: int,
+    bootstrap: int = 0,
+    statistics: SentenceStatistics | None = None,
 ) -> SplitScores:
     """Corpus scores, BLEU by source length, attention entropy and per-position accuracy of a whole split,
     with their 95 % intervals when ``bootstrap`` > 1 (that many resamples).
 
-    ``outputs`` must hold every sentence of the split exactly once, in split order.
+    ``outputs`` must hold every sentence of the split exactly once, in split order; ``statistics``: their
+    sacrebleu statistics when already extracted (an earlier ``score_split`` of the same outputs keeps them).
     """
     sources = [out.source for out in outputs]
     references = [out.reference for out in outputs]
     hypotheses = [out.hypothesis for out in outputs]
     steps = sum(out.steps for out in outputs)
-    intervals, signatures = corpus_intervals(hypotheses, references, bootstrap)
+    statistics = statistics or SentenceStatistics(hypotheses, references)
+    intervals, signatures = corpus_intervals(hypotheses, references, bootstrap, statistics)
     free, forced = [out.free for out in outputs], [out.forced for out in outputs]
     return SplitScores(
         sources=sources,
         references=references,
         hypotheses=hypotheses,
-        scores=corpus_scores(hypotheses, references),
+        scores=statistics.scores(),
         loss=sum(out.nll for out in outputs) / max(sum(out.tokens for out in outputs), 1),
         attention_entropy=sum(out.entropy for out in outputs) / steps if steps > 0 else None,
-        bleu_by_length=bleu_by_length(sources, hypotheses, references, edges, bootstrap),
+        bleu_by_length=bleu_by_length(sources, hypotheses, references, edges, bootstrap, statistics),
         position_accuracy=position_accuracy(free, max_positions),
         teacher_forced_position_accuracy=position_accuracy(forced, max_positions),
         intervals=intervals,
@@ -229,4 +274,5 @@ def score_split(
         teacher_forced_position_accuracy_ci=position_intervals(forced, max_positions),
         alignment=alignment_scores(sources, [out.alignment for out in outputs], edges),
         alignment_heads=split_head_scores(sources, [out.head_alignment for out in outputs], edges),
+        statistics=statistics,
     )
