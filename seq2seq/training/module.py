@@ -4,8 +4,8 @@ Validation and test score each batch teacher-forced, then decode all of the spli
 (:func:`~seq2seq.models.decoding.decode_stream`) into per-sentence outputs; these are gathered from every
 rank and scored once at corpus level (:func:`~seq2seq.evaluation.scoring.score_split`), so every score (loss
 included) is exactly that of a single process (the attention entropy up to float rounding: each rank's rows
-are refilled from its own batches). Batches carry their text, so the module scores whatever loader it is given (the data module's, or
-``evaluate``'s).
+are refilled from its own batches). Batches carry their text, so the module scores whatever loader it is given
+(the data module's, or ``evaluate``'s).
 """
 
 from __future__ import annotations
@@ -151,9 +151,8 @@ class Seq2SeqModule(pl.LightningModule):
         self.fused_optimizer = bool(speed.get("fused_optimizer", False))
         self.decoding = Decoding.from_config(cfg.decoding)
         self._outputs: list[SentenceOutput] = []  # of the split being evaluated, this rank's sentences
-        self._kept: list[
-            tuple[Batch, TeacherForced]
-        ] = []  # this rank's batches of the split, not yet decoded
+        # this rank's batches of the split, scored teacher-forced, not yet decoded
+        self._kept: list[tuple[Batch, TeacherForced]] = []
         self._scored: list[SentenceOutput] = []  # the last split scored, every rank's sentences
         self.test_results: SplitScores | None = None
         self.val_results: dict[str, Any] = {}  # of the latest validation (SplitScores.summary())
