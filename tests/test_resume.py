@@ -93,6 +93,22 @@ def test_stopped_and_resumed_training_equals_an_uninterrupted_run(tmp_path, monk
     assert min(steps) == 0 and max(steps) >= 12 and len(steps) >= 13
 
 
+def test_a_stop_at_an_epochs_last_step_resumes_exactly(tmp_path, monkeypatch):
+    """SIGTERM during step 12, the last of epoch 2 (6 batches each): the stop is made after step 13, inside
+    epoch 3; the resumed run ends with the weights and scores of an uninterrupted one. (Stopped at the epoch's
+    end, Lightning closed the epoch and the resumed run started one epoch too far on: other batches.)"""
+    whole = run(tmp_path / "whole", monkeypatch, "trainer.max_steps=20")
+    pieces = tmp_path / "pieces"
+    with pytest.raises(TrainingInterrupted) as stop:
+        run(pieces, monkeypatch, "trainer.max_steps=20", callbacks=(SignalAt(12, signal.SIGTERM),))
+    assert stop.value.signum == signal.SIGTERM
+    assert json.loads((pieces / "run" / "results.json").read_text())["train"]["steps"] == 13
+    resumed = run(pieces, monkeypatch, "trainer.max_steps=20", "ckpt_path=last")
+    assert resumed["train"]["steps"] == 20 and resumed["metrics"] == whole["metrics"]
+    a, b = final_weights(tmp_path / "whole" / "run"), final_weights(pieces / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_ckpt_path_last_resolves_in_the_run_directory(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     with caplog.at_level("WARNING"):

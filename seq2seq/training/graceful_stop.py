@@ -27,7 +27,8 @@ class GracefulStop(Callback):
     ranks agree on it (any rank that got a signal stops them all) and hand it to Lightning's SIGTERM handling
     on every rank at once: Lightning finishes the step, with its validation and checkpoints, and raises
     :class:`~pytorch_lightning.utilities.exceptions.SIGTERMException` everywhere; this callback then saves
-    ``last_path``. (Lightning's own SIGTERM handler broadcasts from inside the signal handler, which deadlocks
+    ``last_path``. At an epoch's last step the stop is made after the next step (Lightning would stop after
+    closing the epoch, and a run resumed there started one epoch too far on), unless the fit ends there. (Lightning's own SIGTERM handler broadcasts from inside the signal handler, which deadlocks
     when another rank waits in a gradient all-reduce; it is replaced while training.) The pre-emption signal
     is routed here only when a Python handler waits for it (submitit's, which requeues the SLURM job);
     :meth:`pass_on` gives it to that handler once the run has recorded the interruption. A second Ctrl+C
@@ -55,6 +56,7 @@ class GracefulStop(Callback):
         self.in_validation = False  # the stop came during a validation: nothing is saved
         self.saved_step: int | None = None  # the global step of ``saved`` (where a resume continues)
         self._last_saved_step = 0
+        self._deferred = False  # a stop agreed at an epoch's last step, made after the next step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -107,8 +109,25 @@ class GracefulStop(Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # every rank, every step
         if stop:
             self.signum = self._received or signal.SIGTERM  # a rank that got none stops with the others
-            if callable(self._lightning):
-                self._lightning(signal.SIGTERM, None)  # on every rank together: its broadcast pairs up
+            if batch_idx + 1 >= trainer.num_training_batches and not _fit_ends_here(trainer):
+                # an epoch's last step: Lightning would stop after closing the epoch, and a run resumed from
+                # there starts one epoch too far on (other batches, other random numbers); stop after the
+                # next step instead, inside the next epoch, where a resume is exact
+                self._deferred = True
+                log.info("the epoch's last step: stopping after the next one, inside the next epoch")
+                return
+            self._stop_lightning()
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._deferred:  # on every rank at the same step, as the decision was taken
+            self._deferred = False
+            self._stop_lightning()
+
+    def _stop_lightning(self) -> None:
+        if callable(self._lightning):
+            self._lightning(signal.SIGTERM, None)  # on every rank together: its broadcast pairs up
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -140,3 +159,11 @@ class GracefulStop(Callback):
         """Give the pre-emption signal to the handler it replaced (submitit's: requeue the job and exit)."""
         if self.signum == self.preemption_signal and callable(handler := self._replaced.get(self.signum)):
             handler(self.signum, None)
+
+
+def _fit_ends_here(trainer: pl.Trainer) -> bool:
+    """Whether the fit ends after this step by ``max_steps`` or ``max_epochs`` (then there is no next step to
+    stop after, and nothing left to resume)."""
+    steps_done = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+    max_epochs = trainer.max_epochs
+    return steps_done or (max_epochs not in (None, -1) and trainer.current_epoch + 1 >= max_epochs)
