@@ -2,6 +2,7 @@ import pytest
 
 from seq2seq.data.lengths import bucket_bounds
 from seq2seq.evaluation.scoring import bleu_by_length, corpus_scores
+from tests.test_intervals import WORDS
 
 
 def test_perfect_and_wrong_hypotheses():
@@ -49,25 +50,8 @@ def _sentences(n: int) -> tuple[list[str], list[str], list[str]]:
     import random
 
     rng = random.Random(3)
-    words = [
-        "the",
-        "a",
-        "cat",
-        "dog",
-        "sat",
-        "on",
-        "mat",
-        "house",
-        "red",
-        "blue",
-        "ran",
-        "in",
-        "park",
-        "big",
-        "small",
-    ]
-    refs = [" ".join(rng.choices(words, k=rng.randint(3, 14))) for _ in range(n)]
-    hyps = [r if rng.random() < 0.3 else " ".join(rng.choices(words, k=rng.randint(2, 12))) for r in refs]
+    refs = [" ".join(rng.choices(WORDS, k=rng.randint(3, 14))) for _ in range(n)]
+    hyps = [r if rng.random() < 0.3 else " ".join(rng.choices(WORDS, k=rng.randint(2, 12))) for r in refs]
     sources = [" ".join(["w"] * rng.randint(1, 30)) for _ in range(n)]
     return sources, hyps, refs
 

@@ -32,7 +32,7 @@ class SentenceStatistics:
     sacrebleu's own ``corpus_score`` extracts these rows and scores their sum; so does :meth:`scores` for any
     subset of the sentences (a length bucket) and :meth:`interval` for bootstrap resamples — the same numbers
     as ``corpus_score`` on the subset's text, without tokenising and counting n-grams again for every bucket,
-    interval and metric (a validation of 1,567 Bible sentences: 0.9 s instead of 2.6 s).
+    interval and metric (a validation of 1,567 Bible sentences: 0.7 s instead of 2.3–2.8 s).
     """
 
     def __init__(self, hypotheses: Sequence[str], references: Sequence[str]) -> None:
