@@ -7,7 +7,7 @@ import random
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
-from seq2seq.evaluation.intervals import bootstrap_interval, wilson_interval
+from seq2seq.evaluation.intervals import bootstrap_interval, mean_interval, wilson_interval
 from seq2seq.evaluation.scoring import SentenceOutput, bleu_by_length, corpus_intervals, score_split
 
 WORDS = [
@@ -88,6 +88,17 @@ def test_wilson_interval_on_known_values():
     assert wilson_interval(0, 10) == [0.0, pytest.approx(27.753, abs=1e-3)]
     assert wilson_interval(10, 10) == [pytest.approx(72.247, abs=1e-3), 100.0]
     assert wilson_interval(0, 0) is None
+
+
+def test_mean_interval_is_students_t_on_known_values():
+    # 1..5: mean 3, sd √2.5, t(0.975, 4) = 2.7764 (the textbook table): half-width 1.9632
+    low, high = mean_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert low == pytest.approx(3 - 1.9632, abs=1e-4) and high == pytest.approx(3 + 1.9632, abs=1e-4)
+    # 0 and 2: mean 1, sd √2, half-width t · √2 / √2 = t; t(0.975, 1) = 12.706, t(0.95, 1) = 6.314
+    assert mean_interval([0.0, 2.0]) == pytest.approx([1 - 12.706, 1 + 12.706], abs=1e-3)
+    assert mean_interval([0.0, 2.0], 0.90) == pytest.approx([1 - 6.314, 1 + 6.314], abs=1e-3)
+    assert mean_interval([4.0, 4.0, 4.0]) == [4.0, 4.0]
+    assert mean_interval([7.0]) is None and mean_interval([]) is None
 
 
 def test_score_split_carries_every_interval():

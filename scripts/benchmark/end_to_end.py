@@ -315,6 +315,7 @@ def run_end_to_end(args: Any, argv: list[str]) -> dict[str, Any]:
         "budget_minutes": args.budget_minutes,
         "validate_every": args.validate_every,
         "seq2seq_attention": args.attention,
+        "seed": args.seed,  # seq2seq's; JoeyNMT's model is initialised unseeded
         "data": setup["data_note"],
         **summarise(curves, tests),
     }

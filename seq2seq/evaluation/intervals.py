@@ -1,4 +1,5 @@
-"""95 % confidence intervals: sacrebleu's bootstrap for corpus scores, Wilson's for token accuracies.
+"""95 % confidence intervals: sacrebleu's bootstrap for corpus scores, Wilson's for token accuracies, Student's t
+for a mean over independent runs.
 
 A corpus score (BLEU, chrF) is recomputed on ``n`` resamples of the sentences, drawn with replacement by
 sacrebleu's own ``_bootstrap_resample`` (Koehn 2004; the machinery behind ``corpus_score(n_bootstrap=n)``,
@@ -8,6 +9,10 @@ resampled scores sorted, from the ``⌊n/40⌋``-th to the ``(n-1-⌊n/40⌋)``-
 
 A token accuracy is a proportion of independent-enough trials; its interval is Wilson's score interval
 (Wilson 1927), which stays inside [0, 100] and is sensible for 0 or all correct.
+
+A mean over ``n`` independent runs (seeds, repeated benchmarks) gets Student's t interval (Student 1908):
+``mean ± t(0.975, n-1) · sd / √n``, sd the sample standard deviation. It assumes roughly normal values; with
+3–5 runs it is wide, as it should be.
 """
 
 from __future__ import annotations
@@ -58,3 +63,16 @@ def wilson_interval(successes: int, trials: int, z: float = Z95) -> list[float] 
     low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends where rounding would miss them
     high = 1.0 if successes == trials else min(1.0, centre + half)
     return [100.0 * low, 100.0 * high]
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> list[float] | None:
+    """Student's t interval ``[low, high]`` of the mean of independent ``values``; None for fewer than two."""
+    from scipy.stats import t as student_t  # only here: scipy.stats takes half a second to import
+
+    n = len(values)
+    if n < 2:
+        return None
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return [mean - half, mean + half]
