@@ -128,6 +128,28 @@ def test_the_hoisted_loop_defers_its_weight_gradients(monkeypatch):
     assert made == []
 
 
+def test_luong_concat_reads_through_step_attention(monkeypatch):
+    """speed.step_attention: Luong's concat score, queried with the step's new state, is read through StepAttention
+    at every step (Bahdanau's too); with the switch off, or without gradients, through the attention module."""
+    from seq2seq.models.step_attention import StepAttention
+
+    reads, read = [], StepAttention.read
+    monkeypatch.setattr(StepAttention, "read", lambda self, q: reads.append(tuple(q.shape)) or read(self, q))
+    src, lengths, tgt_in = _batch()
+    h, steps = 8, tgt_in.size(1)
+    for attention, layers in (("luong_concat", 1), ("luong_concat", 2), ("bahdanau", 1)):
+        reads.clear()
+        model = _model("gru", attention, "init", True, layers)
+        model(src, lengths, tgt_in)[0].sum().backward()
+        assert reads == [(3, h)] * steps, (attention, layers)  # the projected query W q: (B, A)
+        reads.clear()
+        with torch.no_grad():
+            model(src, lengths, tgt_in)
+        model.step_attention = False
+        model(src, lengths, tgt_in)[0].sum().backward()
+        assert reads == [], (attention, layers)
+
+
 def test_fast_unroll_in_float32_with_dropout_off_in_eval():
     """The default dtype: equal within float32 rounding; scheduled sampling still runs the step loop."""
     torch.manual_seed(0)

@@ -147,6 +147,12 @@ def main() -> None:
     add("--hidden-size", type=int, help="default: the benchmark's match, 288 (Bible) or 304 (toy)")
     add("--target-tokens", type=int, help="real target tokens per update; default 970 (Bible) or 1100 (toy)")
     add("--embedding-size", type=int, default=256, help="as the benchmark's (default 256)")
+    add(
+        "--attention",
+        choices=["bahdanau", "luong_concat"],
+        default="bahdanau",
+        help="the model's attention: bahdanau (the throughput benchmark's) or luong_concat (the time-to-BLEU run's)",
+    )
     add("--extra", action="append", default=[], help="a Hydra override for every setting (repeatable)")
     add("--profile", type=int, nargs="?", const=25, default=0, help="top N operators of 10 more updates")
     add("--seed", type=int, default=1234)
@@ -155,7 +161,8 @@ def main() -> None:
     settings = [_label_and_overrides(text) for text in (args.setting or DEFAULT_SETTINGS)]
     setup, rows = measure(args, settings)
     print(
-        f"\n{'toy task' if setup['toy'] else 'Bible'}: hidden {setup['hidden']}, max_tokens {setup['max_tokens']}, "
+        f"\n{'toy task' if setup['toy'] else 'Bible'}, {args.attention}: hidden {setup['hidden']}, "
+        f"max_tokens {setup['max_tokens']}, "
         f"{args.threads} threads, {args.updates} timed updates of each setting after {args.warmup}, interleaved\n"
     )
     print(

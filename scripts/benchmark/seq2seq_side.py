@@ -144,14 +144,16 @@ def matched_setup(args: Any) -> tuple[list[str], Seq2SeqDataModule, dict[str, An
     """The benchmark's model and batches for the scripts that time one side (``lever_times``, ``decode_times``).
 
     ``args``: ``corpus``, ``embedding_size``, ``seed``, ``work``, ``hidden_size`` and ``target_tokens`` (None: the
-    benchmark's match, 288 / 970 on the Bible, 304 / 1100 on the toy task) and ``extra`` Hydra overrides. Applies
+    benchmark's match, 288 / 970 on the Bible, 304 / 1100 on the toy task), ``extra`` Hydra overrides and
+    optionally ``attention`` (``bahdanau`` when absent; ``luong_concat``: the time-to-BLEU model). Applies
     ``speed.keep_freed_memory`` (process-wide). Returns the overrides (``data.batch.max_tokens`` matched to the
     target tokens per update), the data module set up with them, and ``toy``, ``hidden``, ``max_tokens``.
     """
     data, _, _ = data_overrides(Path(args.corpus))
     toy = "data=toy_translation" in data
     hidden = args.hidden_size or (304 if toy else 288)
-    base = base_overrides(args.embedding_size, args.seed, 2000, Path(args.work))
+    attention = getattr(args, "attention", None) or "bahdanau"
+    base = base_overrides(args.embedding_size, args.seed, 2000, Path(args.work), attention)
     base += [*data, f"model.hidden_size={hidden}", *args.extra]
     cfg = compose_config(base)
     keep_freed_memory(cfg.speed)  # --extra speed.keep_freed_memory=false for glibc's default

@@ -1,10 +1,13 @@
-"""Bahdanau's attention read in a step loop, with one backward node per step and the memory's gradients gathered once.
+"""An additive attention read in a step loop, with one backward node per step and the memory's gradients gathered once.
 
 In the hoisted step loop (``models/unroll.py``) every target step ``t`` reads the same keys ``2 U h̄`` ``(B, S, A)`` and
 values ``h̄`` ``(B, S, D)`` (:class:`~seq2seq.models.attention.AdditiveScore` in its ``tanh_as_sigmoid`` form):
 
     g_t = σ(2 U h̄ + 2 W q_t)        e_t = 2 g_t v − Σv        α_t = softmax(e_t) over real positions
     c_t = Σ_j α_tj h̄_j                                          (Bahdanau, Cho & Bengio 2015, eqs. 5–6, App. A)
+
+with ``q_t`` Bahdanau's previous state ``s_{t-1}`` or, for Luong's ``concat`` score (Luong et al. 2015, eq. 8), the
+step's new state ``h_t``.
 
 Written as autograd operators this is about a dozen backward nodes per step, and the values' gradient
 ``Σ_t α_tᵀ ∂L/∂c_t`` comes as ``T`` outer products (inner size 1) accumulated one by one. :class:`StepAttention`

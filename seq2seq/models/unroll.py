@@ -14,7 +14,8 @@ previous step need not wait for it:
   maths is written out on the gates (PyTorch's GRU / LSTM / tanh-RNN equations, ``torch.nn`` docs) so nothing is
   copied into a concatenated input. With ``speed.step_weights`` the per-step products read their weights
   through :class:`~seq2seq.models.step_weights.StepWeight`: each weight's gradient is one product over all steps;
-  with ``speed.step_attention`` Bahdanau's read goes through :class:`~seq2seq.models.step_attention.StepAttention`.
+  with ``speed.step_attention`` an additive read (Bahdanau's, or Luong's ``concat`` queried with the step's new
+  state) goes through :class:`~seq2seq.models.step_attention.StepAttention`.
 
 With ``speed.compile`` the hoisted step goes through ``torch.compile`` (inductor on CPU; on CUDA inductor's
 kernels): fewer, fused kernels per step. Scheduled sampling (ratio < 1) feeds the model's own tokens and keeps
@@ -157,13 +158,7 @@ def hoisted_unroll(
     cs = list(state.hidden[1]) if rnn.is_lstm else [None] * len(hs)
     invalid = ~memory.mask  # (B, S)
     reads = None
-    if (
-        step_attention
-        and deferred
-        and bahdanau
-        and isinstance(attention, AdditiveScore)
-        and attention.tanh_as_sigmoid
-    ):
+    if step_attention and deferred and isinstance(attention, AdditiveScore) and attention.tanh_as_sigmoid:
         reads = StepAttention(
             memory.keys, memory.outputs, invalid, attention.energy_layer.weight, attention.recompute_gates
         )
@@ -217,7 +212,7 @@ def hoisted_step(
     ``pre`` ``(B, G)`` is the embedding part of the first layer's input gates; ``w_h`` / ``b_h`` the first layer's
     recurrent projection, with Bahdanau's query projection appended when they share their input; ``w_out`` /
     ``b_out`` the output layer ``W_c``. The weights are tensors ``(in, out)`` or :class:`StepWeight` s. ``reads``:
-    Bahdanau's memory as a :class:`StepAttention`, or None.
+    the additive attention's memory (Bahdanau's or Luong's ``concat``) as a :class:`StepAttention`, or None.
     """
     rnn, attention = decoder.rnn, decoder.attention
     bahdanau = attention is not None and attention.query_is_previous_state
@@ -227,7 +222,7 @@ def hoisted_step(
     projected = _product(hs[0], w_h, b_h)  # (B, G) or (B, G + A)
     gates = rnn.cells[0].weight_hh.size(0)
     gates_h, query = projected.split([gates, projected.size(1) - gates], dim=1)  # query: (B, A) or (B, 0)
-    if reads is not None:
+    if bahdanau and reads is not None:
         context, weights = reads.read(query if query.size(1) > 0 else attention.query_layer(hs[-1]))
     elif bahdanau:
         if query.size(1) > 0:
@@ -250,7 +245,10 @@ def hoisted_step(
             hs[layer] = cell(rnn.dropout(out), hs[layer])
         out = hs[layer]
     if attention is not None and not bahdanau:
-        context, weights = attention(out, memory.keys, memory.outputs, memory.mask, step=step)
+        if reads is not None:  # Luong concat: the query is the step's new state
+            context, weights = reads.read(attention.query_layer(out))
+        else:
+            context, weights = attention(out, memory.keys, memory.outputs, memory.mask, step=step)
     features = out if context is None else torch.cat([out, context], dim=-1)
     return torch.tanh(_product(features, w_out, b_out)), weights  # (B, H)
 
