@@ -513,7 +513,7 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
     assert all(float(row.split("|")[5].strip().replace(",", "")) >= 0 for row in rows)  # page faults/update
     on_saved, _, kept_saved = (float(row.split("|")[6]) for row in rows)  # MiB saved for backward
     assert 0 < on_saved < kept_saved  # each step's attention gates kept, instead of computed again
-    assert "toy task: hidden 16" in out.stdout
+    assert "toy task, bahdanau: hidden 16" in out.stdout  # the set-up and the model's attention (--attention)
     assert "on: 10 updates, by operator" in out.stdout and "Self CPU time total" in out.stdout
     bad = subprocess.run(
         [sys.executable, script, "--setting", "no colon here"], capture_output=True, text=True, timeout=60
