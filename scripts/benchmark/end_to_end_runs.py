@@ -27,6 +27,7 @@ import math
 import shlex
 import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # seq2seq, when run with a plain python from anywhere
 
 from seq2seq.evaluation.intervals import mean_interval  # noqa: E402
+from seq2seq.evaluation.seeds import spread  # noqa: E402
 
 SAME = ("budget_minutes", "validate_every", "seq2seq_attention", "data")
 
@@ -45,10 +47,11 @@ class RunsError(ValueError):
 
 @dataclass
 class Pair:
-    """One ``end_to_end.json``: seq2seq's seed, the time ratio and both systems' BLEU."""
+    """One ``end_to_end.json``: seq2seq's seed, the budget, the time ratio and both systems' BLEU."""
 
     path: Path
     seed: int
+    budget_minutes: float
     ratio: float | None
     joeynmt_best_dev: float | None
     joeynmt_minutes: float | None
@@ -85,6 +88,7 @@ def read_pair(path: Path) -> tuple[Pair, dict[str, Any]]:
     pair = Pair(
         path=path,
         seed=seed,
+        budget_minutes=summary["budget_minutes"],
         ratio=targets["time_to_joeynmt_best_ratio"],
         joeynmt_best_dev=joey["best_dev_bleu"],
         joeynmt_minutes=minutes[0],
@@ -120,30 +124,31 @@ def _difference(a: float | None, b: float | None) -> float | None:
 
 def pool(pairs: list[Pair]) -> dict[str, Any]:
     """The pooled statistics of the runs (see the module's docstring)."""
-    ratios = [p.ratio for p in pairs if p.ratio is not None]
-    logs = [math.log(r) for r in ratios]
+    logs = [math.log(p.ratio) for p in pairs if p.ratio is not None]
     log_interval = mean_interval(logs)
+    ratios = spread([p.ratio for p in pairs])
     out: dict[str, Any] = {
         "runs": len(pairs),
-        "ratio_runs": len(ratios),
+        "ratio_runs": len(logs),
         "ratio_geometric_mean": math.exp(statistics.fmean(logs)) if logs else None,
         "ratio_interval": None if log_interval is None else [math.exp(v) for v in log_interval],
-        "ratio_range": [min(ratios), max(ratios)] if ratios else None,
-        "ratio_met": sum(r <= 0.5 for r in ratios),
+        "ratio_range": None if ratios is None else [ratios.low, ratios.high],
+        "ratio_met": sum(p.ratio <= 0.5 for p in pairs if p.ratio is not None),
         # the largest of n ratios is above the median unless all n fell below it (probability ½ⁿ)
-        "median_ratio_bound": max(ratios) if ratios else None,
-        "median_ratio_bound_confidence": 1 - 0.5 ** len(ratios) if ratios else None,
-        "repeated_seeds": sorted({p.seed for p in pairs if [q.seed for q in pairs].count(p.seed) > 1}),
+        "median_ratio_bound": None if ratios is None else ratios.high,
+        "median_ratio_bound_confidence": 1 - 0.5 ** len(logs) if logs else None,
+        "repeated_seeds": sorted(seed for seed, n in Counter(p.seed for p in pairs).items() if n > 1),
     }
     for name, get in (
         ("test_bleu_difference", lambda p: _difference(p.seq2seq_test, p.joeynmt_test)),
         ("best_dev_bleu_difference", lambda p: _difference(p.seq2seq_best_dev, p.joeynmt_best_dev)),
     ):
         values = [v for v in map(get, pairs) if v is not None]
+        differences = spread(values)
         out[name] = {
-            "mean": statistics.fmean(values) if values else None,
+            "mean": None if differences is None else differences.mean,
             "interval": mean_interval(values),
-            "range": [min(values), max(values)] if values else None,
+            "range": None if differences is None else [differences.low, differences.high],
             "runs": len(values),
         }
     return out
@@ -194,7 +199,7 @@ def format_runs(pairs: list[Pair], pooled: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_runs(pairs: list[Pair], path: Path, budget_minutes: float) -> None:
+def plot_runs(pairs: list[Pair], path: Path) -> None:
     """Every run's dev BLEU against wall-clock minutes: seq2seq in one colour, JoeyNMT in another."""
     import matplotlib
 
@@ -207,7 +212,7 @@ def plot_runs(pairs: list[Pair], path: Path, budget_minutes: float) -> None:
             points = pair.curves.get(name) or []
             ax.plot([t / 60 for t, _ in points], [b for _, b in points], color=colour, alpha=0.7, marker="o",
                     markersize=2, label=f"{label} ({len(pairs)} runs)" if i == 0 else None)  # fmt: skip
-    ax.set_xlim(0, budget_minutes * 1.05)
+    ax.set_xlim(0, pairs[0].budget_minutes * 1.05)  # one budget: read_pairs checks it
     ax.set_ylim(bottom=0)
     ax.set_xlabel("wall-clock minutes since training started")
     ax.set_ylabel("dev BLEU (greedy)")
@@ -234,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled = pool(pairs)
     print(format_runs(pairs, pooled))
     if args.figure:
-        budget = json.loads(args.runs[0].read_text("utf-8"))["budget_minutes"]
-        plot_runs(pairs, args.figure, budget)
+        plot_runs(pairs, args.figure)
         print(f"\nwrote {args.figure}")
     if args.out:
         rows = [

@@ -18,6 +18,7 @@ A mean over ``n`` independent runs (seeds, repeated benchmarks) gets Student's t
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 from sacrebleu.metrics.base import Metric
@@ -72,7 +73,6 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> list[flo
     n = len(values)
     if n < 2:
         return None
-    mean = math.fsum(values) / n
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    mean = statistics.fmean(values)
+    half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * statistics.stdev(values, mean) / math.sqrt(n)
     return [mean - half, mean + half]

@@ -30,11 +30,11 @@ class GracefulStop(Callback):
     ``last_path``. At an epoch's last step the stop is made after the next step (Lightning would stop after
     closing the epoch, and a run resumed there started one epoch too far on), unless the fit ends there.
     (Lightning's own SIGTERM handler broadcasts from inside the signal handler, which deadlocks when another
-    rank waits in a gradient all-reduce; it is replaced while training.) The pre-emption signal is routed here only when a Python handler waits for it (submitit's, which requeues the SLURM job);
-    :meth:`pass_on` gives it to that handler once the run has recorded the interruption. A second Ctrl+C
-    aborts at once. In a one-process fit a signal during a validation (which can take minutes) stops at
-    once, saving nothing: the run resumes from the previous validation's ``last_path`` and replays the steps
-    since then exactly.
+    rank waits in a gradient all-reduce; it is replaced while training.) The pre-emption signal is routed here
+    only when a Python handler waits for it (submitit's, which requeues the SLURM job); :meth:`pass_on` gives
+    it to that handler once the run has recorded the interruption. A second Ctrl+C aborts at once. In a
+    one-process fit a signal during a validation (which can take minutes) stops at once, saving nothing: the
+    run resumes from the previous validation's ``last_path`` and replays the steps since then exactly.
 
     Args:
         last_path: the checkpoint written on a stop (``<run_dir>/checkpoints/last.ckpt``).
