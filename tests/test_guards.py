@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from seq2seq.config.checks import ConfigError, validate_train, validate_translate
+from seq2seq.data import atomic
 from seq2seq.data.atomic import write_atomic
 from seq2seq.data.errors import DataError
 from seq2seq.data.parallel import read_parallel
@@ -25,7 +28,7 @@ from seq2seq.models.decoding import Decoding, decode
 from seq2seq.models.seq2seq import EncoderDecoder
 from seq2seq.train import train
 from seq2seq.training.finite_guard import FiniteGuard, TrainingDiverged, _all_finite
-from tests.conftest import TINY, compose_train
+from tests.conftest import ROOT, TINY, compose_train
 
 # ------------------------------------------------------------------------------------------ a finite guard
 
@@ -187,6 +190,39 @@ def test_ctrl_c_during_an_atomic_write_is_delivered_after_it(tmp_path, monkeypat
         write_json_atomic(tmp_path / "results.json", {"complete": True})
     assert json.loads((tmp_path / "results.json").read_text()) == {"complete": True}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_writer_killed_mid_write_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "last.ckpt"
+    write_atomic(target, "old")
+    # a writer SIGKILLed in the middle of its write: it blocks in fsync's place until killed
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time; from seq2seq.data import atomic; "
+            "os.fsync = lambda fd: (print('writing', flush=True), time.sleep(60)); "
+            f"atomic.write_atomic({str(target)!r}, 'new')",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert writer.stdout.readline() == "writing\n"
+    writer.kill()
+    writer.wait()
+    (orphan,) = tmp_path.glob(".last.ckpt.*.tmp")
+    assert target.read_text() == "old"  # the target is whole
+    # temporary files of a live writer (this process), of another host and of another target are kept
+    live = tmp_path / f".last.ckpt.{atomic._host()}-{os.getpid()}.abcdefgh.tmp"
+    remote = tmp_path / f".last.ckpt.otherhost-{writer.pid}.abcdefgh.tmp"
+    other_target = tmp_path / f".best.ckpt.{atomic._host()}-{writer.pid}.abcdefgh.tmp"
+    for kept in (live, remote, other_target):
+        kept.write_text("partial")
+    write_atomic(target, "newer")
+    assert target.read_text() == "newer"
+    assert not orphan.exists()
+    assert all(kept.exists() for kept in (live, remote, other_target))
 
 
 # ------------------------------------------------------------------------------------------ user mistakes

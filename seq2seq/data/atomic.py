@@ -6,19 +6,60 @@ directory, given the mode a plain ``open()`` would give (``0666`` less the umask
 caches are readable by others as usual), then renamed over the target. SIGINT and SIGTERM are held back for
 the few milliseconds of the write and the rename, so a second Ctrl+C cannot leave a stray temp file or no
 file at all; the signal is delivered right after.
+
+Nothing can clean up after SIGKILL (or a power cut) in the middle of a write: the target is intact, but the
+temporary file stays. Its name carries the writer's host and process id, and the next successful write of
+the same target removes such orphans whose writer, on this host, is no longer alive (a resumed training's
+first ``last.ckpt`` removes the one its killed predecessor left).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+TEMP_SUFFIX = ".tmp"
+
+
+def _host() -> str:
+    """This host's name as it appears in temporary file names (no dots, so names split unambiguously)."""
+    return socket.gethostname().replace(".", "_") or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (one that exists but is not ours counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Remove temporary files of ``path`` left by writers on this host that are no longer alive.
+
+    The names are ``.<target>.<host>-<pid>.<random>.tmp``; temporary files of live writers, of other hosts
+    (a shared file system) and of other targets are left alone. Returns the removed files.
+    """
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        writer = candidate.name[len(path.name) + 2 : -len(TEMP_SUFFIX)].rpartition(".")[0]
+        host, _, pid = writer.rpartition("-")
+        if "." not in writer and host == _host() and pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
 
 
 def umask() -> int:
@@ -66,7 +107,8 @@ def write_atomic(path: str | Path, content: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode("utf-8") if isinstance(content, str) else content
     with signals_held():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        prefix = f".{path.name}.{_host()}-{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TEMP_SUFFIX)
         try:
             os.fchmod(fd, 0o666 & ~umask())
             with os.fdopen(fd, "wb") as f:
@@ -78,3 +120,4 @@ def write_atomic(path: str | Path, content: str | bytes) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+    remove_orphans(path)
