@@ -502,23 +502,34 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
          "--embedding-size", "8", "--target-tokens", "60", "--updates", "3", "--warmup", "0",
          "--threads", "1", "--work", str(tmp_path / "work"), *(f"--extra={e}" for e in extra),
          "--setting", "on:", "--setting", "off: speed.step_weights=false speed.fused_optimizer=false",
-         "--setting", "gates kept: speed.recompute_attention=false", "--profile", "6"],
+         "--setting", "gates kept: speed.recompute_attention=false", "--profile", "6",
+         "--before", "HEAD", "--module", "seq2seq.models.step_attention"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith(("| o", "| g"))]
-    assert [row.split("|")[1].strip() for row in rows] == ["on", "off", "gates kept"]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| o", "| g", "| at"))]
+    # --before: the first setting again, with the module's code at that revision (here the same code)
+    assert [row.split("|")[1].strip() for row in rows] == ["on", "off", "gates kept", "at HEAD"]
     assert all(float(row.split("|")[3].strip().replace(",", "")) > 0 for row in rows)  # tokens/s
     assert float(rows[0].split("|")[4]) == 1.0  # the first setting's paired ratio to itself
     assert all(float(row.split("|")[5].strip().replace(",", "")) >= 0 for row in rows)  # page faults/update
-    on_saved, _, kept_saved = (float(row.split("|")[6]) for row in rows)  # MiB saved for backward
+    saved = [float(row.split("|")[6]) for row in rows]  # MiB saved for backward
+    on_saved, _, kept_saved, before_saved = saved
     assert 0 < on_saved < kept_saved  # each step's attention gates kept, instead of computed again
+    assert before_saved == on_saved
     assert "toy task, bahdanau: hidden 16" in out.stdout  # the set-up and the model's attention (--attention)
     assert "on: 10 updates, by operator" in out.stdout and "Self CPU time total" in out.stdout
     bad = subprocess.run(
         [sys.executable, script, "--setting", "no colon here"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode != 0 and "a colon after the label" in bad.stderr
+    for wrong, says in (
+        (["--before", "nosuchrev", "--module", "seq2seq.models.attention"], "--before nosuchrev: cannot"),
+        (["--before", "HEAD"], "--before and --module go together"),
+    ):
+        bad = subprocess.run([sys.executable, script, *wrong], capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0 and says in bad.stderr, bad.stderr[-1000:]
+        assert "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow

@@ -18,6 +18,10 @@ second, and the median paired ratio to the first setting. Run it on a quiet mach
 10 more updates of the first setting under ``torch.profiler`` and prints its top ``N`` operators. The last
 column is what autograd keeps for the backward of one update (an extra, untimed update before the warm-up): the
 distinct storages its saved-tensor hook sees, the parameters left out.
+
+A code change without a switch: ``--before REV --module seq2seq.models.x`` adds a setting, last, that runs the
+first setting's config with the named modules' code as at git revision ``REV`` (``code_versions.py``), paired on
+the same batches like the others.
 """
 
 from __future__ import annotations
@@ -47,8 +51,11 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> tuple[dict, list[dict]]:
-    """The set-up, and per setting its update times and paired ratios to the first setting."""
+def measure(
+    args: argparse.Namespace, settings: list[tuple[str, list[str]]]
+) -> tuple[dict, list[tuple[str, list[str]]], list[dict]]:
+    """The set-up, the settings (``--before`` adds one), and per setting its update times and paired ratios to the
+    first setting."""
     sys.path.insert(0, str(HERE))
     import torch
 
@@ -57,6 +64,21 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
     from seq2seq.training.module import Seq2SeqModule
 
     pin_threads(args.threads)
+    versions = None
+    if args.before:  # the last setting: the first one's config with the modules' code at that revision
+        from code_versions import CodeVersions, RevisionError
+
+        try:
+            versions = CodeVersions(args.before, args.module)
+        except RevisionError as error:
+            raise SystemExit(str(error)) from None
+        settings = [*settings, (f"at {args.before}", settings[0][1])]
+    old_code = len(settings) - 1 if versions else None
+
+    def use_code(index: int) -> None:
+        if versions:
+            versions.use(index == old_code)
+
     # keep_freed_memory is process-wide: alike for every setting
     base, datamodule, setup = side.matched_setup(args)
 
@@ -72,7 +94,10 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
     seconds: list[list[float]] = [[] for _ in settings]
     faults = [0] * len(settings)  # minor page faults during the timed updates (first touches of fresh pages)
     first = next_batch()  # one more untimed update each, that counts what autograd keeps for its backward
-    kept = [saved_for_backward_mib(run, first, module) for run, module in zip(updates, modules, strict=True)]
+    kept = []
+    for index, (run, module) in enumerate(zip(updates, modules, strict=True)):
+        use_code(index)
+        kept.append(saved_for_backward_mib(run, first, module))
     tokens = 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*self.log.*")
@@ -80,6 +105,7 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
             batch = next_batch()
             order = [(step + i) % len(settings) for i in range(len(settings))]  # rotate who goes first
             for index in order:
+                use_code(index)
                 synchronize()
                 faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
@@ -100,7 +126,8 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
         }
         for own, count, saved in zip(seconds, faults, kept, strict=True)
     ]
-    setup["profile"] = None
+    use_code(0)
+    setup["profile"], setup["swapped"] = None, versions.swapped if versions else []
     if args.profile:
         with torch.profiler.profile() as profiler, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*self.log.*")
@@ -108,7 +135,7 @@ def measure(args: argparse.Namespace, settings: list[tuple[str, list[str]]]) -> 
                 updates[0](next_batch())
         table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile)
         setup["profile"] = table
-    return setup, rows
+    return setup, settings, rows
 
 
 def saved_for_backward_mib(update: Any, batch: Any, module: Any) -> float:
@@ -154,12 +181,20 @@ def main() -> None:
         help="the model's attention: bahdanau (the throughput benchmark's) or luong_concat (the time-to-BLEU run's)",
     )
     add("--extra", action="append", default=[], help="a Hydra override for every setting (repeatable)")
+    add(
+        "--before",
+        metavar="REV",
+        help="add a setting: the first one's, with --module's code at this git revision",
+    )
+    add("--module", action="append", default=[], help="with --before: a module to take from REV (repeatable)")
     add("--profile", type=int, nargs="?", const=25, default=0, help="top N operators of 10 more updates")
     add("--seed", type=int, default=1234)
     add("--work", default="bench/work/levers")
     args = parser.parse_args()
+    if bool(args.before) != bool(args.module):
+        parser.error("--before and --module go together: the revision, and the modules to take from it")
     settings = [_label_and_overrides(text) for text in (args.setting or DEFAULT_SETTINGS)]
-    setup, rows = measure(args, settings)
+    setup, settings, rows = measure(args, settings)
     print(
         f"\n{'toy task' if setup['toy'] else 'Bible'}, {args.attention}: hidden {setup['hidden']}, "
         f"max_tokens {setup['max_tokens']}, "
@@ -175,6 +210,8 @@ def main() -> None:
             f"| {label} | {row['median_s']:.3f} | {row['tgt_tokens_per_s']:,.0f} | {row['paired_ratio']:.2f} "
             f"| {row['page_faults']:,.0f} | {row['saved_mib']:.2f} |"
         )
+    if setup["swapped"]:
+        print(f"\nat {args.before}: {', '.join(setup['swapped'])}")
     if setup["profile"]:
         print(f"\n{settings[0][0]}: 10 updates, by operator\n{setup['profile']}")
 

@@ -11,9 +11,12 @@ step's new state ``h_t``.
 
 Written as autograd operators this is about a dozen backward nodes per step, and the values' gradient
 ``Σ_t α_tᵀ ∂L/∂c_t`` comes as ``T`` outer products (inner size 1) accumulated one by one. :class:`StepAttention`
-reads it as one autograd function per step whose backward is written out (softmax, σ and ``v``); each step adds its
-keys' gradient into one buffer and keeps ``(α_t, ∂L/∂c_t)``; after the last step the values' gradient is one batched
-product ``(B, S, T) × (B, T, D)``, as :mod:`~seq2seq.models.step_weights` does for weights.
+reads it as one autograd function per step whose backward is written out (softmax, σ and ``v``); each step adds
+``∂e_t σ'_t`` into one buffer, which the memory's backward multiplies by ``v`` once for the keys' gradient, and keeps
+``(α_t, ∂L/∂c_t)``; after the last step the values' gradient is one batched product ``(B, S, T) × (B, T, D)``, as
+:mod:`~seq2seq.models.step_weights` does for weights. In the step loop a ``(B, S, A)`` elementwise pass takes several
+times its time in isolation (``docs/performance.md``), so the backward makes few of them: σ' in the recomputed gates'
+place, the query's gradient as one ``(B, 1, S) × (B, S, A)`` product.
 
 Its backward needs each step's gates ``g_t`` ``(B, S, A)``: ``T`` of them are most of what a training update keeps
 for its backward (on the toy benchmark 79 MiB kept with them, 26 without: ``docs/performance.md``). With
@@ -64,7 +67,10 @@ class _Reads:
         self.recompute = recompute
         self.weights: list[Tensor] = []
         self.context_grads: dict[int, Tensor] = {}
-        self.keys_grad: Tensor | None = None
+        self.keys_grad: Tensor | None = (
+            None  # Σ_t ∂e_t σ'_t (B, S, A), the keys' gradient but for the factor v
+        )
+        self.energy: Tensor | None = None  # v (A,), as the backward saw it
 
 
 class _Read(torch.autograd.Function):
@@ -90,19 +96,30 @@ class _Read(torch.autograd.Function):
         steps.context_grads[ctx.index] = (
             grad_context  # the values' share: in _GatherMemory, all steps at once
         )
-        # ∂α through the context, plus any direct use of the weights (zeros when none)
-        grad_weights = torch.baddbmm(grad_weights.unsqueeze(-1), values, grad_context.unsqueeze(-1))
+        # ∂α through the context, plus any direct use of the weights (zeros when none), as (B, 1, D) × (B, D, S):
+        # the same product as (B, S, D) × (B, D, 1), which CPU bmm runs about 10× slower (one output column)
+        grad_weights = torch.baddbmm(
+            grad_weights.unsqueeze(1), grad_context.unsqueeze(1), values.transpose(1, 2)
+        ).squeeze(1)  # (B, S)
         # softmax: ∂e_j = α_j (∂α_j − Σ_k α_k ∂α_k); zero at padding, where α is 0. Then ∂(2 g v) / ∂g:
-        weights = weights.unsqueeze(-1)  # (B, S, 1)
-        grad_scores = weights * (grad_weights - (weights * grad_weights).sum(1, keepdim=True)) * 2
+        grad_scores = (
+            weights * (grad_weights - (weights * grad_weights).sum(1, keepdim=True)) * 2
+        ).unsqueeze(-1)
         grad_energy = grad_scores.reshape(1, -1) @ gates.flatten(0, 1)  # (1, A)
-        # σ' = σ(1 − σ); pre = keys + 2 W q: the keys' gradient is ∂pre, W q's is twice it summed over S
-        grad_pre = torch.ops.aten.sigmoid_backward(grad_scores * energy[0], gates)  # (B, S, A)
+        # σ' = σ(1 − σ), and ∂L/∂g = ∂e v: ∂pre = ∂e v σ'. pre = keys + 2 W q, so W q's gradient is 2 v Σ_s ∂e σ', one
+        # (B, 1, S) × (B, S, A) product, and the keys' is ∂e σ' times v, which the memory's backward applies once to
+        # the sum over steps: no (B, S, A) tensor of ∂pre per step
+        if steps.recompute:  # the gates are this backward's own: σ' in their place
+            slope = gates.addcmul_(gates, gates, value=-1)
+        else:  # kept for the graph (a retained one runs again)
+            slope = torch.addcmul(gates, gates, gates, value=-1)
+        grad_projected = torch.bmm(grad_scores.transpose(1, 2), slope).squeeze(1).mul_(energy[0]).mul_(2)
         if steps.keys_grad is None:
-            steps.keys_grad = grad_pre
+            steps.keys_grad = slope.mul_(grad_scores) if steps.recompute else slope * grad_scores
+            steps.energy = energy[0]
         else:
-            steps.keys_grad.add_(grad_pre)
-        return grad_pre.sum(1).mul_(2), None, None, grad_energy, None
+            steps.keys_grad.addcmul_(slope, grad_scores)
+        return grad_projected, None, None, grad_energy, None
 
 
 def _gates(keys: Tensor, projected: Tensor) -> Tensor:
@@ -120,12 +137,17 @@ class _GatherMemory(torch.autograd.Function):
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_keys: Tensor, grad_values: Tensor):
         steps = ctx.steps
-        if steps.keys_grad is not None:
-            grad_keys = grad_keys + steps.keys_grad  # grad_keys, grad_values: other uses (zeros when none)
+        if steps.keys_grad is not None:  # Σ_t ∂e_t σ'_t, times v: the keys' gradient from every step
+            # grad_keys, grad_values: other uses (zeros when none)
+            grad_keys = torch.addcmul(grad_keys, steps.keys_grad, steps.energy)
         order = sorted(steps.context_grads)
         if order:
             weights = torch.stack([steps.weights[i] for i in order], dim=2)  # (B, S, T)
             grads = torch.stack([steps.context_grads[i] for i in order], dim=1)  # (B, T, D)
             grad_values = torch.baddbmm(grad_values, weights, grads)
-        steps.keys_grad, steps.context_grads = None, {}  # (α stays while the graph does: it can run again)
+        steps.keys_grad, steps.energy, steps.context_grads = (
+            None,
+            None,
+            {},
+        )  # (α stays: the graph can run again)
         return grad_keys, grad_values, None
