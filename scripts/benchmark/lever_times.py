@@ -89,6 +89,7 @@ def measure(
         module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
         updates.append(side.training_update(module, cfg, torch.device("cpu")))
         modules.append(module)
+        setup.setdefault("attention", cfg.model.attention.name)  # the first setting's (--extra may change it)
 
     next_batch = side.training_batches(datamodule)
     seconds: list[list[float]] = [[] for _ in settings]
@@ -196,7 +197,7 @@ def main() -> None:
     settings = [_label_and_overrides(text) for text in (args.setting or DEFAULT_SETTINGS)]
     setup, settings, rows = measure(args, settings)
     print(
-        f"\n{'toy task' if setup['toy'] else 'Bible'}, {args.attention}: hidden {setup['hidden']}, "
+        f"\n{'toy task' if setup['toy'] else 'Bible'}, {setup['attention']}: hidden {setup['hidden']}, "
         f"max_tokens {setup['max_tokens']}, "
         f"{args.threads} threads, {args.updates} timed updates of each setting after {args.warmup}, interleaved\n"
     )
