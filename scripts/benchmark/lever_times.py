@@ -19,9 +19,9 @@ second, and the median paired ratio to the first setting. Run it on a quiet mach
 column is what autograd keeps for the backward of one update (an extra, untimed update before the warm-up): the
 distinct storages its saved-tensor hook sees, the parameters left out.
 
-A code change without a switch: ``--before REV --module seq2seq.models.x`` adds a setting, last, that runs the
-first setting's config with the named modules' code as at git revision ``REV`` (``code_versions.py``), paired on
-the same batches like the others.
+A code change without a switch: ``--before REV --module seq2seq.models.x`` adds a setting, last, whose model is
+built and updated with the first setting's config and the named modules' code as at git revision ``REV``
+(``code_versions.py``), paired on the same batches like the others.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def measure(
     base, datamodule, setup = side.matched_setup(args)
 
     updates, modules = [], []
-    for _, overrides in settings:
+    for index, (_, overrides) in enumerate(settings):
+        use_code(index)  # each model built with its own setting's code too
         cfg = side.compose_config(base + overrides)
         torch.manual_seed(cfg.seed)
         module = Seq2SeqModule(cfg, datamodule.src_tokenizer, datamodule.tgt_tokenizer)

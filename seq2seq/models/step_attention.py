@@ -115,7 +115,7 @@ class _Read(torch.autograd.Function):
             slope = torch.addcmul(gates, gates, gates, value=-1)
         grad_projected = torch.bmm(grad_scores.transpose(1, 2), slope).squeeze(1).mul_(energy[0]).mul_(2)
         if steps.keys_grad is None:
-            steps.keys_grad = slope.mul_(grad_scores) if steps.recompute else slope * grad_scores
+            steps.keys_grad = slope.mul_(grad_scores)  # slope is this backward's own tensor either way
             steps.energy = energy[0]
         else:
             steps.keys_grad.addcmul_(slope, grad_scores)
