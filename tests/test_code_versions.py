@@ -12,11 +12,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmark"))
 from code_versions import CodeVersions, RevisionError  # noqa: E402
 
-OLD = """
+MODULE = """
 import functools
 
 def helper():
-    return "old helper"
+    return "{tag} helper"
 
 def uses_helper():
     return helper()
@@ -32,63 +32,31 @@ class Base:
         return "base"
 
 class Thing(Base):
-    LIMIT = 1
+    LIMIT = {value}
 
     def value(self):
-        return 1  # the old value
+        return {value}
 
     def who(self):
-        return "old " + super().who()
+        return "{tag} " + super().who()
 
     @staticmethod
     @wrap
     def wrapped():
-        return "old wrapped"
-
+        return "{tag} wrapped"
+{comment}
     def same(self):
         return "same"
-"""
-
-NEW = """
-import functools
-
-def helper():
-    return "new helper"
-
-def uses_helper():
-    return helper()
-
-def wrap(f):
-    @functools.wraps(f)
-    def wrapper(*args):
-        return f(*args)
-    return wrapper
-
-class Base:
-    def who(self):
-        return "base"
-
-class Thing(Base):
-    LIMIT = 2
-
-    def value(self):
-        return 2
-
-    def who(self):
-        return "new " + super().who()
-
-    @staticmethod
-    @wrap
-    def wrapped():
-        return "new wrapped"
-
-    def same(self):
-        # a comment, and the method moved down by these lines: the same code
-        return "same"
-
-    def only_new(self):
-        return "only new"
-"""
+{extra}"""
+# the two revisions: what differs is named; `same` moves down a line behind a comment, and only the new one has
+# `only_new`
+OLD = MODULE.format(tag="old", value=1, comment="", extra="")
+NEW = MODULE.format(
+    tag="new",
+    value=2,
+    comment="    # a comment, and the method below moved down by a line: the same code\n",
+    extra='\n    def only_new(self):\n        return "only new"\n',
+)
 
 
 def _git(root: Path, *args: str) -> None:

@@ -36,7 +36,6 @@ class CodeVersions:
     """The modules ``names`` (dotted, importable) at git ``revision`` of the repository at ``root``."""
 
     def __init__(self, revision: str, names: list[str], root: Path = ROOT) -> None:
-        self.revision = revision
         self._swaps: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, current value, old value)
         self._old_in_use = False
         for name in names:

@@ -45,21 +45,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_orphans(path: Path) -> list[Path]:
+def remove_orphans(path: Path) -> None:
     """Remove temporary files of ``path`` left by writers on this host that are no longer alive.
 
     The names are ``.<target>.<host>-<pid>.<random>.tmp``; temporary files of live writers, of other hosts
-    (a shared file system) and of other targets are left alone. Returns the removed files.
+    (a shared file system) and of other targets are left alone.
     """
-    removed = []
     for candidate in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
         writer = candidate.name[len(path.name) + 2 : -len(TEMP_SUFFIX)].rpartition(".")[0]
         host, _, pid = writer.rpartition("-")
         if "." not in writer and host == _host() and pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
                 candidate.unlink()
-                removed.append(candidate)
-    return removed
 
 
 def umask() -> int:

@@ -50,7 +50,8 @@ class StepAttention:
     def __init__(
         self, keys: Tensor, values: Tensor, invalid: Tensor, energy: Tensor, recompute: bool = False
     ) -> None:
-        self.steps = _Reads(invalid, recompute)  # held by the graph's nodes; it holds no tensor with a graph
+        # held by the graph's nodes; it holds no tensor with a graph
+        self.steps = _Reads(invalid, energy.detach()[0], recompute)
         self.keys, self.values = _GatherMemory.apply(keys, values, self.steps)
         self.energy = energy
 
@@ -62,15 +63,14 @@ class StepAttention:
 class _Reads:
     """What the steps leave for the memory's gradients: the keys' running sum, and each step's α and ∂L/∂c."""
 
-    def __init__(self, invalid: Tensor, recompute: bool) -> None:
+    def __init__(self, invalid: Tensor, energy: Tensor, recompute: bool) -> None:
         self.invalid = invalid
+        self.energy = energy  # v (A,): the factor the keys' gradient is multiplied by once
         self.recompute = recompute
         self.weights: list[Tensor] = []
         self.context_grads: dict[int, Tensor] = {}
-        self.keys_grad: Tensor | None = (
-            None  # Σ_t ∂e_t σ'_t (B, S, A), the keys' gradient but for the factor v
-        )
-        self.energy: Tensor | None = None  # v (A,), as the backward saw it
+        # Σ_t ∂e_t σ'_t (B, S, A): the keys' gradient but for the factor v
+        self.keys_grad: Tensor | None = None
 
 
 class _Read(torch.autograd.Function):
@@ -116,7 +116,6 @@ class _Read(torch.autograd.Function):
         grad_projected = torch.bmm(grad_scores.transpose(1, 2), slope).squeeze(1).mul_(energy[0]).mul_(2)
         if steps.keys_grad is None:
             steps.keys_grad = slope.mul_(grad_scores)  # slope is this backward's own tensor either way
-            steps.energy = energy[0]
         else:
             steps.keys_grad.addcmul_(slope, grad_scores)
         return grad_projected, None, None, grad_energy, None
@@ -145,9 +144,5 @@ class _GatherMemory(torch.autograd.Function):
             weights = torch.stack([steps.weights[i] for i in order], dim=2)  # (B, S, T)
             grads = torch.stack([steps.context_grads[i] for i in order], dim=1)  # (B, T, D)
             grad_values = torch.baddbmm(grad_values, weights, grads)
-        steps.keys_grad, steps.energy, steps.context_grads = (
-            None,
-            None,
-            {},
-        )  # (α stays: the graph can run again)
+        steps.keys_grad, steps.context_grads = None, {}  # (α stays while the graph does: it can run again)
         return grad_keys, grad_values, None
