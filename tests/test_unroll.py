@@ -140,6 +140,7 @@ def test_luong_concat_reads_through_step_attention(monkeypatch):
     for attention, layers in (("luong_concat", 1), ("luong_concat", 2), ("bahdanau", 1)):
         reads.clear()
         model = _model("gru", attention, "init", True, layers)
+        model.fused_step = False  # else a one-layer GRU's Bahdanau step is one function
         model(src, lengths, tgt_in)[0].sum().backward()
         assert reads == [(3, h)] * steps, (attention, layers)  # the projected query W q: (B, A)
         reads.clear()

@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_SETTINGS = [
     "all levers on:",
     "without step weights: speed.step_weights=false",
+    "without fused step: speed.fused_step=false",
     "without step attention: speed.step_attention=false",
     "without recomputed attention gates: speed.recompute_attention=false",
     "without tanh as sigmoid: speed.tanh_as_sigmoid=false",

@@ -63,6 +63,7 @@ class SpeedConfig:
     fused_optimizer: bool = True
     tanh_as_sigmoid: bool = True
     step_attention: bool = True
+    fused_step: bool = True
     recompute_attention: bool = True
     keep_freed_memory: bool = True
     gru_kernel: bool = True

@@ -44,6 +44,8 @@ class EncoderDecoder(nn.Module):
             each gradient one product over all steps (``speed.step_weights``).
         step_attention: the hoisted loop's Bahdanau read as :class:`~seq2seq.models.step_attention.StepAttention`,
             one backward node per step, the memory's gradients gathered once (``speed.step_attention``).
+        fused_step: with both, a one-layer GRU's Bahdanau step as one autograd function
+            (:mod:`seq2seq.models.fused_step`; ``speed.fused_step``).
         onednn_matmul: the hoisted loop's per-step products through oneDNN on CPU (:mod:`seq2seq.models.onednn`;
             ``speed.onednn_matmul``).
     """
@@ -52,6 +54,7 @@ class EncoderDecoder(nn.Module):
     compile_step: bool = False
     step_weights: bool = True
     step_attention: bool = True
+    fused_step: bool = True
     onednn_matmul: bool = onednn.preferred()
 
     def __init__(
@@ -206,6 +209,7 @@ class EncoderDecoder(nn.Module):
                     self.step_weights,
                     self.step_attention,
                     self.onednn_matmul,
+                    self.fused_step,
                 )
             else:
                 out, weights = self.decoder.unroll(targets_in, memory, state, return_attention)

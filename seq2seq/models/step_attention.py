@@ -76,49 +76,64 @@ class _Reads:
 class _Read(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, projected: Tensor, keys: Tensor, values: Tensor, energy: Tensor, steps: _Reads):
-        gates = _gates(keys, projected)
-        # e = 2 g v without − Σv: softmax ignores a constant, and its gradient, Σ_j ∂e_j, is 0
-        context, weights = masked_read((gates @ energy[0]).mul_(2), steps.invalid, values)  # (B, D), (B, S)
-        ctx.steps, ctx.index = steps, len(steps.weights)
-        steps.weights.append(weights.detach())  # without its graph: no reference cycle through the node
-        # the gates, or what computes them again
-        kept = (keys, projected) if steps.recompute else (gates, None)
-        ctx.save_for_backward(*kept, weights, values, energy)
+        context, weights, kept = read_forward(projected, keys, values, energy, steps)
+        ctx.steps, ctx.index = steps, len(steps.weights) - 1
+        ctx.save_for_backward(*kept)
         return context, weights
 
     @staticmethod
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_context: Tensor, grad_weights: Tensor):
-        gates, projected, weights, values, energy = ctx.saved_tensors
-        steps = ctx.steps
-        if steps.recompute:
-            gates = _gates(gates, projected)  # kept were the keys
-        steps.context_grads[ctx.index] = (
-            grad_context  # the values' share: in _GatherMemory, all steps at once
+        grad_projected, grad_energy = read_backward(
+            ctx.steps, ctx.index, ctx.saved_tensors, grad_context, grad_weights
         )
-        # ∂α through the context, plus any direct use of the weights (zeros when none), as (B, 1, D) × (B, D, S):
-        # the same product as (B, S, D) × (B, D, 1), which CPU bmm runs about 10× slower (one output column)
-        grad_weights = torch.baddbmm(
-            grad_weights.unsqueeze(1), grad_context.unsqueeze(1), values.transpose(1, 2)
-        ).squeeze(1)  # (B, S)
-        # softmax: ∂e_j = α_j (∂α_j − Σ_k α_k ∂α_k); zero at padding, where α is 0. Then ∂(2 g v) / ∂g:
-        grad_scores = (
-            weights * (grad_weights - (weights * grad_weights).sum(1, keepdim=True)) * 2
-        ).unsqueeze(-1)
-        grad_energy = grad_scores.reshape(1, -1) @ gates.flatten(0, 1)  # (1, A)
-        # σ' = σ(1 − σ), and ∂L/∂g = ∂e v: ∂pre = ∂e v σ'. pre = keys + 2 W q, so W q's gradient is 2 v Σ_s ∂e σ', one
-        # (B, 1, S) × (B, S, A) product, and the keys' is ∂e σ' times v, which the memory's backward applies once to
-        # the sum over steps: no (B, S, A) tensor of ∂pre per step
-        if steps.recompute:  # the gates are this backward's own: σ' in their place
-            slope = gates.addcmul_(gates, gates, value=-1)
-        else:  # kept for the graph (a retained one runs again)
-            slope = torch.addcmul(gates, gates, gates, value=-1)
-        grad_projected = torch.bmm(grad_scores.transpose(1, 2), slope).squeeze(1).mul_(energy[0]).mul_(2)
-        if steps.keys_grad is None:
-            steps.keys_grad = slope.mul_(grad_scores)  # slope is this backward's own tensor either way
-        else:
-            steps.keys_grad.addcmul_(slope, grad_scores)
         return grad_projected, None, None, grad_energy, None
+
+
+def read_forward(
+    projected: Tensor, keys: Tensor, values: Tensor, energy: Tensor, steps: _Reads
+) -> tuple[Tensor, Tensor, tuple]:
+    """One step's read, without autograd: context ``(B, D)``, weights ``(B, S)``, and the tensors its backward
+    (:func:`read_backward`) needs, to be saved by the calling autograd function. Appends the weights to ``steps``:
+    the step's index is ``len(steps.weights) - 1``."""
+    gates = _gates(keys, projected)
+    # e = 2 g v without − Σv: softmax ignores a constant, and its gradient, Σ_j ∂e_j, is 0
+    context, weights = masked_read((gates @ energy[0]).mul_(2), steps.invalid, values)  # (B, D), (B, S)
+    steps.weights.append(weights.detach())  # without its graph: no reference cycle through a node
+    kept = (keys, projected) if steps.recompute else (gates, None)  # the gates, or what computes them again
+    return context, weights, (*kept, weights, values, energy)
+
+
+def read_backward(
+    steps: _Reads, index: int, saved: tuple, grad_context: Tensor, grad_weights: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The gradients of step ``index``'s projected query ``(B, A)`` and of ``v`` ``(1, A)``; the memory's shares
+    go into ``steps`` (module docstring). ``saved``: what :func:`read_forward` returned to keep."""
+    gates, projected, weights, values, energy = saved
+    if steps.recompute:
+        gates = _gates(gates, projected)  # kept were the keys
+    steps.context_grads[index] = grad_context  # the values' share: in _GatherMemory, all steps at once
+    # ∂α through the context, plus any direct use of the weights (zeros when none), as (B, 1, D) × (B, D, S):
+    # the same product as (B, S, D) × (B, D, 1), which CPU bmm runs about 10× slower (one output column)
+    grad_weights = torch.baddbmm(
+        grad_weights.unsqueeze(1), grad_context.unsqueeze(1), values.transpose(1, 2)
+    ).squeeze(1)  # (B, S)
+    # softmax: ∂e_j = α_j (∂α_j − Σ_k α_k ∂α_k); zero at padding, where α is 0. Then ∂(2 g v) / ∂g:
+    grad_scores = (weights * (grad_weights - (weights * grad_weights).sum(1, keepdim=True)) * 2).unsqueeze(-1)
+    grad_energy = grad_scores.reshape(1, -1) @ gates.flatten(0, 1)  # (1, A)
+    # σ' = σ(1 − σ), and ∂L/∂g = ∂e v: ∂pre = ∂e v σ'. pre = keys + 2 W q, so W q's gradient is 2 v Σ_s ∂e σ', one
+    # (B, 1, S) × (B, S, A) product, and the keys' is ∂e σ' times v, which the memory's backward applies once to
+    # the sum over steps: no (B, S, A) tensor of ∂pre per step
+    if steps.recompute:  # the gates are this backward's own: σ' in their place
+        slope = gates.addcmul_(gates, gates, value=-1)
+    else:  # kept for the graph (a retained one runs again)
+        slope = torch.addcmul(gates, gates, gates, value=-1)
+    grad_projected = torch.bmm(grad_scores.transpose(1, 2), slope).squeeze(1).mul_(energy[0]).mul_(2)
+    if steps.keys_grad is None:
+        steps.keys_grad = slope.mul_(grad_scores)  # slope is this backward's own tensor either way
+    else:
+        steps.keys_grad.addcmul_(slope, grad_scores)
+    return grad_projected, grad_energy
 
 
 def _gates(keys: Tensor, projected: Tensor) -> Tensor:

@@ -48,13 +48,17 @@ class _Steps:
         self.inputs: list[Tensor] = []
         self.grads: dict[int, Tensor] = {}
 
+    def record(self, x: Tensor) -> int:
+        """Keep a step's input ``(B, I)`` for the weight's gradient; returns the step's index."""
+        self.inputs.append(x.detach())
+        return len(self.inputs) - 1
+
 
 class _StepProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, add: Tensor, weight: Tensor, steps: _Steps) -> Tensor:
-        ctx.steps, ctx.index, ctx.bias = steps, len(steps.inputs), add.dim() == 1
+        ctx.steps, ctx.index, ctx.bias = steps, steps.record(x), add.dim() == 1
         ctx.save_for_backward(weight)
-        steps.inputs.append(x.detach())
         return onednn.addmm(add, x, weight, steps.use_onednn)
 
     @staticmethod

@@ -34,6 +34,7 @@ from torch import _VF, Tensor
 from seq2seq.models.attention import AdditiveScore, masked_read
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell, cell_from_gates
 from seq2seq.models.encoders import RecurrentState
+from seq2seq.models.fused_step import FusedStep
 from seq2seq.models.step_attention import StepAttention
 from seq2seq.models.step_weights import StepWeight
 
@@ -56,6 +57,7 @@ def teacher_forced(
     step_weights: bool = True,
     step_attention: bool = True,
     use_onednn: bool = True,
+    fused_step: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Attentional vectors ``h̃`` ``(B, T, H)`` for decoder inputs ``(B, T)`` (BOS first), and attention ``(B, T, S)``.
 
@@ -64,6 +66,7 @@ def teacher_forced(
     hoisted loop's weight gradients each as one product over all steps (:class:`StepWeight`; not with ``compile``
     or under autocast). ``step_attention``: Bahdanau's read in that loop through :class:`StepAttention` (same
     conditions, and ``tanh_as_sigmoid``). ``use_onednn``: the step weights' products through oneDNN on CPU.
+    ``fused_step``: with both of those, a one-layer GRU's Bahdanau step as one autograd function (:class:`FusedStep`).
     """
     if can_fuse(decoder):
         return fused_unroll(decoder, targets_in, memory, state, return_attention)
@@ -77,6 +80,7 @@ def teacher_forced(
         step_weights,
         step_attention,
         use_onednn,
+        fused_step,
     )
 
 
@@ -133,6 +137,7 @@ def hoisted_unroll(
     step_weights: bool = True,
     step_attention: bool = True,
     use_onednn: bool = True,
+    fused_step: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The step loop with the input-independent work done once (module docstring)."""
     rnn, attention = decoder.rnn, decoder.attention
@@ -163,6 +168,15 @@ def hoisted_unroll(
             memory.keys, memory.outputs, invalid, attention.energy_layer.weight, attention.recompute_gates
         )
     attentional = state.attentional
+    one_gru = decoder.rnn_type == "gru" and len(rnn.cells) == 1
+    if fused_step and one_gru and reads is not None and bahdanau and isinstance(w_h, StepWeight):
+        return _fused_loop(
+            FusedStep(w_h, w_rest, w_out, reads, b_h, b_out, use_onednn),
+            pre,
+            hs[0],
+            attentional if decoder.input_feeding else None,
+            return_attention,
+        )
     step = compiled_step() if compile else hoisted_step
     attentionals, all_weights = [], []
     # unbind, not pre[t]: one backward node stacking the steps' gradients, where each index's backward would
@@ -186,6 +200,21 @@ def hoisted_unroll(
         )
         attentionals.append(attentional)
         if return_attention and weights is not None:
+            all_weights.append(weights)
+    weights = torch.stack(all_weights, dim=1) if all_weights else None
+    return torch.stack(attentionals, dim=1), weights
+
+
+def _fused_loop(
+    plan: FusedStep, pre: Tensor, hidden: Tensor, attentional: Tensor | None, return_attention: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The hoisted loop with each step one autograd function (:mod:`seq2seq.models.fused_step`)."""
+    attentionals, all_weights = [], []
+    for pre_t in pre.unbind(0):
+        hidden, out, weights = plan.step(pre_t, hidden, attentional)
+        attentional = out if attentional is not None else None
+        attentionals.append(out)
+        if return_attention:
             all_weights.append(weights)
     weights = torch.stack(all_weights, dim=1) if all_weights else None
     return torch.stack(attentionals, dim=1), weights

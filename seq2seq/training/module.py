@@ -384,6 +384,7 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.compile_step = bool(speed.get("compile", False))
     model.step_weights = bool(speed.get("step_weights", True))
     model.step_attention = bool(speed.get("step_attention", True))
+    model.fused_step = bool(speed.get("fused_step", True))
     model.onednn_matmul = onednn.wanted(speed.get("onednn_matmul", "auto"))
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):

@@ -1,0 +1,168 @@
+"""A whole decoder step as one autograd function with its backward written out (:class:`FusedStep`).
+
+For the benchmark's decoder — one GRU layer whose step reads Bahdanau's additive attention with the previous state
+(Bahdanau et al. 2015, App. A), with or without input feeding (Luong et al. 2015, §3.3) — step ``t`` of the hoisted
+loop (``models/unroll.py``) is::
+
+    [g_h; q] = s_{t-1} [W_hh; W]ᵀ + [b_hh; 0]            c_t, α_t = read(q)   (models/step_attention.py)
+    g_x = [h̃_{t-1}; c_t] W_xᵀ + (W_ie y_{t-1} + b_ih)    (h̃_{t-1} only with input feeding)
+    r, z = σ(g_x^{r,z} + g_h^{r,z})       n = tanh(g_x^n + r ⊙ g_h^n)       s_t = n + z ⊙ (s_{t-1} − n)
+    h̃_t = tanh([s_t; c_t] W_cᵀ + b_c)
+
+(the GRU equations of ``nn.GRUCell``). Written as separate operators that is about twenty autograd nodes per step
+and five Python autograd functions (three step weights, the attention read, the memory); each costs tens of
+microseconds of dispatch on CPU, forward and backward, next to products of a few hundred. Here the step is one
+node: the forward computes the same operators without recording them, and the backward runs the chain rule
+in reverse by hand: ``tanh``'s derivative, ``∂[s_t; c_t] = ∂a W_c``, the GRU's gate derivatives into one
+``(B, 3H)`` buffer for ``∂g_x`` and one ``(B, 3H + A)`` buffer for ``∂[g_h; q]`` (no concatenation of parts),
+the attention read's backward (:func:`~seq2seq.models.step_attention.read_backward`), and ``∂s_{t-1}``,
+``∂h̃_{t-1}``. The weights' and memory's gradients are gathered over all steps as
+:class:`~seq2seq.models.step_weights.StepWeight` and :class:`~seq2seq.models.step_attention.StepAttention` do.
+Tested equal to the step loop (``tests/test_fused_step.py``, ``tests/test_unroll.py``); ``speed.fused_step``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from seq2seq.models import onednn
+from seq2seq.models.step_attention import StepAttention, read_backward, read_forward
+from seq2seq.models.step_weights import StepWeight
+
+
+class FusedStep:
+    """The step weights and attention memory of one forward pass, stepped by :meth:`step`.
+
+    Args:
+        w_h: ``[W_hh; W]ᵀ`` ``(H, 3H + A)``; w_x: the ``[h̃; c]`` (or ``c``) columns of ``W_ih``, transposed
+            ``(H + D or D, 3H)``; w_out: ``W_cᵀ`` ``(H + D, H)`` — each a :class:`StepWeight`.
+        reads: the attention memory (keys, values, ``v``).
+        b_h: ``[b_hh; 0]`` ``(3H + A,)``; b_out: ``b_c`` ``(H,)``.
+    """
+
+    def __init__(
+        self,
+        w_h: StepWeight,
+        w_x: StepWeight,
+        w_out: StepWeight,
+        reads: StepAttention,
+        b_h: Tensor,
+        b_out: Tensor,
+        use_onednn: bool = True,
+    ) -> None:
+        self.w_h, self.w_x, self.w_out, self.reads = w_h, w_x, w_out, reads
+        self.b_h, self.b_out, self.use_onednn = b_h, b_out, use_onednn
+
+    def step(self, pre: Tensor, hidden: Tensor, attentional: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``s_t`` ``(B, H)``, ``h̃_t`` ``(B, H)`` and ``α_t`` ``(B, S)`` from ``W_ie y_{t-1} + b_ih`` ``(B, 3H)``,
+        ``s_{t-1}`` and, with input feeding, ``h̃_{t-1}`` (None without)."""
+        reads = self.reads
+        return _Step.apply(
+            pre,
+            hidden,
+            attentional,
+            self.b_h,
+            self.b_out,
+            self.w_h.handle,
+            self.w_x.handle,
+            self.w_out.handle,
+            reads.keys,
+            reads.values,
+            reads.energy,
+            self,
+        )
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        pre: Tensor,
+        hidden: Tensor,
+        attentional: Tensor | None,
+        b_h: Tensor,
+        b_out: Tensor,
+        w_h: Tensor,
+        w_x: Tensor,
+        w_out: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        energy: Tensor,
+        plan: FusedStep,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        size, onednn_on = hidden.size(1), plan.use_onednn
+        gates = 3 * size
+        indices = [plan.w_h.steps.record(hidden)]  # each step weight's and the read's index of this step
+        projected = onednn.addmm(b_h, hidden, w_h, onednn_on)  # (B, 3H + A)
+        gates_h, query = projected[:, :gates], projected[:, gates:]
+        context, weights, kept = read_forward(query, keys, values, energy, plan.reads.steps)
+        indices.append(len(plan.reads.steps.weights) - 1)
+        rest = context if attentional is None else torch.cat([attentional, context], dim=1)
+        indices.append(plan.w_x.steps.record(rest))
+        gates_x = onednn.addmm(pre, rest, w_x, onednn_on)  # (B, 3H)
+        rz = torch.add(gates_x[:, : 2 * size], gates_h[:, : 2 * size]).sigmoid_()  # (B, 2H): r, z
+        recurrent_n = gates_h[:, 2 * size :]
+        n = torch.addcmul(gates_x[:, 2 * size :], rz[:, :size], recurrent_n).tanh_()
+        new_hidden = torch.lerp(n, hidden, rz[:, size:])  # n + z (s − n)
+        features = torch.cat([new_hidden, context], dim=1)
+        indices.append(plan.w_out.steps.record(features))
+        out = onednn.addmm(b_out, features, w_out, onednn_on).tanh_()  # h̃_t (B, H)
+        # the steps' records, not the plan: it holds the weights' handles and memory, with their graphs
+        ctx.records = (plan.w_h.steps, plan.reads.steps, plan.w_x.steps, plan.w_out.steps)
+        ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
+        ctx.save_for_backward(hidden, rz, n, recurrent_n, out, w_h, w_x, w_out, *kept)
+        return new_hidden, out, weights
+
+    @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
+    def backward(ctx: Any, grad_hidden: Tensor, grad_out: Tensor, grad_weights: Tensor):
+        hidden, rz, n, recurrent_n, out, w_h, w_x, w_out, *kept = ctx.saved_tensors
+        onednn_on = ctx.onednn
+        at_h, at_read, at_x, at_out = ctx.indices
+        steps_h, reads, steps_x, steps_out = ctx.records
+        size = hidden.size(1)
+        # h̃ = tanh(a): ∂a = ∂h̃ (1 − h̃²)
+        grad_a = torch.addcmul(grad_out, grad_out * out, out, value=-1)  # (B, H)
+        steps_out.grads[at_out] = grad_a
+        grad_features = onednn.mm(grad_a, w_out.t(), onednn_on)  # (B, H + D): ∂[s_t; c_t]
+        grad_new = grad_features[:, :size].add_(grad_hidden)  # ∂s_t, from h̃_t and from step t + 1
+        grad_context = grad_features[:, size:]
+        # the GRU: s_t = n + z (s − n)
+        r, z = rz[:, :size], rz[:, size:]
+        grad_x = rz.new_empty(rz.size(0), 3 * size)  # ∂g_x
+        grad_rz = grad_x[:, : 2 * size]
+        torch.mul(grad_new, hidden - n, out=grad_rz[:, size:])  # ∂z
+        grad_n = torch.addcmul(grad_new, grad_new, z, value=-1)  # ∂n = ∂s_t (1 − z)
+        grad_pre_n = grad_x[:, 2 * size :]
+        torch.mul(grad_n, torch.addcmul(torch.ones_like(n), n, n, value=-1), out=grad_pre_n)  # tanh'
+        torch.mul(grad_pre_n, recurrent_n, out=grad_rz[:, :size])  # ∂r
+        grad_rz.mul_(torch.addcmul(rz, rz, rz, value=-1))  # σ' = σ (1 − σ)
+        grad_h = grad_x.new_empty(grad_x.size(0), w_h.size(1))  # (B, 3H + A): ∂[g_h; q]
+        grad_h[:, : 2 * size].copy_(grad_rz)
+        torch.mul(grad_pre_n, r, out=grad_h[:, 2 * size : 3 * size])
+        steps_x.grads[at_x] = grad_x
+        grad_rest = onednn.mm(grad_x, w_x.t(), onednn_on)  # (B, H + D) or (B, D)
+        grad_attentional = grad_rest[:, :size] if ctx.feeding else None
+        grad_context = grad_context + grad_rest[:, -grad_context.size(1) :]
+        grad_query, grad_energy = read_backward(reads, at_read, tuple(kept), grad_context, grad_weights)
+        grad_h[:, 3 * size :].copy_(grad_query)
+        steps_h.grads[at_h] = grad_h
+        grad_previous = onednn.addmm(torch.mul(grad_new, z), grad_h, w_h.t(), onednn_on)  # ∂s_{t-1}
+        return (
+            grad_x,  # ∂(W_ie y_{t-1} + b_ih): the input gates' own
+            grad_previous,
+            grad_attentional,
+            grad_h.sum(0),
+            grad_a.sum(0),
+            None,  # the weights' gradients: one product each over all steps (StepWeight)
+            None,
+            None,
+            None,  # the memory's: all steps at once (StepAttention)
+            None,
+            grad_energy,
+            None,
+        )
