@@ -76,6 +76,12 @@ def test_the_no_autograd_products_equal_torch():
     close(onednn.mm_tn(a, c), a.t() @ c)  # (12, 5): 12 inner, the result a transposed view
     assert onednn.mm_tn(a, c).shape == (12, 5)
     assert set(counted(lambda: onednn.addmm(add, x, weight))) == {ONEDNN}
+    # 9 rows padded to 16, or (pad_rows=False: a training loop's products, all of one batch's rows) not
+    assert counted(lambda: onednn.addmm(add, x, weight)) == {ONEDNN: 2 * 16 * 12 * 16}
+    assert counted(lambda: onednn.mm(x, weight, pad_rows=False)) == {ONEDNN: 2 * 9 * 12 * 16}
+    close(onednn.addmm(add, x, weight, pad_rows=False), torch.addmm(add, x, weight))
+    close(onednn.addmm(bias, x, weight, pad_rows=False), torch.addmm(bias, x, weight))
+    close(onednn.mm(x, weight, pad_rows=False), x @ weight)
 
 
 def test_switched_off_or_strided_operands_stay_with_torch_exactly(monkeypatch):

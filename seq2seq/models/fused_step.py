@@ -97,20 +97,20 @@ class _Step(torch.autograd.Function):
         size, onednn_on = hidden.size(1), plan.use_onednn
         gates = 3 * size
         indices = [plan.w_h.steps.record(hidden)]  # each step weight's and the read's index of this step
-        projected = onednn.addmm(b_h, hidden, w_h, onednn_on)  # (B, 3H + A)
+        projected = onednn.addmm(b_h, hidden, w_h, onednn_on, False)  # (B, 3H + A)
         gates_h, query = projected[:, :gates], projected[:, gates:]
         context, weights, kept = read_forward(query, keys, values, energy, plan.reads.steps)
         indices.append(len(plan.reads.steps.weights) - 1)
         rest = context if attentional is None else torch.cat([attentional, context], dim=1)
         indices.append(plan.w_x.steps.record(rest))
-        gates_x = onednn.addmm(pre, rest, w_x, onednn_on)  # (B, 3H)
+        gates_x = onednn.addmm(pre, rest, w_x, onednn_on, False)  # (B, 3H)
         rz = torch.add(gates_x[:, : 2 * size], gates_h[:, : 2 * size]).sigmoid_()  # (B, 2H): r, z
         recurrent_n = gates_h[:, 2 * size :]
         n = torch.addcmul(gates_x[:, 2 * size :], rz[:, :size], recurrent_n).tanh_()
         new_hidden = torch.lerp(n, hidden, rz[:, size:])  # n + z (s − n)
         features = torch.cat([new_hidden, context], dim=1)
         indices.append(plan.w_out.steps.record(features))
-        out = onednn.addmm(b_out, features, w_out, onednn_on).tanh_()  # h̃_t (B, H)
+        out = onednn.addmm(b_out, features, w_out, onednn_on, False).tanh_()  # h̃_t (B, H)
         # the steps' records, not the plan: it holds the weights' handles and memory, with their graphs
         ctx.records = (plan.w_h.steps, plan.reads.steps, plan.w_x.steps, plan.w_out.steps)
         ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
@@ -128,7 +128,7 @@ class _Step(torch.autograd.Function):
         # h̃ = tanh(a): ∂a = ∂h̃ (1 − h̃²)
         grad_a = torch.addcmul(grad_out, grad_out * out, out, value=-1)  # (B, H)
         steps_out.grads[at_out] = grad_a
-        grad_features = onednn.mm(grad_a, w_out.t(), onednn_on)  # (B, H + D): ∂[s_t; c_t]
+        grad_features = onednn.mm(grad_a, w_out.t(), onednn_on, False)  # (B, H + D): ∂[s_t; c_t]
         grad_new = grad_features[:, :size].add_(grad_hidden)  # ∂s_t, from h̃_t and from step t + 1
         grad_context = grad_features[:, size:]
         # the GRU: s_t = n + z (s − n)
@@ -145,13 +145,13 @@ class _Step(torch.autograd.Function):
         grad_h[:, : 2 * size].copy_(grad_rz)
         torch.mul(grad_pre_n, r, out=grad_h[:, 2 * size : 3 * size])
         steps_x.grads[at_x] = grad_x
-        grad_rest = onednn.mm(grad_x, w_x.t(), onednn_on)  # (B, H + D) or (B, D)
+        grad_rest = onednn.mm(grad_x, w_x.t(), onednn_on, False)  # (B, H + D) or (B, D)
         grad_attentional = grad_rest[:, :size] if ctx.feeding else None
         grad_context = grad_context + grad_rest[:, -grad_context.size(1) :]
         grad_query, grad_energy = read_backward(reads, at_read, tuple(kept), grad_context, grad_weights)
         grad_h[:, 3 * size :].copy_(grad_query)
         steps_h.grads[at_h] = grad_h
-        grad_previous = onednn.addmm(torch.mul(grad_new, z), grad_h, w_h.t(), onednn_on)  # ∂s_{t-1}
+        grad_previous = onednn.addmm(torch.mul(grad_new, z), grad_h, w_h.t(), onednn_on, False)  # ∂s_{t-1}
         return (
             grad_x,  # ∂(W_ie y_{t-1} + b_ih): the input gates' own
             grad_previous,

@@ -59,14 +59,18 @@ class _StepProduct(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, add: Tensor, weight: Tensor, steps: _Steps) -> Tensor:
         ctx.steps, ctx.index, ctx.bias = steps, steps.record(x), add.dim() == 1
         ctx.save_for_backward(weight)
-        return onednn.addmm(add, x, weight, steps.use_onednn)
+        return onednn.addmm(add, x, weight, steps.use_onednn, pad_rows=False)  # every step: the batch's rows
 
     @staticmethod
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         (weight,) = ctx.saved_tensors
         ctx.steps.grads[ctx.index] = grad
-        grad_x = onednn.mm(grad, weight.t(), ctx.steps.use_onednn) if ctx.needs_input_grad[0] else None
+        grad_x = (
+            onednn.mm(grad, weight.t(), ctx.steps.use_onednn, pad_rows=False)
+            if ctx.needs_input_grad[0]
+            else None
+        )
         grad_add = (grad.sum(0) if ctx.bias else grad) if ctx.needs_input_grad[1] else None
         return grad_x, grad_add, None, None  # the weight's share: in _Gather, with every other step's
 
