@@ -130,7 +130,7 @@ class _GRULayer(torch.autograd.Function):
         hidden = w_hh.size(2)
         r_, z_, n_ = slice(0, hidden), slice(hidden, 2 * hidden), slice(2 * hidden, None)
         grad_h = torch.zeros_like(states[:, 0])
-        grad_x = torch.empty_like(states).repeat(1, 1, 1, 3)  # ∂L/∂(W_i x + b_i) per step, (D, S, B, 3H)
+        grad_x = states.new_empty(*states.shape[:3], 3 * hidden)  # ∂L/∂(W_i x + b_i) per step, (D, S, B, 3H)
         grad_from_h = torch.empty_like(grad_x)  # ∂L/∂(W_h h + b_h)
         for t in reversed(range(steps)):
             from_h, n = ctx.from_hs[t]
