@@ -9,9 +9,9 @@ loop (``models/unroll.py``) is::
     r, z = σ(g_x^{r,z} + g_h^{r,z})       n = tanh(g_x^n + r ⊙ g_h^n)       s_t = n + z ⊙ (s_{t-1} − n)
     h̃_t = tanh([s_t; c_t] W_cᵀ + b_c)
 
-(the GRU equations of ``nn.GRUCell``). Written as separate operators that is about twenty autograd nodes per step
-and five Python autograd functions (three step weights, the attention read, the memory); each costs tens of
-microseconds of dispatch on CPU, forward and backward, next to products of a few hundred. Here the step is one
+(the GRU equations of ``nn.GRUCell``). Written as separate operators that is about twenty autograd nodes per step,
+four of them Python autograd functions (the three step weights' products and the attention read); each costs
+tens of microseconds of dispatch on CPU, forward and backward, next to products of a few hundred. Here the step is one
 node: the forward computes the same operators without recording them, and the backward runs the chain rule
 in reverse by hand: ``tanh``'s derivative, ``∂[s_t; c_t] = ∂a W_c``, the GRU's gate derivatives into one
 ``(B, 3H)`` buffer for ``∂g_x`` and one ``(B, 3H + A)`` buffer for ``∂[g_h; q]`` (no concatenation of parts),
