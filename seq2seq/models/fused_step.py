@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from seq2seq.models import onednn
+from seq2seq.models import gru_kernel, onednn
 from seq2seq.models.step_attention import StepAttention, read_backward, read_forward
 from seq2seq.models.step_weights import StepWeight
 
@@ -104,9 +104,8 @@ class _Step(torch.autograd.Function):
         rest = context if attentional is None else torch.cat([attentional, context], dim=1)
         indices.append(plan.w_x.steps.record(rest))
         gates_x = onednn.addmm(pre, rest, w_x, onednn_on, False)  # (B, 3H)
-        rz = torch.add(gates_x[:, : 2 * size], gates_h[:, : 2 * size]).sigmoid_()  # (B, 2H): r, z
-        recurrent_n = gates_h[:, 2 * size :]
-        n = torch.addcmul(gates_x[:, 2 * size :], rz[:, :size], recurrent_n).tanh_()
+        # the GRU's gates, as in the encoder's kernel: σ of the r, z arguments (in gates_h's place) and n
+        rz, n = gru_kernel.gates(gates_x, gates_h)
         new_hidden = torch.lerp(n, hidden, rz[:, size:])  # n + z (s − n)
         features = torch.cat([new_hidden, context], dim=1)
         indices.append(plan.w_out.steps.record(features))
@@ -114,36 +113,27 @@ class _Step(torch.autograd.Function):
         # the steps' records, not the plan: it holds the weights' handles and memory, with their graphs
         ctx.records = (plan.w_h.steps, plan.reads.steps, plan.w_x.steps, plan.w_out.steps)
         ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
-        ctx.save_for_backward(hidden, rz, n, recurrent_n, out, w_h, w_x, w_out, *kept)
+        ctx.save_for_backward(hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept)
         return new_hidden, out, weights
 
     @staticmethod
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_hidden: Tensor, grad_out: Tensor, grad_weights: Tensor):
-        hidden, rz, n, recurrent_n, out, w_h, w_x, w_out, *kept = ctx.saved_tensors
+        hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept = ctx.saved_tensors
         onednn_on = ctx.onednn
         at_h, at_read, at_x, at_out = ctx.indices
         steps_h, reads, steps_x, steps_out = ctx.records
         size = hidden.size(1)
         # h̃ = tanh(a): ∂a = ∂h̃ (1 − h̃²)
-        grad_a = torch.addcmul(grad_out, grad_out * out, out, value=-1)  # (B, H)
+        grad_a = torch.ops.aten.tanh_backward(grad_out, out)  # (B, H)
         steps_out.grads[at_out] = grad_a
         grad_features = onednn.mm(grad_a, w_out.t(), onednn_on, False)  # (B, H + D): ∂[s_t; c_t]
         grad_new = grad_features[:, :size].add_(grad_hidden)  # ∂s_t, from h̃_t and from step t + 1
         grad_context = grad_features[:, size:]
-        # the GRU: s_t = n + z (s − n)
-        r, z = rz[:, :size], rz[:, size:]
-        grad_x = rz.new_empty(rz.size(0), 3 * size)  # ∂g_x
-        grad_rz = grad_x[:, : 2 * size]
-        torch.mul(grad_new, hidden - n, out=grad_rz[:, size:])  # ∂z
-        grad_n = torch.addcmul(grad_new, grad_new, z, value=-1)  # ∂n = ∂s_t (1 − z)
-        grad_pre_n = grad_x[:, 2 * size :]
-        torch.mul(grad_n, torch.addcmul(torch.ones_like(n), n, n, value=-1), out=grad_pre_n)  # tanh'
-        torch.mul(grad_pre_n, recurrent_n, out=grad_rz[:, :size])  # ∂r
-        grad_rz.mul_(torch.addcmul(rz, rz, rz, value=-1))  # σ' = σ (1 − σ)
-        grad_h = grad_x.new_empty(grad_x.size(0), w_h.size(1))  # (B, 3H + A): ∂[g_h; q]
-        grad_h[:, : 2 * size].copy_(grad_rz)
-        torch.mul(grad_pre_n, r, out=grad_h[:, 2 * size : 3 * size])
+        # the GRU, s_t = n + z (s − n): its gates' derivatives into ∂g_x and the first 3H columns of ∂[g_h; q]
+        grad_x = rz.new_empty(rz.size(0), 3 * size)
+        grad_h = grad_x.new_empty(grad_x.size(0), w_h.size(1))  # (B, 3H + A)
+        gru_kernel.gate_gradients(grad_new, hidden, rz, n, gates_h, grad_x, grad_h[:, : 3 * size])
         steps_x.grads[at_x] = grad_x
         grad_rest = onednn.mm(grad_x, w_x.t(), onednn_on, False)  # (B, H + D) or (B, D)
         grad_attentional = grad_rest[:, :size] if ctx.feeding else None
@@ -151,7 +141,8 @@ class _Step(torch.autograd.Function):
         grad_query, grad_energy = read_backward(reads, at_read, tuple(kept), grad_context, grad_weights)
         grad_h[:, 3 * size :].copy_(grad_query)
         steps_h.grads[at_h] = grad_h
-        grad_previous = onednn.addmm(torch.mul(grad_new, z), grad_h, w_h.t(), onednn_on, False)  # ∂s_{t-1}
+        # ∂s_{t-1}: its direct share ∂s_t ⊙ z, and through W_h and W
+        grad_previous = onednn.addmm(grad_new * rz[:, size:], grad_h, w_h.t(), onednn_on, False)
         return (
             grad_x,  # ∂(W_ie y_{t-1} + b_ih): the input gates' own
             grad_previous,

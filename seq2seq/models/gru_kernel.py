@@ -73,6 +73,37 @@ def gru_layers(
     return layer_input.transpose(0, 1), torch.cat(finals)
 
 
+def gates(x: Tensor, from_h: Tensor) -> tuple[Tensor, Tensor]:
+    """The GRU's gates ``σ(·)`` of ``r, z`` ``(..., 2H)`` and ``n`` ``(..., H)`` from ``W_i x + b_i`` ``(..., 3H)`` and
+    ``W_h h + b_h`` (``from_h``, ``(..., ≥ 3H)``: its first ``2H`` columns become ``σ`` of the ``r, z`` arguments, in
+    place). The new state is ``n + z (h − n)``. Also the decoder's fused step (:mod:`seq2seq.models.fused_step`)."""
+    size = x.size(-1) // 3
+    rz = from_h[..., : 2 * size].add_(x[..., : 2 * size]).sigmoid_()
+    n = torch.addcmul(x[..., 2 * size :], rz[..., :size], from_h[..., 2 * size : 3 * size]).tanh_()
+    return rz, n
+
+
+def gate_gradients(
+    grad: Tensor, previous: Tensor, rz: Tensor, n: Tensor, from_h: Tensor, grad_x: Tensor, grad_from_h: Tensor
+) -> None:
+    """The backward of :func:`gates` and ``h' = n + z (h − n)`` for ``∂L/∂h'`` ``grad`` ``(..., H)``: writes
+    ``∂L/∂(W_i x + b_i)`` into ``grad_x`` and ``∂L/∂(W_h h + b_h)`` into ``grad_from_h`` (both ``(..., 3H)``).
+    ``previous`` is ``h``; ``rz``, ``n`` are :func:`gates`' results, ``from_h`` its second argument after it ran.
+    ``h``'s direct share, ``∂L/∂h' ⊙ z``, is the caller's."""
+    hidden = grad.size(-1)
+    r_, z_, n_ = slice(0, hidden), slice(hidden, 2 * hidden), slice(2 * hidden, 3 * hidden)
+    # n: through (1 − z) ⊙ · and tanh; r and z (grad_from_h's first 2H as scratch): through σ
+    tanh_grad = torch.addcmul(grad, grad, rz[..., z_], value=-1)
+    torch.ops.aten.tanh_backward.grad_input(tanh_grad, n, grad_input=grad_x[..., n_])
+    torch.mul(grad_x[..., n_], from_h[..., n_], out=grad_from_h[..., r_])
+    torch.mul(grad, previous - n, out=grad_from_h[..., z_])
+    torch.ops.aten.sigmoid_backward.grad_input(
+        grad_from_h[..., : 2 * hidden], rz, grad_input=grad_x[..., : 2 * hidden]
+    )
+    grad_from_h[..., : 2 * hidden] = grad_x[..., : 2 * hidden]
+    torch.mul(grad_x[..., n_], rz[..., r_], out=grad_from_h[..., n_])
+
+
 def _along(sequence: Tensor, index: Tensor) -> Tensor:
     """``sequence[index[t, b], b]``: ``(S, B, F)`` reordered in time per sentence by ``index`` ``(S, B)``."""
     return sequence.gather(0, index.unsqueeze(-1).expand_as(sequence))
@@ -110,9 +141,7 @@ class _GRULayer(torch.autograd.Function):
         from_hs = []  # per step (D, B, 3H): σ of the r, z arguments, and W_hn h + b_hn
         for t in range(steps):
             from_h = torch.baddbmm(b_hh, h, w_hh_t)  # (D, B, 3H): W_h h + b_h
-            x_t = projected[:, t]
-            rz = from_h[..., : 2 * hidden].add_(x_t[..., : 2 * hidden]).sigmoid_()
-            n = torch.addcmul(x_t[..., 2 * hidden :], rz[..., :hidden], from_h[..., 2 * hidden :]).tanh_()
+            rz, n = gates(projected[:, t], from_h)
             if alive[t] == batch:
                 h = torch.lerp(n, h, rz[..., hidden:], out=out[:, t])  # n + z (h − n)
             else:
@@ -128,7 +157,7 @@ class _GRULayer(torch.autograd.Function):
         inputs, mask, w_ih, w_hh, states = ctx.saved_tensors
         directions, steps, batch, _ = inputs.shape
         hidden = w_hh.size(2)
-        r_, z_, n_ = slice(0, hidden), slice(hidden, 2 * hidden), slice(2 * hidden, None)
+        z_ = slice(hidden, 2 * hidden)
         grad_h = torch.zeros_like(states[:, 0])
         grad_x = states.new_empty(*states.shape[:3], 3 * hidden)  # ∂L/∂(W_i x + b_i) per step, (D, S, B, 3H)
         grad_from_h = torch.empty_like(grad_x)  # ∂L/∂(W_h h + b_h)
@@ -142,18 +171,8 @@ class _GRULayer(torch.autograd.Function):
             else:  # h = h_prev + m (h_new − h_prev): a masked sentence passes its gradient straight on
                 grad_new = grad * mask[t]
                 grad_h = torch.addcmul(grad - grad_new, grad_new, rz[..., z_])
-            gx, gh = grad_x[:, t], grad_from_h[:, t]
-            # n: through (1 − z) ⊙ · and tanh; r and z (gh's first 2H as scratch): through σ
-            tanh_grad = torch.addcmul(grad_new, grad_new, rz[..., z_], value=-1)
-            torch.ops.aten.tanh_backward.grad_input(tanh_grad, n, grad_input=gx[..., n_])
-            torch.mul(gx[..., n_], from_h[..., n_], out=gh[..., r_])
-            torch.mul(grad_new, h_prev - n, out=gh[..., z_])
-            torch.ops.aten.sigmoid_backward.grad_input(
-                gh[..., : 2 * hidden], rz, grad_input=gx[..., : 2 * hidden]
-            )
-            gh[..., : 2 * hidden] = gx[..., : 2 * hidden]
-            torch.mul(gx[..., n_], rz[..., r_], out=gh[..., n_])
-            grad_h = torch.baddbmm(grad_h, gh, w_hh)  # + ∂L/∂(W_h h) W_h
+            gate_gradients(grad_new, h_prev, rz, n, from_h, grad_x[:, t], grad_from_h[:, t])
+            grad_h = torch.baddbmm(grad_h, grad_from_h[:, t], w_hh)  # + ∂L/∂(W_h h) W_h
         grad_x, grad_from_h = grad_x.flatten(1, 2), grad_from_h.flatten(1, 2)  # (D, S·B, 3H)
         previous = torch.cat([torch.zeros_like(states[:, :1]), states[:, :-1]], dim=1).flatten(1, 2)
         on, flat, d_ = ctx.use_onednn, inputs.flatten(1, 2), range(directions)  # one product per direction
