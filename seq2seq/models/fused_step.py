@@ -99,8 +99,8 @@ class _Step(torch.autograd.Function):
         indices = [plan.w_h.steps.record(hidden)]  # each step weight's and the read's index of this step
         projected = onednn.addmm(b_h, hidden, w_h, onednn_on, False)  # (B, 3H + A)
         gates_h, query = projected[:, :gates], projected[:, gates:]
-        context, weights, kept = read_forward(query, keys, values, energy, plan.reads.steps)
-        indices.append(len(plan.reads.steps.weights) - 1)
+        context, weights, kept, at_read = read_forward(query, keys, values, energy, plan.reads.steps)
+        indices.append(at_read)
         rest = context if attentional is None else torch.cat([attentional, context], dim=1)
         indices.append(plan.w_x.steps.record(rest))
         gates_x = onednn.addmm(pre, rest, w_x, onednn_on, False)  # (B, 3H)

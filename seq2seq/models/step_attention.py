@@ -76,8 +76,8 @@ class _Reads:
 class _Read(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, projected: Tensor, keys: Tensor, values: Tensor, energy: Tensor, steps: _Reads):
-        context, weights, kept = read_forward(projected, keys, values, energy, steps)
-        ctx.steps, ctx.index = steps, len(steps.weights) - 1
+        context, weights, kept, ctx.index = read_forward(projected, keys, values, energy, steps)
+        ctx.steps = steps
         ctx.save_for_backward(*kept)
         return context, weights
 
@@ -92,16 +92,16 @@ class _Read(torch.autograd.Function):
 
 def read_forward(
     projected: Tensor, keys: Tensor, values: Tensor, energy: Tensor, steps: _Reads
-) -> tuple[Tensor, Tensor, tuple]:
-    """One step's read, without autograd: context ``(B, D)``, weights ``(B, S)``, and the tensors its backward
-    (:func:`read_backward`) needs, to be saved by the calling autograd function. Appends the weights to ``steps``:
-    the step's index is ``len(steps.weights) - 1``."""
+) -> tuple[Tensor, Tensor, tuple, int]:
+    """One step's read, without autograd: context ``(B, D)``, weights ``(B, S)``, the tensors its backward
+    (:func:`read_backward`) needs, to be saved by the calling autograd function, and the step's index in
+    ``steps`` (its weights are appended there)."""
     gates = _gates(keys, projected)
     # e = 2 g v without − Σv: softmax ignores a constant, and its gradient, Σ_j ∂e_j, is 0
     context, weights = masked_read((gates @ energy[0]).mul_(2), steps.invalid, values)  # (B, D), (B, S)
     steps.weights.append(weights.detach())  # without its graph: no reference cycle through a node
     kept = (keys, projected) if steps.recompute else (gates, None)  # the gates, or what computes them again
-    return context, weights, (*kept, weights, values, energy)
+    return context, weights, (*kept, weights, values, energy), len(steps.weights) - 1
 
 
 def read_backward(
