@@ -1,12 +1,14 @@
 """FusedStep: a one-layer GRU's Bahdanau step as one autograd function equals the step loop, values and gradients."""
 
 import gc
+import os
+import shutil
 import weakref
 
 import pytest
 import torch
 
-from seq2seq.models import onednn
+from seq2seq.models import attention_kernel, onednn
 from seq2seq.models.fused_step import FusedStep
 from seq2seq.models.seq2seq import EncoderDecoder
 
@@ -39,10 +41,11 @@ def _batch():
     return src, torch.tensor([7, 5, 2]), tgt_in
 
 
-def _run(model, fast=True, fused=True, recompute=True, weights_in_loss=False):
+def _run(model, fast=True, fused=True, recompute=True, weights_in_loss=False, kernel=False):
     """Loss (cross-entropy, plus the attention weights' squares when asked), attention, every gradient."""
     model.fast_unroll, model.fused_step = fast, fused
     model.decoder.attention.recompute_gates = recompute
+    model.decoder.attention.attention_kernel = kernel
     model.zero_grad()
     src, lengths, tgt_in = _batch()
     logits, weights = model(src, lengths, tgt_in, return_attention=True)
@@ -62,15 +65,20 @@ def steps(monkeypatch):
 
 
 @pytest.mark.parametrize("input_feeding", [True, False])
-@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize("recompute, kernel", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("weights_in_loss", [False, True])
-def test_fused_step_equals_the_step_loop(steps, input_feeding, recompute, weights_in_loss):
+def test_fused_step_equals_the_step_loop(steps, input_feeding, recompute, kernel, weights_in_loss):
+    """Also with the attention scores by the compiled kernel (speed.attention_kernel), fused and not."""
+    if kernel:
+        if shutil.which(os.environ.get("CXX") or "c++") is None:
+            pytest.skip("no C++ compiler: speed.attention_kernel=auto falls back")
+        attention_kernel.load()
     model = _model(input_feeding)
     loss, weights, grads = _run(model, fast=False, weights_in_loss=weights_in_loss)
     assert steps == []
-    fused = _run(model, recompute=recompute, weights_in_loss=weights_in_loss)
+    fused = _run(model, recompute=recompute, weights_in_loss=weights_in_loss, kernel=kernel)
     assert len(steps) == _batch()[2].size(1)  # every target step
-    unfused = _run(model, fused=False, recompute=recompute, weights_in_loss=weights_in_loss)
+    unfused = _run(model, fused=False, recompute=recompute, weights_in_loss=weights_in_loss, kernel=kernel)
     for other in (fused, unfused):
         torch.testing.assert_close(other[0], loss, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(other[1], weights, rtol=1e-10, atol=1e-12)

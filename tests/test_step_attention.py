@@ -1,15 +1,27 @@
 """StepAttention: Bahdanau's read with a written-out backward equals autograd through the attention's own operators."""
 
 import gc
+import os
+import shutil
 import weakref
 
 import pytest
 import torch
 
+from seq2seq.models import attention_kernel
 from seq2seq.models.attention import BahdanauAttention, masked_read
 from seq2seq.models.step_attention import StepAttention
 
 B, S, H, A, T = 3, 5, 4, 6, 4
+COMPILER = shutil.which(os.environ.get("CXX") or "c++") is not None
+
+
+def _kernel():
+    """The compiled additive score (built here: a failed build fails the test), or a skip without a compiler."""
+    if not COMPILER:
+        pytest.skip("no C++ compiler: speed.attention_kernel=auto falls back")
+    attention_kernel.load()
+    return True
 
 
 def _setup(seed=0):
@@ -21,10 +33,14 @@ def _setup(seed=0):
     return attention, values, query, mask
 
 
-def _loop(attention, values, query, mask, fast, drop_step=None, use_weights=False, recompute=False):
+def _loop(
+    attention, values, query, mask, fast, drop_step=None, use_weights=False, recompute=False, kernel=False
+):
     """q_t = tanh(q_{t-1} + c_{t-1}): each query depends on the previous read; a loss over contexts (and weights)."""
     keys = attention.project_keys(values)
-    reads = StepAttention(keys, values, ~mask, attention.energy_layer.weight, recompute) if fast else None
+    weight = attention.energy_layer.weight
+    reads = StepAttention(keys, values, ~mask, weight, recompute, kernel) if fast else None
+    assert not fast or reads.steps.kernel == kernel
     q, loss = query, 0.0
     for t in range(T):
         projected = attention.query_layer(q)
@@ -46,8 +62,8 @@ def test_values_and_gradients_equal_autograd(drop_step, use_weights):
     attention, values, query, mask = _setup()
     inputs = [values, query, *attention.parameters()]
     results = {}
-    for fast, recompute in ((False, False), (True, False), (True, True)):
-        loss, weights = _loop(attention, values, query, mask, fast, drop_step, use_weights, recompute)
+    for fast, recompute, kernel in ((False, False, False), (True, False, False), (True, True, False)):
+        loss, weights = _loop(attention, values, query, mask, fast, drop_step, use_weights, recompute, kernel)
         results[fast, recompute] = (loss, weights, *torch.autograd.grad(loss, inputs))
     for plain, fast, recomputed in zip(*results.values(), strict=True):
         torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
@@ -56,9 +72,27 @@ def test_values_and_gradients_equal_autograd(drop_step, use_weights):
     assert all(g.abs().sum() > 0 for g in results[True, False][2:])  # every input gets a gradient
 
 
-@pytest.mark.parametrize("recompute", [False, True])
-def test_recompute_keeps_no_gates_between_forward_and_backward(recompute):
-    """Kept: one (B, S, A) tensor per step; recomputed: only the keys, the same for every step."""
+@pytest.mark.parametrize("drop_step, use_weights", [(None, False), (2, False), (None, True)])
+def test_the_compiled_kernel_equals_autograd(drop_step, use_weights):
+    """speed.attention_kernel: the scores and their backward by the compiled pass, in float64."""
+    kernel = _kernel()
+    attention, values, query, mask = _setup(4)
+    inputs = [values, query, *attention.parameters()]
+    plain = _loop(attention, values, query, mask, False, drop_step, use_weights)
+    compiled = _loop(attention, values, query, mask, True, drop_step, use_weights, kernel=kernel)
+    for a, b in zip(
+        (*compiled, *torch.autograd.grad(compiled[0], inputs)),
+        (*plain, *torch.autograd.grad(plain[0], inputs)),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("recompute, kernel", [(False, False), (True, False), (False, True)])
+def test_recompute_keeps_no_gates_between_forward_and_backward(recompute, kernel):
+    """Kept: one (B, S, A) tensor per step; recomputed (and with the kernel, whatever recompute says): only the
+    keys, the same for every step."""
+    kernel = kernel and _kernel()
     attention, values, query, mask = _setup(3)
     kept = []
 
@@ -67,14 +101,16 @@ def test_recompute_keeps_no_gates_between_forward_and_backward(recompute):
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss, _ = _loop(attention, values, query, mask, fast=True, recompute=recompute)
+        loss, _ = _loop(attention, values, query, mask, fast=True, recompute=recompute, kernel=kernel)
     storages = {t.untyped_storage().data_ptr() for t in kept if t.shape == (B, S, A)}
-    assert len(storages) == (1 if recompute else T)  # the keys, one storage for all steps; or T steps' gates
+    assert len(storages) == (1 if recompute or kernel else T)  # the keys for all steps; or T steps' gates
     loss.backward()
     assert values.grad.abs().sum() > 0
 
 
-def test_a_retained_graph_runs_twice_and_the_memory_has_other_uses():
+@pytest.mark.parametrize("kernel", [False, True])
+def test_a_retained_graph_runs_twice_and_the_memory_has_other_uses(kernel):
+    kernel = kernel and _kernel()
     attention, values, query, mask = _setup(1)
 
     def extra():
@@ -83,7 +119,7 @@ def test_a_retained_graph_runs_twice_and_the_memory_has_other_uses():
     expected = torch.autograd.grad(
         _loop(attention, values, query, mask, fast=False)[0] + extra(), [values, query]
     )
-    loss = _loop(attention, values, query, mask, fast=True)[0] + extra()
+    loss = _loop(attention, values, query, mask, fast=True, kernel=kernel)[0] + extra()
     first = torch.autograd.grad(loss, [values, query], retain_graph=True)
     second = torch.autograd.grad(loss, [values, query])  # the same graph, run again
     for a, b, e in zip(first, second, expected, strict=True):

@@ -42,6 +42,7 @@ DEFAULT_SETTINGS = [
     "without fused step: speed.fused_step=false",
     "without step attention: speed.step_attention=false",
     "without recomputed attention gates: speed.recompute_attention=false",
+    "without attention kernel: speed.attention_kernel=false",
     "without tanh as sigmoid: speed.tanh_as_sigmoid=false",
     "without fused Adam: speed.fused_optimizer=false",
     "without chunked loss: speed.loss_chunk=0",

@@ -24,7 +24,7 @@ from seq2seq.data.standard_sets import FILE_SOURCES
 from seq2seq.data.synthetic import TASKS
 from seq2seq.data.tokenizer import MODEL_TYPES
 from seq2seq.evaluation.tracking import LOGGERS, WANDB_MODES
-from seq2seq.models import onednn
+from seq2seq.models import attention_kernel, onednn
 from seq2seq.models.choices import ARCHITECTURES, ATTENTION_NAMES, LOCAL, MULTIHEAD
 from seq2seq.models.decoder import CONTEXT_MODES
 from seq2seq.models.decoding import SEARCHES
@@ -288,6 +288,10 @@ def validate_train(cfg: Any) -> None:
         lambda: _check(
             typed_cfg.speed.onednn_matmul in onednn.CHOICES,
             f"speed.onednn_matmul={typed_cfg.speed.onednn_matmul!r}: choose one of true, false, auto",
+        ),
+        lambda: _check(
+            typed_cfg.speed.attention_kernel in attention_kernel.CHOICES,
+            f"speed.attention_kernel={typed_cfg.speed.attention_kernel!r}: choose one of true, false, auto",
         ),
         lambda: check_precision(cfg.trainer),
     ]

@@ -65,6 +65,7 @@ class SpeedConfig:
     step_attention: bool = True
     fused_step: bool = True
     recompute_attention: bool = True
+    attention_kernel: bool | str = "auto"  # true | false | auto (where a C++ compiler builds it)
     keep_freed_memory: bool = True
     gru_kernel: bool = True
     onednn_matmul: bool | str = "auto"  # true | false | auto (oneDNN on AMD CPUs)

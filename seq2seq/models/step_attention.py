@@ -22,7 +22,9 @@ Its backward needs each step's gates ``g_t`` ``(B, S, A)``: ``T`` of them are mo
 for its backward (on the toy benchmark 79 MiB kept with them, 26 without: ``docs/performance.md``). With
 ``recompute`` (``speed.recompute_attention``) a step keeps only ``2 W q_t`` ``(B, A)`` and its backward computes
 ``g_t`` again, one add and one σ, as activation checkpointing does (Chen et al. 2016, "Training Deep Nets with
-Sublinear Memory Cost"); the gradients are the same bit for bit.
+Sublinear Memory Cost"); the gradients are the same bit for bit. With ``kernel`` (``speed.attention_kernel``) the
+scores and their backward are one compiled pass over the keys each (:mod:`~seq2seq.models.attention_kernel`), which
+keeps no gates and computes them again in the backward whatever ``recompute`` says.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from seq2seq.models import attention_kernel
 from seq2seq.models.attention import masked_read
 
 
@@ -45,13 +48,22 @@ class StepAttention:
         invalid: ``(B, S)`` bool, True at padding.
         energy: ``v`` as the energy layer's weight ``(1, A)``.
         recompute: each step's backward computes its gates again instead of keeping them (module docstring).
+        kernel: the scores by the compiled kernel (``speed.attention_kernel``, already built), where it applies.
     """
 
     def __init__(
-        self, keys: Tensor, values: Tensor, invalid: Tensor, energy: Tensor, recompute: bool = False
+        self,
+        keys: Tensor,
+        values: Tensor,
+        invalid: Tensor,
+        energy: Tensor,
+        recompute: bool = False,
+        kernel: bool = False,
     ) -> None:
         # held by the graph's nodes; it holds no tensor with a graph
-        self.steps = _Reads(invalid, energy.detach()[0], recompute)
+        self.steps = _Reads(
+            invalid, energy.detach()[0], recompute, attention_kernel.active(kernel, keys, energy)
+        )
         self.keys, self.values = _GatherMemory.apply(keys, values, self.steps)
         self.energy = energy
 
@@ -63,10 +75,11 @@ class StepAttention:
 class _Reads:
     """What the steps leave for the memory's gradients: the keys' running sum, and each step's α and ∂L/∂c."""
 
-    def __init__(self, invalid: Tensor, energy: Tensor, recompute: bool) -> None:
+    def __init__(self, invalid: Tensor, energy: Tensor, recompute: bool, kernel: bool) -> None:
         self.invalid = invalid
         self.energy = energy  # v (A,): the factor the keys' gradient is multiplied by once
         self.recompute = recompute
+        self.kernel = kernel
         self.weights: list[Tensor] = []
         self.context_grads: dict[int, Tensor] = {}
         # Σ_t ∂e_t σ'_t (B, S, A): the keys' gradient but for the factor v
@@ -96,11 +109,18 @@ def read_forward(
     """One step's read, without autograd: context ``(B, D)``, weights ``(B, S)``, the tensors its backward
     (:func:`read_backward`) needs, to be saved by the calling autograd function, and the step's index in
     ``steps`` (its weights are appended there)."""
-    gates = _gates(keys, projected)
     # e = 2 g v without − Σv: softmax ignores a constant, and its gradient, Σ_j ∂e_j, is 0
-    context, weights = masked_read((gates @ energy[0]).mul_(2), steps.invalid, values)  # (B, D), (B, S)
+    if steps.kernel:  # kept: the keys and W q, from which the kernel's backward computes the gates again
+        kept = (keys, projected)
+        scores = attention_kernel.scores(keys, projected, energy[0])
+    else:
+        gates = _gates(keys, projected)
+        kept = (
+            (keys, projected) if steps.recompute else (gates, None)
+        )  # the gates, or what computes them again
+        scores = (gates @ energy[0]).mul_(2)
+    context, weights = masked_read(scores, steps.invalid, values)  # (B, D), (B, S)
     steps.weights.append(weights.detach())  # without its graph: no reference cycle through a node
-    kept = (keys, projected) if steps.recompute else (gates, None)  # the gates, or what computes them again
     return context, weights, (*kept, weights, values, energy), len(steps.weights) - 1
 
 
@@ -110,8 +130,6 @@ def read_backward(
     """The gradients of step ``index``'s projected query ``(B, A)`` and of ``v`` ``(1, A)``; the memory's shares
     go into ``steps`` (module docstring). ``saved``: what :func:`read_forward` returned to keep."""
     gates, projected, weights, values, energy = saved
-    if steps.recompute:
-        gates = _gates(gates, projected)  # kept were the keys
     steps.context_grads[index] = grad_context  # the values' share: in _GatherMemory, all steps at once
     # ∂α through the context, plus any direct use of the weights (zeros when none), as (B, 1, D) × (B, D, S):
     # the same product as (B, S, D) × (B, D, 1), which CPU bmm runs about 10× slower (one output column)
@@ -119,7 +137,17 @@ def read_backward(
         grad_weights.unsqueeze(1), grad_context.unsqueeze(1), values.transpose(1, 2)
     ).squeeze(1)  # (B, S)
     # softmax: ∂e_j = α_j (∂α_j − Σ_k α_k ∂α_k); zero at padding, where α is 0. Then ∂(2 g v) / ∂g:
-    grad_scores = (weights * (grad_weights - (weights * grad_weights).sum(1, keepdim=True)) * 2).unsqueeze(-1)
+    grad_scores = weights * (grad_weights - (weights * grad_weights).sum(1, keepdim=True)) * 2  # (B, S)
+    if steps.kernel:  # kept were the keys
+        if steps.keys_grad is None:
+            steps.keys_grad = torch.zeros_like(gates)
+        grad_projected, grad_energy = attention_kernel.scores_backward(
+            gates, projected, energy[0], grad_scores, steps.keys_grad
+        )
+        return grad_projected, grad_energy.unsqueeze(0)
+    if steps.recompute:
+        gates = _gates(gates, projected)  # kept were the keys
+    grad_scores = grad_scores.unsqueeze(-1)
     # Σ_b (B, 1, S) × (B, S, A): the one-row product (1, B·S) × (B·S, A) ran several times slower in the step loop
     grad_energy = torch.bmm(grad_scores.transpose(1, 2), gates).sum(0)  # (1, A)
     # σ' = σ(1 − σ), and ∂L/∂g = ∂e v: ∂pre = ∂e v σ'. pre = keys + 2 W q, so W q's gradient is 2 v Σ_s ∂e σ', one

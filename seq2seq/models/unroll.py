@@ -165,7 +165,12 @@ def hoisted_unroll(
     reads = None
     if step_attention and deferred and isinstance(attention, AdditiveScore) and attention.tanh_as_sigmoid:
         reads = StepAttention(
-            memory.keys, memory.outputs, invalid, attention.energy_layer.weight, attention.recompute_gates
+            memory.keys,
+            memory.outputs,
+            invalid,
+            attention.energy_layer.weight,
+            attention.recompute_gates,
+            attention.attention_kernel,
         )
     attentional = state.attentional
     one_gru = decoder.rnn_type == "gru" and len(rnn.cells) == 1

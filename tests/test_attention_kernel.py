@@ -1,0 +1,123 @@
+"""The compiled additive score (models/attention_kernel.py): values and gradients of the operators it replaces, its
+build cache, and what happens without a compiler."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from seq2seq.models import attention_kernel
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX") or "c++") is None,
+    reason="no C++ compiler: speed.attention_kernel=auto falls back",
+)
+
+
+def _inputs(b, s, a, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.randn(b, s, a, generator=g, dtype=dtype) * 2
+    query = torch.randn(b, a + 3, generator=g, dtype=dtype)[
+        :, 1 : a + 1
+    ]  # strided rows: a slice, as in the step
+    v = torch.randn(a, generator=g, dtype=dtype)
+    grad = torch.randn(b, s, generator=g, dtype=dtype)
+    grad[0, -2:] = 0  # padding: α = 0, so no gradient
+    return keys, query, v, grad
+
+
+def _reference(keys, query, v, grad):
+    """The operators of models/step_attention.py: σ(K + 2 W q), 2 g v; ∂v, ∂(W q) and the keys' by autograd."""
+    keys, query, v = (t.clone().requires_grad_() for t in (keys, query, v))
+    gates = torch.sigmoid(keys + 2 * query.unsqueeze(1))
+    scores = 2 * gates @ v
+    # grad is ∂L/∂(g v), twice ∂L/∂e
+    grad_query, grad_v, grad_keys = torch.autograd.grad(scores, (query, v, keys), grad / 2)
+    return scores.detach(), grad_query, grad_v, grad_keys
+
+
+@pytest.mark.parametrize(
+    "a", [6, 37, 64]
+)  # under one vector, a remainder after whole vectors, whole vectors only
+def test_scores_and_gradients_equal_the_operators_in_float64(a):
+    attention_kernel.load()
+    keys, query, v, grad = _inputs(3, 5, a, torch.float64)
+    scores, grad_query, grad_v, grad_keys = _reference(keys, query, v, grad)
+    torch.testing.assert_close(attention_kernel.scores(keys, query, v), scores, rtol=1e-12, atol=1e-12)
+    keys_grad = torch.zeros_like(keys)
+    got_query, got_v = attention_kernel.scores_backward(keys, query, v, grad, keys_grad)
+    torch.testing.assert_close(got_query, grad_query, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_v, grad_v, rtol=1e-12, atol=1e-12)
+    # the kept running sum is the keys' gradient but for the factor v
+    torch.testing.assert_close(keys_grad * v, grad_keys, rtol=1e-12, atol=1e-12)
+    assert (keys_grad[0, -2:] == 0).all() and (keys_grad[0, :-2] != 0).all()
+
+
+def test_the_keys_running_sum_adds_up_over_steps():
+    attention_kernel.load()
+    keys, query, v, grad = _inputs(2, 4, 19, torch.float64, seed=1)
+    once = torch.zeros_like(keys)
+    attention_kernel.scores_backward(keys, query, v, grad, once)
+    twice = once.clone()
+    attention_kernel.scores_backward(keys, query, v, grad, twice)
+    torch.testing.assert_close(twice, 2 * once, rtol=1e-14, atol=0)
+
+
+def test_float32_within_rounding_of_the_operators():
+    """float32's σ through PyTorch's faster exp (20 ulp, as its softmax uses): within float32 rounding."""
+    attention_kernel.load()
+    keys, query, v, grad = _inputs(4, 9, 304, torch.float32, seed=2)
+    scores, grad_query, grad_v, grad_keys = _reference(keys, query, v, grad)
+    torch.testing.assert_close(attention_kernel.scores(keys, query, v), scores, rtol=1e-5, atol=1e-4)
+    keys_grad = torch.zeros_like(keys)
+    got_query, got_v = attention_kernel.scores_backward(keys, query, v, grad, keys_grad)
+    torch.testing.assert_close(got_query, grad_query, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_v, grad_v, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(keys_grad * v, grad_keys, rtol=1e-5, atol=1e-6)
+
+
+def test_active_only_for_what_it_computes():
+    keys = torch.zeros(2, 3, 4)
+    assert attention_kernel.active(True, keys, torch.zeros(1, 4))
+    assert not attention_kernel.active(False, keys)
+    assert not attention_kernel.active(True, keys.transpose(1, 2))  # strided keys
+    assert not attention_kernel.active(True, keys.half())
+    assert not attention_kernel.active(True, keys, torch.zeros(4, dtype=torch.float64))  # mixed dtypes
+
+
+@pytest.fixture
+def fresh_load(monkeypatch, tmp_path):
+    """load() forgets its cached result, builds into an empty cache; afterwards the usual one is found again."""
+    monkeypatch.setenv("SEQ2SEQ_KERNEL_CACHE", str(tmp_path / "kernels"))
+    attention_kernel.load.cache_clear()
+    yield tmp_path / "kernels"
+    attention_kernel.load.cache_clear()
+
+
+def test_a_build_is_kept_under_its_key_and_found_again(fresh_load):
+    library = attention_kernel.load()
+    assert library.startswith(str(fresh_load)) and os.path.getsize(library) > 0
+    built = os.path.getmtime(library)
+    attention_kernel.load.cache_clear()
+    assert attention_kernel.load() == library and os.path.getmtime(library) == built  # not built again
+    assert [p.name for p in fresh_load.glob("*/*.tmp")] == []  # no partial file left
+
+
+def test_without_a_compiler_auto_falls_back_and_true_says_what_to_do(fresh_load, monkeypatch, caplog):
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    assert attention_kernel.wanted(False) is False and attention_kernel.wanted("false") is False
+    with caplog.at_level("INFO", logger=attention_kernel.__name__):
+        assert attention_kernel.wanted("auto") is False
+    assert "no C++ compiler 'no-such-compiler'" in caplog.text
+    with pytest.raises(
+        attention_kernel.KernelUnavailable, match=r"speed.attention_kernel=true: no C\+\+ compiler"
+    ):
+        attention_kernel.wanted(True)
+
+
+def test_a_failing_compiler_reports_its_error(fresh_load, monkeypatch):
+    monkeypatch.setenv("CXX", "false")  # exists, exits 1
+    with pytest.raises(attention_kernel.KernelUnavailable, match=r"false failed \(1\)"):
+        attention_kernel.load()
+    assert list(fresh_load.glob("*/*.so")) == []
