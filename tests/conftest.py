@@ -15,8 +15,13 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from seq2seq.models import kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# the compiled operators (models/kernels.py), built once for the whole suite: subprocesses with their own HOME
+# would otherwise each build them again
+KERNEL_CACHE = {"SEQ2SEQ_KERNEL_CACHE": str(kernels.cache_dir())}
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -104,15 +109,18 @@ def tiny_cfg(tmp_path):
 
 
 def run_module(
-    module: str, *args: str, cwd: Path, home: Path | None = None, **kwargs
+    module: str, *args: str, cwd: Path, home: Path | None = None, extra_env: dict | None = None, **kwargs
 ) -> subprocess.CompletedProcess:
     """``python -m <module> <args>`` as a user would run it, in ``cwd``, with a clean environment (W&B
-    offline, ``HOME`` = ``home`` or ``cwd``); ``kwargs`` go to ``subprocess.run`` (``text``, ``input``, ``timeout``)."""
+    offline, ``HOME`` = ``home`` or ``cwd``, plus ``extra_env``); ``kwargs`` go to ``subprocess.run`` (``text``,
+    ``input``, ``timeout``)."""
     env = {
         "PATH": "/usr/bin:/bin",
         "WANDB_MODE": "offline",
         "PYTHONPATH": str(ROOT),
         "HOME": str(home or cwd),
+        **KERNEL_CACHE,
+        **(extra_env or {}),
     }
     kwargs.setdefault("timeout", 600)
     return subprocess.run(

@@ -1,5 +1,4 @@
-"""The compiled additive score (models/attention_kernel.py): values and gradients of the operators it replaces, its
-build cache, and what happens without a compiler."""
+"""The compiled additive score (models/attention_kernel.py): values and gradients of the operators it replaces."""
 
 import os
 import shutil
@@ -7,11 +6,11 @@ import shutil
 import pytest
 import torch
 
-from seq2seq.models import attention_kernel
+from seq2seq.models import attention_kernel, kernels
 
 pytestmark = pytest.mark.skipif(
     shutil.which(os.environ.get("CXX") or "c++") is None,
-    reason="no C++ compiler: speed.attention_kernel=auto falls back",
+    reason="no C++ compiler: speed.compiled_kernels=auto falls back",
 )
 
 
@@ -41,7 +40,7 @@ def _reference(keys, query, v, grad):
     "a", [6, 37, 64]
 )  # under one vector, a remainder after whole vectors, whole vectors only
 def test_scores_and_gradients_equal_the_operators_in_float64(a):
-    attention_kernel.load()
+    kernels.load()
     keys, query, v, grad = _inputs(3, 5, a, torch.float64)
     scores, grad_query, grad_v, grad_keys = _reference(keys, query, v, grad)
     torch.testing.assert_close(attention_kernel.scores(keys, query, v), scores, rtol=1e-12, atol=1e-12)
@@ -55,7 +54,7 @@ def test_scores_and_gradients_equal_the_operators_in_float64(a):
 
 
 def test_the_keys_running_sum_adds_up_over_steps():
-    attention_kernel.load()
+    kernels.load()
     keys, query, v, grad = _inputs(2, 4, 19, torch.float64, seed=1)
     once = torch.zeros_like(keys)
     attention_kernel.scores_backward(keys, query, v, grad, once)
@@ -66,7 +65,7 @@ def test_the_keys_running_sum_adds_up_over_steps():
 
 def test_float32_within_rounding_of_the_operators():
     """float32's σ through PyTorch's faster exp (20 ulp, as its softmax uses): within float32 rounding."""
-    attention_kernel.load()
+    kernels.load()
     keys, query, v, grad = _inputs(4, 9, 304, torch.float32, seed=2)
     scores, grad_query, grad_v, grad_keys = _reference(keys, query, v, grad)
     torch.testing.assert_close(attention_kernel.scores(keys, query, v), scores, rtol=1e-5, atol=1e-4)
@@ -84,40 +83,3 @@ def test_active_only_for_what_it_computes():
     assert not attention_kernel.active(True, keys.transpose(1, 2))  # strided keys
     assert not attention_kernel.active(True, keys.half())
     assert not attention_kernel.active(True, keys, torch.zeros(4, dtype=torch.float64))  # mixed dtypes
-
-
-@pytest.fixture
-def fresh_load(monkeypatch, tmp_path):
-    """load() forgets its cached result, builds into an empty cache; afterwards the usual one is found again."""
-    monkeypatch.setenv("SEQ2SEQ_KERNEL_CACHE", str(tmp_path / "kernels"))
-    attention_kernel.load.cache_clear()
-    yield tmp_path / "kernels"
-    attention_kernel.load.cache_clear()
-
-
-def test_a_build_is_kept_under_its_key_and_found_again(fresh_load):
-    library = attention_kernel.load()
-    assert library.startswith(str(fresh_load)) and os.path.getsize(library) > 0
-    built = os.path.getmtime(library)
-    attention_kernel.load.cache_clear()
-    assert attention_kernel.load() == library and os.path.getmtime(library) == built  # not built again
-    assert [p.name for p in fresh_load.glob("*/*.tmp")] == []  # no partial file left
-
-
-def test_without_a_compiler_auto_falls_back_and_true_says_what_to_do(fresh_load, monkeypatch, caplog):
-    monkeypatch.setenv("CXX", "no-such-compiler")
-    assert attention_kernel.wanted(False) is False and attention_kernel.wanted("false") is False
-    with caplog.at_level("INFO", logger=attention_kernel.__name__):
-        assert attention_kernel.wanted("auto") is False
-    assert "no C++ compiler 'no-such-compiler'" in caplog.text
-    with pytest.raises(
-        attention_kernel.KernelUnavailable, match=r"speed.attention_kernel=true: no C\+\+ compiler"
-    ):
-        attention_kernel.wanted(True)
-
-
-def test_a_failing_compiler_reports_its_error(fresh_load, monkeypatch):
-    monkeypatch.setenv("CXX", "false")  # exists, exits 1
-    with pytest.raises(attention_kernel.KernelUnavailable, match=r"false failed \(1\)"):
-        attention_kernel.load()
-    assert list(fresh_load.glob("*/*.so")) == []

@@ -502,7 +502,7 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
          "--embedding-size", "8", "--target-tokens", "60", "--updates", "3", "--warmup", "0",
          "--threads", "1", "--work", str(tmp_path / "work"), *(f"--extra={e}" for e in extra),
          "--setting", "on:", "--setting", "off: speed.step_weights=false speed.fused_optimizer=false",
-         "--setting", "gates kept: speed.recompute_attention=false", "--profile", "6",
+         "--setting", "gates kept: speed.recompute_attention=false speed.compiled_kernels=false", "--profile", "6",
          "--before", "HEAD", "--module", "seq2seq.models.step_attention"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

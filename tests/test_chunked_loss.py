@@ -1,5 +1,8 @@
 """The chunked output layer + cross-entropy equals F.cross_entropy of the full logits, loss and gradients."""
 
+import os
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -128,6 +131,7 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
         "speed.tanh_as_sigmoid=false",
         "speed.recompute_attention=false",
         "speed.onednn_matmul=false",
+        "speed.compiled_kernels=false",
     )
     validate_train(cfg)
     proto = train_tokenizer([" ".join(f"w{i}" for i in range(j, 12)) for j in range(12)], "word", 30)
@@ -135,10 +139,12 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     assert not module.model.fast_unroll and module.model.compile_step and module.loss_chunk == 0
     attention = module.model.decoder.attention
     assert attention.tanh_as_sigmoid is False and attention.recompute_gates is False
+    assert attention.compiled_kernels is False
     assert module.model.onednn_matmul is False and module.model.encoder.onednn_matmul is False
     default_model = Seq2SeqModule(tiny_cfg(), Tokenizer(proto), Tokenizer(proto)).model
     default = default_model.decoder.attention
     assert default.tanh_as_sigmoid and default.recompute_gates is True
+    assert default.compiled_kernels is (shutil.which(os.environ.get("CXX") or "c++") is not None)  # auto
     assert default_model.onednn_matmul is default_model.encoder.onednn_matmul is onednn.preferred()  # auto
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
@@ -147,6 +153,10 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
         ConfigError, match=r"speed.onednn_matmul='sometimes': choose one of true, false, auto"
     ):
         validate_train(tiny_cfg("speed.onednn_matmul=sometimes"))
+    with pytest.raises(
+        ConfigError, match=r"speed.compiled_kernels='sometimes': choose one of true, false, auto"
+    ):
+        validate_train(tiny_cfg("speed.compiled_kernels=sometimes"))
 
 
 def test_fused_optimizer_takes_the_same_adam_steps(tiny_cfg):

@@ -23,7 +23,7 @@ from seq2seq.data.errors import DataError
 from seq2seq.evaluate import evaluate
 from seq2seq.inference.checkpoint import CheckpointError
 from seq2seq.train import TrainingInterrupted, train
-from tests.conftest import ROOT, TINY, compose_train, run_module
+from tests.conftest import KERNEL_CACHE, ROOT, TINY, compose_train, run_module
 from tests.test_checkpoint import _compose
 
 # enough steps and checkpoints (a validation every 2 steps) for kills to land anywhere; one thread, so a
@@ -54,7 +54,13 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        **KERNEL_CACHE,
+    }
 
 
 def _kill_mid_run(

@@ -8,7 +8,7 @@ import weakref
 import pytest
 import torch
 
-from seq2seq.models import attention_kernel, onednn
+from seq2seq.models import kernels, onednn
 from seq2seq.models.fused_step import FusedStep
 from seq2seq.models.seq2seq import EncoderDecoder
 
@@ -45,7 +45,7 @@ def _run(model, fast=True, fused=True, recompute=True, weights_in_loss=False, ke
     """Loss (cross-entropy, plus the attention weights' squares when asked), attention, every gradient."""
     model.fast_unroll, model.fused_step = fast, fused
     model.decoder.attention.recompute_gates = recompute
-    model.decoder.attention.attention_kernel = kernel
+    model.decoder.attention.compiled_kernels = kernel
     model.zero_grad()
     src, lengths, tgt_in = _batch()
     logits, weights = model(src, lengths, tgt_in, return_attention=True)
@@ -68,11 +68,11 @@ def steps(monkeypatch):
 @pytest.mark.parametrize("recompute, kernel", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("weights_in_loss", [False, True])
 def test_fused_step_equals_the_step_loop(steps, input_feeding, recompute, kernel, weights_in_loss):
-    """Also with the attention scores by the compiled kernel (speed.attention_kernel), fused and not."""
+    """Also with the attention scores by the compiled kernel (speed.compiled_kernels), fused and not."""
     if kernel:
         if shutil.which(os.environ.get("CXX") or "c++") is None:
-            pytest.skip("no C++ compiler: speed.attention_kernel=auto falls back")
-        attention_kernel.load()
+            pytest.skip("no C++ compiler: speed.compiled_kernels=auto falls back")
+        kernels.load()
     model = _model(input_feeding)
     loss, weights, grads = _run(model, fast=False, weights_in_loss=weights_in_loss)
     assert steps == []

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Callback
 import seq2seq.train as train_module
 from seq2seq.train import TrainingInterrupted, train
 from seq2seq.training.resume import _differences, resolve_ckpt_path
-from tests.conftest import ROOT, TINY, compose_train
+from tests.conftest import KERNEL_CACHE, ROOT, TINY, compose_train
 
 # 48 copy pairs in 6 batches per epoch; dropout and teacher-forcing coin flips draw random numbers, and the
 # plateau scheduler (patience 0) halves the learning rate after every validation that does not improve.
@@ -153,7 +153,13 @@ def test_preemption_signal_saves_the_checkpoint_before_submitit_requeues(tmp_pat
 @pytest.mark.slow
 def test_sigterm_leaves_a_checkpoint_that_the_recorded_command_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    env = {"PATH": "/usr/bin:/bin", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": str(ROOT),
+        "HOME": str(tmp_path),
+        **KERNEL_CACHE,
+    }
     args = [*TINY, "trainer.max_steps=-1", "trainer.max_epochs=1000", "callbacks.early_stopping=null"]
     args += [f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
     process = subprocess.Popen(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import KERNEL_CACHE, ROOT
 from tests.slurm_cluster import ClusterUnavailable, SlurmCluster, slurm_cluster
 
 pytestmark = pytest.mark.slow
@@ -80,6 +80,7 @@ def sweep(directory: Path, cluster: SlurmCluster, *overrides: str) -> subprocess
         "HOME": str(directory.parent),
         "WANDB_MODE": "offline",
         "SEQ2SEQ_CACHE": str(directory / "cache"),
+        **KERNEL_CACHE,
         **cluster.env,
     }
     directory.mkdir(parents=True)

@@ -8,7 +8,7 @@ import weakref
 import pytest
 import torch
 
-from seq2seq.models import attention_kernel
+from seq2seq.models import kernels
 from seq2seq.models.attention import BahdanauAttention, masked_read
 from seq2seq.models.step_attention import StepAttention
 
@@ -19,8 +19,8 @@ COMPILER = shutil.which(os.environ.get("CXX") or "c++") is not None
 def _kernel():
     """The compiled additive score (built here: a failed build fails the test), or a skip without a compiler."""
     if not COMPILER:
-        pytest.skip("no C++ compiler: speed.attention_kernel=auto falls back")
-    attention_kernel.load()
+        pytest.skip("no C++ compiler: speed.compiled_kernels=auto falls back")
+    kernels.load()
     return True
 
 
@@ -74,7 +74,7 @@ def test_values_and_gradients_equal_autograd(drop_step, use_weights):
 
 @pytest.mark.parametrize("drop_step, use_weights", [(None, False), (2, False), (None, True)])
 def test_the_compiled_kernel_equals_autograd(drop_step, use_weights):
-    """speed.attention_kernel: the scores and their backward by the compiled pass, in float64."""
+    """speed.compiled_kernels: the scores and their backward by the compiled pass, in float64."""
     kernel = _kernel()
     attention, values, query, mask = _setup(4)
     inputs = [values, query, *attention.parameters()]

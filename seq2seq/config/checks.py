@@ -24,7 +24,7 @@ from seq2seq.data.standard_sets import FILE_SOURCES
 from seq2seq.data.synthetic import TASKS
 from seq2seq.data.tokenizer import MODEL_TYPES
 from seq2seq.evaluation.tracking import LOGGERS, WANDB_MODES
-from seq2seq.models import attention_kernel, onednn
+from seq2seq.models import kernels, onednn
 from seq2seq.models.choices import ARCHITECTURES, ATTENTION_NAMES, LOCAL, MULTIHEAD
 from seq2seq.models.decoder import CONTEXT_MODES
 from seq2seq.models.decoding import SEARCHES
@@ -290,8 +290,8 @@ def validate_train(cfg: Any) -> None:
             f"speed.onednn_matmul={typed_cfg.speed.onednn_matmul!r}: choose one of true, false, auto",
         ),
         lambda: _check(
-            typed_cfg.speed.attention_kernel in attention_kernel.CHOICES,
-            f"speed.attention_kernel={typed_cfg.speed.attention_kernel!r}: choose one of true, false, auto",
+            typed_cfg.speed.compiled_kernels in kernels.CHOICES,
+            f"speed.compiled_kernels={typed_cfg.speed.compiled_kernels!r}: choose one of true, false, auto",
         ),
         lambda: check_precision(cfg.trainer),
     ]

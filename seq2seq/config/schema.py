@@ -65,7 +65,7 @@ class SpeedConfig:
     step_attention: bool = True
     fused_step: bool = True
     recompute_attention: bool = True
-    attention_kernel: bool | str = "auto"  # true | false | auto (where a C++ compiler builds it)
+    compiled_kernels: bool | str = "auto"  # true | false | auto (where a C++ compiler builds them)
     keep_freed_memory: bool = True
     gru_kernel: bool = True
     onednn_matmul: bool | str = "auto"  # true | false | auto (oneDNN on AMD CPUs)

@@ -87,13 +87,13 @@ class AdditiveScore(Attention):
 
     ``recompute_gates`` (``speed.recompute_attention``): in the hoisted step loop's
     :class:`~seq2seq.models.step_attention.StepAttention`, each step's backward computes ``σ(…)`` ``(B, S, A)`` again
-    instead of keeping it; ``attention_kernel`` (``speed.attention_kernel``, resolved to a built kernel or False): its
+    instead of keeping it; ``compiled_kernels`` (``speed.compiled_kernels``, resolved to built ones or False): its
     scores and their backward by the compiled kernel of :mod:`~seq2seq.models.attention_kernel`.
     """
 
     tanh_as_sigmoid = True
     recompute_gates = True
-    attention_kernel = False
+    compiled_kernels = False
 
     def __init__(self, query_size: int, memory_size: int, attention_size: int) -> None:
         super().__init__()

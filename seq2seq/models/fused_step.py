@@ -61,7 +61,10 @@ class FusedStep:
         """``s_t`` ``(B, H)``, ``h̃_t`` ``(B, H)`` and ``α_t`` ``(B, S)`` from ``W_ie y_{t-1} + b_ih`` ``(B, 3H)``,
         ``s_{t-1}`` and, with input feeding, ``h̃_{t-1}`` (None without)."""
         reads = self.reads
-        return _Step.apply(
+        step = (
+            _CompiledStep if reads.steps.kernel else _Step
+        )  # the attention kernel's library has the step too
+        return step.apply(
             pre,
             hidden,
             attentional,
@@ -153,6 +156,104 @@ class _Step(torch.autograd.Function):
             None,
             None,
             None,  # the memory's: all steps at once (StepAttention)
+            None,
+            grad_energy,
+            None,
+        )
+
+
+class _CompiledStep(torch.autograd.Function):
+    """:class:`_Step` with its forward and backward each one C++ operator (``csrc/fused_step.cpp``: the same
+    operators in the same order, the scores by the attention kernel); the steps' records kept here, as there."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        pre: Tensor,
+        hidden: Tensor,
+        attentional: Tensor | None,
+        b_h: Tensor,
+        b_out: Tensor,
+        w_h: Tensor,
+        w_x: Tensor,
+        w_out: Tensor,
+        keys: Tensor,
+        values: Tensor,
+        energy: Tensor,
+        plan: FusedStep,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        reads = plan.reads.steps
+        onednn_on = onednn.active(plan.use_onednn, pre, hidden, w_h, w_x, w_out)
+        new_hidden, out, weights, projected, rz, n, rest, features = torch.ops.seq2seq_kernels.fused_step(
+            pre,
+            hidden,
+            attentional,
+            b_h,
+            b_out,
+            w_h,
+            w_x,
+            w_out,
+            keys,
+            values,
+            energy[0],
+            reads.invalid,
+            onednn_on,
+        )
+        size = hidden.size(1)
+        reads.weights.append(weights)
+        indices = [plan.w_h.steps.record(hidden), len(reads.weights) - 1]
+        indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]
+        ctx.records = (plan.w_h.steps, reads, plan.w_x.steps, plan.w_out.steps)
+        ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
+        gates_h, query = projected[:, : 3 * size], projected[:, 3 * size :]
+        ctx.save_for_backward(
+            hidden, rz, n, gates_h, out, w_h, w_x, w_out, keys, query, weights, values, energy
+        )
+        return new_hidden, out, weights
+
+    @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
+    def backward(ctx: Any, grad_hidden: Tensor, grad_out: Tensor, grad_weights: Tensor):
+        hidden, rz, n, gates_h, out, w_h, w_x, w_out, keys, query, weights, values, energy = ctx.saved_tensors
+        at_h, at_read, at_x, at_out = ctx.indices
+        steps_h, reads, steps_x, steps_out = ctx.records
+        if reads.keys_grad is None:
+            reads.keys_grad = torch.zeros_like(keys)
+        grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy, grad_context = (
+            torch.ops.seq2seq_kernels.fused_step_backward(
+                grad_hidden,
+                grad_out,
+                grad_weights,
+                hidden,
+                rz,
+                n,
+                gates_h,
+                out,
+                w_h,
+                w_x,
+                w_out,
+                keys,
+                query,
+                weights,
+                values,
+                energy[0],
+                reads.keys_grad,
+                ctx.feeding,
+                ctx.onednn,
+            )
+        )
+        steps_out.grads[at_out], steps_x.grads[at_x], steps_h.grads[at_h] = grad_a, grad_x, grad_h
+        reads.context_grads[at_read] = grad_context
+        return (
+            grad_x,
+            grad_previous,
+            grad_attentional if ctx.feeding else None,
+            grad_h.sum(0),
+            grad_a.sum(0),
+            None,  # the weights' and memory's gradients: gathered over all steps, as for _Step
+            None,
+            None,
+            None,
             None,
             grad_energy,
             None,

@@ -22,7 +22,7 @@ Its backward needs each step's gates ``g_t`` ``(B, S, A)``: ``T`` of them are mo
 for its backward (on the toy benchmark 79 MiB kept with them, 26 without: ``docs/performance.md``). With
 ``recompute`` (``speed.recompute_attention``) a step keeps only ``2 W q_t`` ``(B, A)`` and its backward computes
 ``g_t`` again, one add and one σ, as activation checkpointing does (Chen et al. 2016, "Training Deep Nets with
-Sublinear Memory Cost"); the gradients are the same bit for bit. With ``kernel`` (``speed.attention_kernel``) the
+Sublinear Memory Cost"); the gradients are the same bit for bit. With ``kernel`` (``speed.compiled_kernels``) the
 scores and their backward are one compiled pass over the keys each (:mod:`~seq2seq.models.attention_kernel`), which
 keeps no gates and computes them again in the backward whatever ``recompute`` says.
 """
@@ -48,7 +48,7 @@ class StepAttention:
         invalid: ``(B, S)`` bool, True at padding.
         energy: ``v`` as the energy layer's weight ``(1, A)``.
         recompute: each step's backward computes its gates again instead of keeping them (module docstring).
-        kernel: the scores by the compiled kernel (``speed.attention_kernel``, already built), where it applies.
+        kernel: the scores by the compiled kernel (``speed.compiled_kernels``, already built), where it applies.
     """
 
     def __init__(

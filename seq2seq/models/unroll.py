@@ -170,7 +170,7 @@ def hoisted_unroll(
             invalid,
             attention.energy_layer.weight,
             attention.recompute_gates,
-            attention.attention_kernel,
+            attention.compiled_kernels,
         )
     attentional = state.attentional
     one_gru = decoder.rnn_type == "gru" and len(rnn.cells) == 1

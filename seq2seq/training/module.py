@@ -30,7 +30,7 @@ from seq2seq.evaluation.head_alignment import Key, batch_head_alignments, has_he
 from seq2seq.evaluation.scoring import SentenceOutput, SplitScores, score_split
 from seq2seq.inference.checkpoint import build_model
 from seq2seq.inference.translator import Translator
-from seq2seq.models import attention_kernel, onednn
+from seq2seq.models import kernels, onednn
 from seq2seq.models.attention import AdditiveScore, attention_entropy
 from seq2seq.models.decoder import RecurrentDecoder, StackedCell
 from seq2seq.models.decoding import Decoding, decode_stream
@@ -387,12 +387,12 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.fused_step = bool(speed.get("fused_step", True))
     model.onednn_matmul = onednn.wanted(speed.get("onednn_matmul", "auto"))
     scores = [layer for layer in model.modules() if isinstance(layer, AdditiveScore)]
-    kernel_on = bool(scores) and attention_kernel.wanted(speed.get("attention_kernel", "auto"))
+    kernel_on = bool(scores) and kernels.wanted(speed.get("compiled_kernels", "auto"))
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))
             layer.recompute_gates = bool(speed.get("recompute_attention", True))
-            layer.attention_kernel = kernel_on
+            layer.compiled_kernels = kernel_on
         if isinstance(layer, RecurrentEncoder):
             layer.gru_kernel = bool(speed.get("gru_kernel", True))
             layer.onednn_matmul = model.onednn_matmul

@@ -6,13 +6,15 @@
 //     for every (b, s) with grad_bs ≠ 0, with g = σ(keys_bs + 2 query_b) and σ' = g (1 − g):
 //       v_rows_b += grad_bs g        query_rows_b += grad_bs σ'        keys_grad_bs += grad_bs σ'
 //   (query's rows may be strided: a slice of a wider product)
-#include <ATen/ATen.h>
+#include "additive_score.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+namespace seq2seq_kernels {
 namespace {
 
 using at::vec::Vectorized;
@@ -32,6 +34,8 @@ void check(const at::Tensor& keys, const at::Tensor& query, const at::Tensor& v)
   TORCH_CHECK(keys.scalar_type() == query.scalar_type() && keys.scalar_type() == v.scalar_type(),
               "additive_score: one dtype");
 }
+
+}  // namespace
 
 at::Tensor scores(const at::Tensor& keys, const at::Tensor& query, const at::Tensor& v) {
   check(keys, query, v);
@@ -66,7 +70,6 @@ at::Tensor scores(const at::Tensor& keys, const at::Tensor& query, const at::Ten
   return out;
 }
 
-// returns (v_rows (B,A), query_rows (B,A)); keys_grad is added to in place
 std::tuple<at::Tensor, at::Tensor> scores_backward(const at::Tensor& keys, const at::Tensor& query,
                                                    const at::Tensor& v, const at::Tensor& grad,
                                                    at::Tensor keys_grad) {
@@ -122,14 +125,14 @@ std::tuple<at::Tensor, at::Tensor> scores_backward(const at::Tensor& keys, const
   return {v_rows, query_rows};
 }
 
-}  // namespace
+}  // namespace seq2seq_kernels
 
-TORCH_LIBRARY(seq2seq_kernels, m) {
+TORCH_LIBRARY_FRAGMENT(seq2seq_kernels, m) {
   m.def("additive_score(Tensor keys, Tensor query, Tensor v) -> Tensor");
   m.def("additive_score_backward(Tensor keys, Tensor query, Tensor v, Tensor grad, Tensor(a!) keys_grad) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(seq2seq_kernels, CPU, m) {
-  m.impl("additive_score", &scores);
-  m.impl("additive_score_backward", &scores_backward);
+  m.impl("additive_score", &seq2seq_kernels::scores);
+  m.impl("additive_score_backward", &seq2seq_kernels::scores_backward);
 }

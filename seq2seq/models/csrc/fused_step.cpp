@@ -1,0 +1,128 @@
+// The fused decoder step of seq2seq/models/fused_step.py, its forward and its written-out backward, as two
+// operators: the same ATen operators in the same order as the Python _Step (so the same results), called from
+// C++ instead of Python, which spent more time dispatching a step's ~50 small operators than the step's
+// elementwise work. The maths and the names are fused_step.py's; the attention scores are additive_score.cpp's.
+#include "additive_score.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <optional>
+
+namespace seq2seq_kernels {
+namespace {
+
+using at::indexing::Slice;
+using at::Tensor;
+
+// x (B, K) times w (K, N) (plus a bias (N,)): through oneDNN's linear (w as its (N, K) transpose), or at::addmm /
+// at::mm, as onednn.addmm / onednn.mm with pad_rows=False
+Tensor product(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias, bool onednn) {
+  if (onednn) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                         .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
+                                       c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
+    return op.call(x, w.t(), bias, "none", c10::List<std::optional<at::Scalar>>(), c10::string_view(""));
+  }
+  return bias ? at::addmm(*bias, x, w) : at::mm(x, w);
+}
+
+// add (B, N) + x w
+Tensor add_product(const Tensor& add, const Tensor& x, const Tensor& w, bool onednn) {
+  return onednn ? product(x, w, std::nullopt, true).add_(add) : at::addmm(add, x, w);
+}
+
+// gru_kernel.gate_gradients: ∂L/∂(W_i x + b_i) into grad_x, ∂L/∂(W_h h + b_h) into grad_from_h (both (B, 3H))
+void gate_gradients(const Tensor& grad, const Tensor& previous, const Tensor& rz, const Tensor& n,
+                    const Tensor& from_h, Tensor grad_x, Tensor grad_from_h) {
+  const int64_t h = grad.size(1);
+  const Slice r_(0, h), z_(h, 2 * h), n_(2 * h, 3 * h), rz_(0, 2 * h);
+  Tensor tanh_grad = at::addcmul(grad, grad, rz.index({Slice(), z_}), -1);
+  Tensor grad_n = grad_x.index({Slice(), n_});
+  at::tanh_backward_out(grad_n, tanh_grad, n);
+  Tensor grad_h_r = grad_from_h.index({Slice(), r_});
+  at::mul_out(grad_h_r, grad_n, from_h.index({Slice(), n_}));
+  Tensor grad_h_z = grad_from_h.index({Slice(), z_});
+  at::mul_out(grad_h_z, grad, previous - n);
+  Tensor grad_x_rz = grad_x.index({Slice(), rz_});
+  at::sigmoid_backward_out(grad_x_rz, grad_from_h.index({Slice(), rz_}), rz);
+  grad_from_h.index({Slice(), rz_}).copy_(grad_x_rz);
+  Tensor grad_h_n = grad_from_h.index({Slice(), n_});
+  at::mul_out(grad_h_n, grad_n, rz.index({Slice(), r_}));
+}
+
+// (s_t, h̃_t, α_t, [g_h; q] with σ of r, z in place, rz, n, the input [h̃_{t-1}; c_t] or c_t, [s_t; c_t])
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step(
+    const Tensor& pre, const Tensor& hidden, const std::optional<Tensor>& attentional, const Tensor& b_h,
+    const Tensor& b_out, const Tensor& w_h, const Tensor& w_x, const Tensor& w_out, const Tensor& keys,
+    const Tensor& values, const Tensor& v, const Tensor& invalid, bool onednn) {
+  const int64_t size = hidden.size(1), gates = 3 * size;
+  Tensor projected = product(hidden, w_h, b_h, onednn);  // (B, 3H + A)
+  Tensor gates_h = projected.index({Slice(), Slice(0, gates)});
+  Tensor query = projected.index({Slice(), Slice(gates, std::nullopt)});
+  Tensor scores = seq2seq_kernels::scores(keys, query, v);
+  Tensor weights = at::softmax(scores.masked_fill(invalid, -std::numeric_limits<double>::infinity()), -1);
+  Tensor context = at::bmm(weights.unsqueeze(1), values).squeeze(1);
+  Tensor rest = attentional ? at::cat({*attentional, context}, 1) : context;
+  Tensor gates_x = add_product(pre, rest, w_x, onednn);  // (B, 3H)
+  Tensor rz = gates_h.index({Slice(), Slice(0, 2 * size)})
+                  .add_(gates_x.index({Slice(), Slice(0, 2 * size)}))
+                  .sigmoid_();
+  Tensor n = at::addcmul(gates_x.index({Slice(), Slice(2 * size, std::nullopt)}), rz.index({Slice(), Slice(0, size)}),
+                         gates_h.index({Slice(), Slice(2 * size, gates)}))
+                 .tanh_();
+  Tensor new_hidden = at::lerp(n, hidden, rz.index({Slice(), Slice(size, std::nullopt)}));
+  Tensor features = at::cat({new_hidden, context}, 1);
+  Tensor out = product(features, w_out, b_out, onednn).tanh_();
+  return {new_hidden, out, weights, projected, rz, n, rest, features};
+}
+
+// (∂(W_ie y + b_ih), ∂s_{t-1}, ∂h̃_{t-1} (empty without input feeding), ∂[g_h; q], ∂a, ∂v (1, A), ∂c_t)
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step_backward(
+    const Tensor& grad_hidden, const Tensor& grad_out, const Tensor& grad_weights, const Tensor& hidden,
+    const Tensor& rz, const Tensor& n, const Tensor& gates_h, const Tensor& out, const Tensor& w_h, const Tensor& w_x,
+    const Tensor& w_out, const Tensor& keys, const Tensor& query, const Tensor& weights, const Tensor& values,
+    const Tensor& v, Tensor keys_grad, bool feeding, bool onednn) {
+  const int64_t size = hidden.size(1);
+  Tensor grad_a = at::tanh_backward(grad_out, out);  // (B, H)
+  Tensor grad_features = product(grad_a, w_out.t(), std::nullopt, onednn);  // ∂[s_t; c_t]
+  Tensor grad_new = grad_features.index({Slice(), Slice(0, size)}).add_(grad_hidden);
+  Tensor grad_context = grad_features.index({Slice(), Slice(size, std::nullopt)});
+  Tensor grad_x = at::empty({rz.size(0), 3 * size}, rz.options());
+  Tensor grad_h = at::empty({grad_x.size(0), w_h.size(1)}, grad_x.options());  // (B, 3H + A)
+  gate_gradients(grad_new, hidden, rz, n, gates_h, grad_x, grad_h.index({Slice(), Slice(0, 3 * size)}));
+  Tensor grad_rest = product(grad_x, w_x.t(), std::nullopt, onednn);
+  Tensor grad_attentional = feeding ? grad_rest.index({Slice(), Slice(0, size)}) : at::empty({0}, grad_x.options());
+  grad_context = grad_context + grad_rest.index({Slice(), Slice(-grad_context.size(1), std::nullopt)});
+  // the attention read's backward (step_attention.read_backward with the kernel)
+  Tensor grad_alpha = at::baddbmm(grad_weights.unsqueeze(1), grad_context.unsqueeze(1), values.transpose(1, 2))
+                          .squeeze(1);
+  Tensor grad_scores = weights * (grad_alpha - (weights * grad_alpha).sum(1, true)) * 2;
+  auto [v_rows, query_rows] = seq2seq_kernels::scores_backward(keys, query, v, grad_scores, keys_grad);
+  grad_h.index({Slice(), Slice(3 * size, std::nullopt)}).copy_(query_rows.mul_(v).mul_(2));
+  Tensor grad_previous = add_product(grad_new * rz.index({Slice(), Slice(size, 2 * size)}), grad_h, w_h.t(), onednn);
+  return {grad_x, grad_previous, grad_attentional, grad_h, grad_a, v_rows.sum(0).unsqueeze(0), grad_context};
+}
+
+}  // namespace
+}  // namespace seq2seq_kernels
+
+TORCH_LIBRARY_FRAGMENT(seq2seq_kernels, m) {
+  m.def(
+      "fused_step(Tensor pre, Tensor hidden, Tensor? attentional, Tensor b_h, Tensor b_out, Tensor w_h, Tensor w_x, "
+      "Tensor w_out, Tensor keys, Tensor values, Tensor v, Tensor invalid, bool onednn) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "fused_step_backward(Tensor grad_hidden, Tensor grad_out, Tensor grad_weights, Tensor hidden, Tensor rz, "
+      "Tensor n, Tensor gates_h, Tensor out, Tensor w_h, Tensor w_x, Tensor w_out, Tensor keys, Tensor query, "
+      "Tensor weights, Tensor values, Tensor v, Tensor(a!) keys_grad, bool feeding, bool onednn) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(seq2seq_kernels, CPU, m) {
+  m.impl("fused_step", &seq2seq_kernels::step);
+  m.impl("fused_step_backward", &seq2seq_kernels::step_backward);
+}
