@@ -56,6 +56,14 @@ def _run(model, fast=True, fused=True, recompute=True, weights_in_loss=False, ke
     return loss.detach(), weights.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+def _kernel():
+    """The compiled operators (built here: a failed build fails the test), or a skip without a compiler."""
+    if shutil.which(os.environ.get("CXX") or "c++") is None:
+        pytest.skip("no C++ compiler: speed.compiled_kernels=auto falls back")
+    kernels.load()
+    return True
+
+
 @pytest.fixture
 def steps(monkeypatch):
     """How many steps ran through FusedStep."""
@@ -69,10 +77,7 @@ def steps(monkeypatch):
 @pytest.mark.parametrize("weights_in_loss", [False, True])
 def test_fused_step_equals_the_step_loop(steps, input_feeding, recompute, kernel, weights_in_loss):
     """Also with the attention scores by the compiled kernel (speed.compiled_kernels), fused and not."""
-    if kernel:
-        if shutil.which(os.environ.get("CXX") or "c++") is None:
-            pytest.skip("no C++ compiler: speed.compiled_kernels=auto falls back")
-        kernels.load()
+    kernel = kernel and _kernel()
     model = _model(input_feeding)
     loss, weights, grads = _run(model, fast=False, weights_in_loss=weights_in_loss)
     assert steps == []
@@ -130,10 +135,14 @@ def test_a_retained_graph_runs_twice():
         torch.testing.assert_close(p.grad, 2 * once[name], rtol=1e-12, atol=1e-14, msg=name)
 
 
-def test_the_steps_are_freed_with_the_graph_without_the_garbage_collector(monkeypatch):
+@pytest.mark.parametrize("kernel", [False, True])
+def test_the_steps_are_freed_with_the_graph_without_the_garbage_collector(monkeypatch, kernel):
+    """Nothing a step keeps refers back to its node (a cycle through a node is never collected: memory grows
+    with every update); also with the compiled operators."""
     made, init = [], FusedStep.__init__
     monkeypatch.setattr(FusedStep, "__init__", lambda self, *a: made.append(self) or init(self, *a))
     model = _model()
+    model.decoder.attention.compiled_kernels = kernel and _kernel()
     src, lengths, tgt_in = _batch()
     gc.disable()
     try:

@@ -200,7 +200,7 @@ class _CompiledStep(torch.autograd.Function):
             onednn_on,
         )
         size = hidden.size(1)
-        reads.weights.append(weights)
+        reads.weights.append(weights.detach())  # without its graph: no reference cycle through this node
         indices = [plan.w_h.steps.record(hidden), len(reads.weights) - 1]
         indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]
         ctx.records = (plan.w_h.steps, reads, plan.w_x.steps, plan.w_out.steps)
