@@ -36,20 +36,27 @@ def _reference(keys, query, v, grad):
     return scores.detach(), grad_query, grad_v, grad_keys
 
 
+# (rtol, atol) per dtype: float64 exact to rounding; float32's σ through PyTorch's faster exp (20 ulp, the one its
+# softmax uses), within float32 rounding
+TOLERANCES = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-4)}
+
+
 @pytest.mark.parametrize(
-    "a", [6, 37, 64]
-)  # under one vector, a remainder after whole vectors, whole vectors only
-def test_scores_and_gradients_equal_the_operators_in_float64(a):
+    "dtype, a",  # under one vector, a remainder after whole vectors, whole vectors only; the benchmark's size
+    [(torch.float64, 6), (torch.float64, 37), (torch.float64, 64), (torch.float32, 304)],
+)
+def test_scores_and_gradients_equal_the_operators(dtype, a):
     kernels.load()
-    keys, query, v, grad = _inputs(3, 5, a, torch.float64)
+    rtol, atol = TOLERANCES[dtype]
+    keys, query, v, grad = _inputs(3, 5, a, dtype)
     scores, grad_query, grad_v, grad_keys = _reference(keys, query, v, grad)
-    torch.testing.assert_close(attention_kernel.scores(keys, query, v), scores, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(attention_kernel.scores(keys, query, v), scores, rtol=rtol, atol=atol)
     keys_grad = torch.zeros_like(keys)
     got_query, got_v = attention_kernel.scores_backward(keys, query, v, grad, keys_grad)
-    torch.testing.assert_close(got_query, grad_query, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(got_v, grad_v, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_query, grad_query, rtol=rtol, atol=atol)
+    torch.testing.assert_close(got_v, grad_v, rtol=rtol, atol=atol)
     # the kept running sum is the keys' gradient but for the factor v
-    torch.testing.assert_close(keys_grad * v, grad_keys, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(keys_grad * v, grad_keys, rtol=rtol, atol=atol)
     assert (keys_grad[0, -2:] == 0).all() and (keys_grad[0, :-2] != 0).all()
 
 
@@ -61,19 +68,6 @@ def test_the_keys_running_sum_adds_up_over_steps():
     twice = once.clone()
     attention_kernel.scores_backward(keys, query, v, grad, twice)
     torch.testing.assert_close(twice, 2 * once, rtol=1e-14, atol=0)
-
-
-def test_float32_within_rounding_of_the_operators():
-    """float32's σ through PyTorch's faster exp (20 ulp, as its softmax uses): within float32 rounding."""
-    kernels.load()
-    keys, query, v, grad = _inputs(4, 9, 304, torch.float32, seed=2)
-    scores, grad_query, grad_v, grad_keys = _reference(keys, query, v, grad)
-    torch.testing.assert_close(attention_kernel.scores(keys, query, v), scores, rtol=1e-5, atol=1e-4)
-    keys_grad = torch.zeros_like(keys)
-    got_query, got_v = attention_kernel.scores_backward(keys, query, v, grad, keys_grad)
-    torch.testing.assert_close(got_query, grad_query, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got_v, grad_v, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(keys_grad * v, grad_keys, rtol=1e-5, atol=1e-6)
 
 
 def test_active_only_for_what_it_computes():

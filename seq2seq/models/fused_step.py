@@ -18,7 +18,9 @@ in reverse by hand: ``tanh``'s derivative, ``∂[s_t; c_t] = ∂a W_c``, the GRU
 the attention read's backward (:func:`~seq2seq.models.step_attention.read_backward`), and ``∂s_{t-1}``,
 ``∂h̃_{t-1}``. The weights' and memory's gradients are gathered over all steps as
 :class:`~seq2seq.models.step_weights.StepWeight` and :class:`~seq2seq.models.step_attention.StepAttention` do.
-Tested equal to the step loop (``tests/test_fused_step.py``, ``tests/test_unroll.py``); ``speed.fused_step``.
+With ``speed.compiled_kernels`` the forward and backward are each one C++ operator calling the same operators in
+the same order (``csrc/fused_step.cpp``), so no Python runs between them. Tested equal to the step loop
+(``tests/test_fused_step.py``, ``tests/test_unroll.py``); ``speed.fused_step``.
 """
 
 from __future__ import annotations
@@ -61,10 +63,7 @@ class FusedStep:
         """``s_t`` ``(B, H)``, ``h̃_t`` ``(B, H)`` and ``α_t`` ``(B, S)`` from ``W_ie y_{t-1} + b_ih`` ``(B, 3H)``,
         ``s_{t-1}`` and, with input feeding, ``h̃_{t-1}`` (None without)."""
         reads = self.reads
-        step = (
-            _CompiledStep if reads.steps.kernel else _Step
-        )  # the attention kernel's library has the step too
-        return step.apply(
+        return _Step.apply(
             pre,
             hidden,
             attentional,
@@ -81,6 +80,10 @@ class FusedStep:
 
 
 class _Step(torch.autograd.Function):
+    """The step; with the compiled operators (where the read uses the attention kernel: ``speed.compiled_kernels``)
+    its forward and backward are each one C++ call (``csrc/fused_step.cpp``: the same operators in the same order),
+    else the Python of :func:`_forward` and :func:`_backward`. The steps' records are kept here either way."""
+
     @staticmethod
     def forward(
         ctx: Any,
@@ -97,25 +100,44 @@ class _Step(torch.autograd.Function):
         energy: Tensor,
         plan: FusedStep,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        size, onednn_on = hidden.size(1), plan.use_onednn
-        gates = 3 * size
+        reads, size = plan.reads.steps, hidden.size(1)
         indices = [plan.w_h.steps.record(hidden)]  # each step weight's and the read's index of this step
-        projected = onednn.addmm(b_h, hidden, w_h, onednn_on, False)  # (B, 3H + A)
-        gates_h, query = projected[:, :gates], projected[:, gates:]
-        context, weights, kept, at_read = read_forward(query, keys, values, energy, plan.reads.steps)
-        indices.append(at_read)
-        rest = context if attentional is None else torch.cat([attentional, context], dim=1)
-        indices.append(plan.w_x.steps.record(rest))
-        gates_x = onednn.addmm(pre, rest, w_x, onednn_on, False)  # (B, 3H)
-        # the GRU's gates, as in the encoder's kernel: σ of the r, z arguments (in gates_h's place) and n
-        rz, n = gru_kernel.gates(gates_x, gates_h)
-        new_hidden = torch.lerp(n, hidden, rz[:, size:])  # n + z (s − n)
-        features = torch.cat([new_hidden, context], dim=1)
-        indices.append(plan.w_out.steps.record(features))
-        out = onednn.addmm(b_out, features, w_out, onednn_on, False).tanh_()  # h̃_t (B, H)
+        if reads.kernel:
+            onednn_on = onednn.active(plan.use_onednn, pre, hidden, w_h, w_x, w_out)
+            new_hidden, out, weights, projected, rz, n, rest, features = torch.ops.seq2seq_kernels.fused_step(
+                pre,
+                hidden,
+                attentional,
+                b_h,
+                b_out,
+                w_h,
+                w_x,
+                w_out,
+                keys,
+                values,
+                energy[0],
+                reads.invalid,
+                onednn_on,
+            )
+            reads.weights.append(weights.detach())  # without its graph: no reference cycle through this node
+            indices.append(len(reads.weights) - 1)
+            gates_h = projected[:, : 3 * size]
+            kept = (keys, projected[:, 3 * size :], weights, values, energy)  # as read_forward keeps them
+        else:
+            onednn_on = plan.use_onednn
+            new_hidden, out, weights, gates_h, rz, n, rest, features, kept, at_read = _forward(
+                pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, reads, onednn_on
+            )
+            indices.append(at_read)
+        indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]
         # the steps' records, not the plan: it holds the weights' handles and memory, with their graphs
-        ctx.records = (plan.w_h.steps, plan.reads.steps, plan.w_x.steps, plan.w_out.steps)
-        ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
+        ctx.records = (plan.w_h.steps, reads, plan.w_x.steps, plan.w_out.steps)
+        ctx.indices, ctx.feeding, ctx.onednn, ctx.compiled = (
+            indices,
+            attentional is not None,
+            onednn_on,
+            reads.kernel,
+        )
         ctx.save_for_backward(hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept)
         return new_hidden, out, weights
 
@@ -123,33 +145,29 @@ class _Step(torch.autograd.Function):
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_hidden: Tensor, grad_out: Tensor, grad_weights: Tensor):
         hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept = ctx.saved_tensors
-        onednn_on = ctx.onednn
         at_h, at_read, at_x, at_out = ctx.indices
         steps_h, reads, steps_x, steps_out = ctx.records
-        size = hidden.size(1)
-        # h̃ = tanh(a): ∂a = ∂h̃ (1 − h̃²)
-        grad_a = torch.ops.aten.tanh_backward(grad_out, out)  # (B, H)
-        steps_out.grads[at_out] = grad_a
-        grad_features = onednn.mm(grad_a, w_out.t(), onednn_on, False)  # (B, H + D): ∂[s_t; c_t]
-        grad_new = grad_features[:, :size].add_(grad_hidden)  # ∂s_t, from h̃_t and from step t + 1
-        grad_context = grad_features[:, size:]
-        # the GRU, s_t = n + z (s − n): its gates' derivatives into ∂g_x and the first 3H columns of ∂[g_h; q]
-        grad_x = rz.new_empty(rz.size(0), 3 * size)
-        grad_h = grad_x.new_empty(grad_x.size(0), w_h.size(1))  # (B, 3H + A)
-        gru_kernel.gate_gradients(grad_new, hidden, rz, n, gates_h, grad_x, grad_h[:, : 3 * size])
-        steps_x.grads[at_x] = grad_x
-        grad_rest = onednn.mm(grad_x, w_x.t(), onednn_on, False)  # (B, H + D) or (B, D)
-        grad_attentional = grad_rest[:, :size] if ctx.feeding else None
-        grad_context = grad_context + grad_rest[:, -grad_context.size(1) :]
-        grad_query, grad_energy = read_backward(reads, at_read, tuple(kept), grad_context, grad_weights)
-        grad_h[:, 3 * size :].copy_(grad_query)
-        steps_h.grads[at_h] = grad_h
-        # ∂s_{t-1}: its direct share ∂s_t ⊙ z, and through W_h and W
-        grad_previous = onednn.addmm(grad_new * rz[:, size:], grad_h, w_h.t(), onednn_on, False)
+        if ctx.compiled:
+            keys, query, weights, values, energy = kept
+            if reads.keys_grad is None:
+                reads.keys_grad = torch.zeros_like(keys)
+            grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy, grad_context = (
+                torch.ops.seq2seq_kernels.fused_step_backward(
+                    grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, keys, query,
+                    weights, values, energy[0], reads.keys_grad, ctx.feeding, ctx.onednn,
+                )
+            )  # fmt: skip
+            reads.context_grads[at_read] = grad_context  # the values' share: in the memory's backward
+        else:
+            grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy = _backward(
+                grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, kept,
+                reads, at_read, ctx.onednn,
+            )  # fmt: skip
+        steps_out.grads[at_out], steps_x.grads[at_x], steps_h.grads[at_h] = grad_a, grad_x, grad_h
         return (
             grad_x,  # ∂(W_ie y_{t-1} + b_ih): the input gates' own
             grad_previous,
-            grad_attentional,
+            grad_attentional if ctx.feeding else None,
             grad_h.sum(0),
             grad_a.sum(0),
             None,  # the weights' gradients: one product each over all steps (StepWeight)
@@ -162,99 +180,43 @@ class _Step(torch.autograd.Function):
         )
 
 
-class _CompiledStep(torch.autograd.Function):
-    """:class:`_Step` with its forward and backward each one C++ operator (``csrc/fused_step.cpp``: the same
-    operators in the same order, the scores by the attention kernel); the steps' records kept here, as there."""
+def _forward(pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, reads, onednn_on):
+    """The step's forward in Python operators: ``s_t``, ``h̃_t``, ``α_t``, ``[g_h]`` (σ of r, z in place), ``rz``,
+    ``n``, the inputs of ``W_x`` and ``W_c``, what the read keeps and its index."""
+    size = hidden.size(1)
+    gates = 3 * size
+    projected = onednn.addmm(b_h, hidden, w_h, onednn_on, False)  # (B, 3H + A)
+    gates_h, query = projected[:, :gates], projected[:, gates:]
+    context, weights, kept, at_read = read_forward(query, keys, values, energy, reads)
+    rest = context if attentional is None else torch.cat([attentional, context], dim=1)
+    gates_x = onednn.addmm(pre, rest, w_x, onednn_on, False)  # (B, 3H)
+    # the GRU's gates, as in the encoder's kernel: σ of the r, z arguments (in gates_h's place) and n
+    rz, n = gru_kernel.gates(gates_x, gates_h)
+    new_hidden = torch.lerp(n, hidden, rz[:, size:])  # n + z (s − n)
+    features = torch.cat([new_hidden, context], dim=1)
+    out = onednn.addmm(b_out, features, w_out, onednn_on, False).tanh_()  # h̃_t (B, H)
+    return new_hidden, out, weights, gates_h, rz, n, rest, features, kept, at_read
 
-    @staticmethod
-    def forward(
-        ctx: Any,
-        pre: Tensor,
-        hidden: Tensor,
-        attentional: Tensor | None,
-        b_h: Tensor,
-        b_out: Tensor,
-        w_h: Tensor,
-        w_x: Tensor,
-        w_out: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        energy: Tensor,
-        plan: FusedStep,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        reads = plan.reads.steps
-        onednn_on = onednn.active(plan.use_onednn, pre, hidden, w_h, w_x, w_out)
-        new_hidden, out, weights, projected, rz, n, rest, features = torch.ops.seq2seq_kernels.fused_step(
-            pre,
-            hidden,
-            attentional,
-            b_h,
-            b_out,
-            w_h,
-            w_x,
-            w_out,
-            keys,
-            values,
-            energy[0],
-            reads.invalid,
-            onednn_on,
-        )
-        size = hidden.size(1)
-        reads.weights.append(weights.detach())  # without its graph: no reference cycle through this node
-        indices = [plan.w_h.steps.record(hidden), len(reads.weights) - 1]
-        indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]
-        ctx.records = (plan.w_h.steps, reads, plan.w_x.steps, plan.w_out.steps)
-        ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
-        gates_h, query = projected[:, : 3 * size], projected[:, 3 * size :]
-        ctx.save_for_backward(
-            hidden, rz, n, gates_h, out, w_h, w_x, w_out, keys, query, weights, values, energy
-        )
-        return new_hidden, out, weights
 
-    @staticmethod
-    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
-    def backward(ctx: Any, grad_hidden: Tensor, grad_out: Tensor, grad_weights: Tensor):
-        hidden, rz, n, gates_h, out, w_h, w_x, w_out, keys, query, weights, values, energy = ctx.saved_tensors
-        at_h, at_read, at_x, at_out = ctx.indices
-        steps_h, reads, steps_x, steps_out = ctx.records
-        if reads.keys_grad is None:
-            reads.keys_grad = torch.zeros_like(keys)
-        grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy, grad_context = (
-            torch.ops.seq2seq_kernels.fused_step_backward(
-                grad_hidden,
-                grad_out,
-                grad_weights,
-                hidden,
-                rz,
-                n,
-                gates_h,
-                out,
-                w_h,
-                w_x,
-                w_out,
-                keys,
-                query,
-                weights,
-                values,
-                energy[0],
-                reads.keys_grad,
-                ctx.feeding,
-                ctx.onednn,
-            )
-        )
-        steps_out.grads[at_out], steps_x.grads[at_x], steps_h.grads[at_h] = grad_a, grad_x, grad_h
-        reads.context_grads[at_read] = grad_context
-        return (
-            grad_x,
-            grad_previous,
-            grad_attentional if ctx.feeding else None,
-            grad_h.sum(0),
-            grad_a.sum(0),
-            None,  # the weights' and memory's gradients: gathered over all steps, as for _Step
-            None,
-            None,
-            None,
-            None,
-            grad_energy,
-            None,
-        )
+def _backward(grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, kept, reads, at_read,
+              onednn_on):  # fmt: skip
+    """The step's backward in Python operators: ``∂(W_ie y + b_ih)``, ``∂s_{t-1}``, ``∂h̃_{t-1}``, ``∂[g_h; q]``,
+    ``∂a`` and ``∂v``; the read's shares of the memory's gradients go into ``reads``."""
+    size = hidden.size(1)
+    # h̃ = tanh(a): ∂a = ∂h̃ (1 − h̃²)
+    grad_a = torch.ops.aten.tanh_backward(grad_out, out)  # (B, H)
+    grad_features = onednn.mm(grad_a, w_out.t(), onednn_on, False)  # (B, H + D): ∂[s_t; c_t]
+    grad_new = grad_features[:, :size].add_(grad_hidden)  # ∂s_t, from h̃_t and from step t + 1
+    grad_context = grad_features[:, size:]
+    # the GRU, s_t = n + z (s − n): its gates' derivatives into ∂g_x and the first 3H columns of ∂[g_h; q]
+    grad_x = rz.new_empty(rz.size(0), 3 * size)
+    grad_h = grad_x.new_empty(grad_x.size(0), w_h.size(1))  # (B, 3H + A)
+    gru_kernel.gate_gradients(grad_new, hidden, rz, n, gates_h, grad_x, grad_h[:, : 3 * size])
+    grad_rest = onednn.mm(grad_x, w_x.t(), onednn_on, False)  # (B, H + D) or (B, D)
+    grad_attentional = grad_rest[:, :size]  # (only with input feeding)
+    grad_context = grad_context + grad_rest[:, -grad_context.size(1) :]
+    grad_query, grad_energy = read_backward(reads, at_read, tuple(kept), grad_context, grad_weights)
+    grad_h[:, 3 * size :].copy_(grad_query)
+    # ∂s_{t-1}: its direct share ∂s_t ⊙ z, and through W_h and W
+    grad_previous = onednn.addmm(grad_new * rz[:, size:], grad_h, w_h.t(), onednn_on, False)
+    return grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy
