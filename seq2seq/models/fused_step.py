@@ -58,6 +58,9 @@ class FusedStep:
     ) -> None:
         self.w_h, self.w_x, self.w_out, self.reads = w_h, w_x, w_out, reads
         self.b_h, self.b_out, self.use_onednn = b_h, b_out, use_onednn
+        self.compiled_onednn: bool | None = (
+            None  # the compiled step's products through oneDNN: at its first step
+        )
 
     def step(self, pre: Tensor, hidden: Tensor, attentional: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``s_t`` ``(B, H)``, ``h̃_t`` ``(B, H)`` and ``α_t`` ``(B, S)`` from ``W_ie y_{t-1} + b_ih`` ``(B, 3H)``,
@@ -103,7 +106,9 @@ class _Step(torch.autograd.Function):
         reads, size = plan.reads.steps, hidden.size(1)
         indices = [plan.w_h.steps.record(hidden)]  # each step weight's and the read's index of this step
         if reads.kernel:
-            onednn_on = onednn.active(plan.use_onednn, pre, hidden, w_h, w_x, w_out)
+            if plan.compiled_onednn is None:  # (every step has the same dtypes and layouts)
+                plan.compiled_onednn = onednn.active(plan.use_onednn, pre, hidden, w_h, w_x, w_out)
+            onednn_on = plan.compiled_onednn
             new_hidden, out, weights, projected, rz, n, rest, features = torch.ops.seq2seq_kernels.fused_step(
                 pre,
                 hidden,

@@ -14,8 +14,11 @@
 namespace seq2seq_kernels {
 namespace {
 
-using at::indexing::Slice;
 using at::Tensor;
+
+// columns [begin, end) of a (B, N) tensor, as a view (narrow: cheaper than indexing with slices)
+Tensor cols(const Tensor& t, int64_t begin, int64_t end) { return t.narrow(1, begin, end - begin); }
+Tensor cols(const Tensor& t, int64_t begin) { return t.narrow(1, begin, t.size(1) - begin); }
 
 // x (B, K) times w (K, N) (plus a bias (N,)): through oneDNN's linear (w as its (N, K) transpose), or at::addmm /
 // at::mm, as onednn.addmm / onednn.mm with pad_rows=False
@@ -39,19 +42,18 @@ Tensor add_product(const Tensor& add, const Tensor& x, const Tensor& w, bool one
 void gate_gradients(const Tensor& grad, const Tensor& previous, const Tensor& rz, const Tensor& n,
                     const Tensor& from_h, Tensor grad_x, Tensor grad_from_h) {
   const int64_t h = grad.size(1);
-  const Slice r_(0, h), z_(h, 2 * h), n_(2 * h, 3 * h), rz_(0, 2 * h);
-  Tensor tanh_grad = at::addcmul(grad, grad, rz.index({Slice(), z_}), -1);
-  Tensor grad_n = grad_x.index({Slice(), n_});
+  Tensor tanh_grad = at::addcmul(grad, grad, cols(rz, h, 2 * h), -1);
+  Tensor grad_n = cols(grad_x, 2 * h, 3 * h);
   at::tanh_backward_out(grad_n, tanh_grad, n);
-  Tensor grad_h_r = grad_from_h.index({Slice(), r_});
-  at::mul_out(grad_h_r, grad_n, from_h.index({Slice(), n_}));
-  Tensor grad_h_z = grad_from_h.index({Slice(), z_});
+  Tensor grad_h_r = cols(grad_from_h, 0, h);
+  at::mul_out(grad_h_r, grad_n, cols(from_h, 2 * h, 3 * h));
+  Tensor grad_h_z = cols(grad_from_h, h, 2 * h);
   at::mul_out(grad_h_z, grad, previous - n);
-  Tensor grad_x_rz = grad_x.index({Slice(), rz_});
-  at::sigmoid_backward_out(grad_x_rz, grad_from_h.index({Slice(), rz_}), rz);
-  grad_from_h.index({Slice(), rz_}).copy_(grad_x_rz);
-  Tensor grad_h_n = grad_from_h.index({Slice(), n_});
-  at::mul_out(grad_h_n, grad_n, rz.index({Slice(), r_}));
+  Tensor grad_x_rz = cols(grad_x, 0, 2 * h);
+  at::sigmoid_backward_out(grad_x_rz, cols(grad_from_h, 0, 2 * h), rz);
+  cols(grad_from_h, 0, 2 * h).copy_(grad_x_rz);
+  Tensor grad_h_n = cols(grad_from_h, 2 * h, 3 * h);
+  at::mul_out(grad_h_n, grad_n, cols(rz, 0, h));
 }
 
 // (s_t, h̃_t, α_t, [g_h; q] with σ of r, z in place, rz, n, the input [h̃_{t-1}; c_t] or c_t, [s_t; c_t])
@@ -61,20 +63,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step(
     const Tensor& values, const Tensor& v, const Tensor& invalid, bool onednn) {
   const int64_t size = hidden.size(1), gates = 3 * size;
   Tensor projected = product(hidden, w_h, b_h, onednn);  // (B, 3H + A)
-  Tensor gates_h = projected.index({Slice(), Slice(0, gates)});
-  Tensor query = projected.index({Slice(), Slice(gates, std::nullopt)});
+  Tensor gates_h = cols(projected, 0, gates);
+  Tensor query = cols(projected, gates);
   Tensor scores = seq2seq_kernels::scores(keys, query, v);
   Tensor weights = at::softmax(scores.masked_fill(invalid, -std::numeric_limits<double>::infinity()), -1);
   Tensor context = at::bmm(weights.unsqueeze(1), values).squeeze(1);
   Tensor rest = attentional ? at::cat({*attentional, context}, 1) : context;
   Tensor gates_x = add_product(pre, rest, w_x, onednn);  // (B, 3H)
-  Tensor rz = gates_h.index({Slice(), Slice(0, 2 * size)})
-                  .add_(gates_x.index({Slice(), Slice(0, 2 * size)}))
-                  .sigmoid_();
-  Tensor n = at::addcmul(gates_x.index({Slice(), Slice(2 * size, std::nullopt)}), rz.index({Slice(), Slice(0, size)}),
-                         gates_h.index({Slice(), Slice(2 * size, gates)}))
-                 .tanh_();
-  Tensor new_hidden = at::lerp(n, hidden, rz.index({Slice(), Slice(size, std::nullopt)}));
+  Tensor rz = cols(gates_h, 0, 2 * size).add_(cols(gates_x, 0, 2 * size)).sigmoid_();
+  Tensor n = at::addcmul(cols(gates_x, 2 * size), cols(rz, 0, size), cols(gates_h, 2 * size, gates)).tanh_();
+  Tensor new_hidden = at::lerp(n, hidden, cols(rz, size));
   Tensor features = at::cat({new_hidden, context}, 1);
   Tensor out = product(features, w_out, b_out, onednn).tanh_();
   return {new_hidden, out, weights, projected, rz, n, rest, features};
@@ -89,21 +87,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step_backward
   const int64_t size = hidden.size(1);
   Tensor grad_a = at::tanh_backward(grad_out, out);  // (B, H)
   Tensor grad_features = product(grad_a, w_out.t(), std::nullopt, onednn);  // ∂[s_t; c_t]
-  Tensor grad_new = grad_features.index({Slice(), Slice(0, size)}).add_(grad_hidden);
-  Tensor grad_context = grad_features.index({Slice(), Slice(size, std::nullopt)});
+  Tensor grad_new = cols(grad_features, 0, size).add_(grad_hidden);
+  Tensor grad_context = cols(grad_features, size);
   Tensor grad_x = at::empty({rz.size(0), 3 * size}, rz.options());
   Tensor grad_h = at::empty({grad_x.size(0), w_h.size(1)}, grad_x.options());  // (B, 3H + A)
-  gate_gradients(grad_new, hidden, rz, n, gates_h, grad_x, grad_h.index({Slice(), Slice(0, 3 * size)}));
+  gate_gradients(grad_new, hidden, rz, n, gates_h, grad_x, cols(grad_h, 0, 3 * size));
   Tensor grad_rest = product(grad_x, w_x.t(), std::nullopt, onednn);
-  Tensor grad_attentional = feeding ? grad_rest.index({Slice(), Slice(0, size)}) : at::empty({0}, grad_x.options());
-  grad_context = grad_context + grad_rest.index({Slice(), Slice(-grad_context.size(1), std::nullopt)});
+  Tensor grad_attentional = feeding ? cols(grad_rest, 0, size) : at::empty({0}, grad_x.options());
+  grad_context = grad_context + cols(grad_rest, grad_rest.size(1) - grad_context.size(1));
   // the attention read's backward (step_attention.read_backward with the kernel)
   Tensor grad_alpha = at::baddbmm(grad_weights.unsqueeze(1), grad_context.unsqueeze(1), values.transpose(1, 2))
                           .squeeze(1);
   Tensor grad_scores = weights * (grad_alpha - (weights * grad_alpha).sum(1, true)) * 2;
   auto [v_rows, query_rows] = seq2seq_kernels::scores_backward(keys, query, v, grad_scores, keys_grad);
-  grad_h.index({Slice(), Slice(3 * size, std::nullopt)}).copy_(query_rows.mul_(v).mul_(2));
-  Tensor grad_previous = add_product(grad_new * rz.index({Slice(), Slice(size, 2 * size)}), grad_h, w_h.t(), onednn);
+  cols(grad_h, 3 * size).copy_(query_rows.mul_(v).mul_(2));
+  Tensor grad_previous = add_product(grad_new * cols(rz, size, 2 * size), grad_h, w_h.t(), onednn);
   return {grad_x, grad_previous, grad_attentional, grad_h, grad_a, v_rows.sum(0).unsqueeze(0), grad_context};
 }
 
