@@ -72,6 +72,9 @@ def evaluation_config(trained: TrainedModel, cfg: DictConfig) -> DictConfig:
         model_cfg.eval.bootstrap = int(cfg.get("bootstrap", 0))
         if cfg.batch_tokens is not None:
             model_cfg.data.batch.eval_max_tokens = int(cfg.batch_tokens)
+        # training's compiled operators: decoding never runs them, so none is built (nor a compiler needed)
+        if model_cfg.get("speed") is not None:
+            model_cfg.speed.compiled_kernels = False
     return model_cfg
 
 

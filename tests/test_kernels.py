@@ -77,3 +77,22 @@ def test_the_command_line_without_a_compiler(tmp_path, setting):
         assert "speed.compiled_kernels=auto" in output and "Traceback" not in output
         assert results["status"] == "failed" and not (run_dir / "checkpoints").exists()
     assert not (tmp_path / "kernels").exists() or not list((tmp_path / "kernels").glob("*/*.so"))
+
+
+def test_a_run_trained_with_them_evaluates_where_there_is_no_compiler(tmp_path, monkeypatch):
+    """speed.compiled_kernels=true is training's: evaluation (decoding only) neither builds nor needs them."""
+    from seq2seq.evaluate import evaluate
+    from seq2seq.train import train
+    from tests.conftest import compose_train
+    from tests.test_evaluate import compose_evaluate
+
+    assert train(compose_train(tmp_path / "t", *TINY, "speed.compiled_kernels=true"))["status"] == "completed"
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    monkeypatch.setenv("SEQ2SEQ_KERNEL_CACHE", str(tmp_path / "kernels"))
+    kernels.load.cache_clear()
+    try:
+        results = evaluate(compose_evaluate(tmp_path / "eval", f"run_dir={tmp_path / 't' / 'run'}"))
+    finally:
+        kernels.load.cache_clear()
+    assert results["status"] == "completed" and "test/bleu" in results["metrics"]
+    assert not (tmp_path / "kernels").exists()

@@ -115,9 +115,8 @@ def read_forward(
         scores = attention_kernel.scores(keys, projected, energy[0])
     else:
         gates = _gates(keys, projected)
-        kept = (
-            (keys, projected) if steps.recompute else (gates, None)
-        )  # the gates, or what computes them again
+        # the gates, or what computes them again
+        kept = (keys, projected) if steps.recompute else (gates, None)
         scores = (gates @ energy[0]).mul_(2)
     context, weights = masked_read(scores, steps.invalid, values)  # (B, D), (B, S)
     steps.weights.append(weights.detach())  # without its graph: no reference cycle through a node
