@@ -58,9 +58,8 @@ class FusedStep:
     ) -> None:
         self.w_h, self.w_x, self.w_out, self.reads = w_h, w_x, w_out, reads
         self.b_h, self.b_out, self.use_onednn = b_h, b_out, use_onednn
-        self.compiled_onednn: bool | None = (
-            None  # the compiled step's products through oneDNN: at its first step
-        )
+        # whether the compiled step's products go through oneDNN: decided at its first step
+        self.compiled_onednn: bool | None = None
 
     def step(self, pre: Tensor, hidden: Tensor, attentional: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``s_t`` ``(B, H)``, ``h̃_t`` ``(B, H)`` and ``α_t`` ``(B, S)`` from ``W_ie y_{t-1} + b_ih`` ``(B, 3H)``,
@@ -137,12 +136,7 @@ class _Step(torch.autograd.Function):
         indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]
         # the steps' records, not the plan: it holds the weights' handles and memory, with their graphs
         ctx.records = (plan.w_h.steps, reads, plan.w_x.steps, plan.w_out.steps)
-        ctx.indices, ctx.feeding, ctx.onednn, ctx.compiled = (
-            indices,
-            attentional is not None,
-            onednn_on,
-            reads.kernel,
-        )
+        ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
         ctx.save_for_backward(hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept)
         return new_hidden, out, weights
 
@@ -152,7 +146,7 @@ class _Step(torch.autograd.Function):
         hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept = ctx.saved_tensors
         at_h, at_read, at_x, at_out = ctx.indices
         steps_h, reads, steps_x, steps_out = ctx.records
-        if ctx.compiled:
+        if reads.kernel:  # the forward took the compiled branch
             keys, query, weights, values, energy = kept
             if reads.keys_grad is None:
                 reads.keys_grad = torch.zeros_like(keys)

@@ -24,6 +24,12 @@ inline Vectorized<T> sigmoid(const Vectorized<T>& x) {
   return Vectorized<T>(T(1)) / (Vectorized<T>(T(1)) + x.neg().exp_u20());
 }
 
+// the same for the elements after the last whole vector
+template <typename T>
+inline T scalar_sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
 void check(const at::Tensor& keys, const at::Tensor& query, const at::Tensor& v) {
   TORCH_CHECK(keys.dim() == 3 && query.dim() == 2 && v.dim() == 1, "additive_score: keys (B,S,A), query (B,A), v (A)");
   TORCH_CHECK(keys.size(0) == query.size(0) && keys.size(2) == query.size(1) && keys.size(2) == v.size(0),
@@ -61,7 +67,7 @@ at::Tensor scores(const at::Tensor& keys, const at::Tensor& query, const at::Ten
         }
         scalar_t total = at::vec::vec_reduce_all<scalar_t>([](Vec x, Vec y) { return x + y; }, sum);
         for (; a < A; ++a) {
-          total += w[a] / (scalar_t(1) + std::exp(-(row[a] + scalar_t(2) * row_q[a])));
+          total += w[a] * scalar_sigmoid(row[a] + scalar_t(2) * row_q[a]);
         }
         e[i] = scalar_t(2) * total;
       }
@@ -112,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor> scores_backward(const at::Tensor& keys, const
             (Vec::loadu(out + a) + slope).store(out + a);
           }
           for (; a < A; ++a) {
-            const scalar_t sig = scalar_t(1) / (scalar_t(1) + std::exp(-(row[a] + scalar_t(2) * row_q[a])));
+            const scalar_t sig = scalar_sigmoid(row[a] + scalar_t(2) * row_q[a]);
             const scalar_t slope = (sig - sig * sig) * g;
             v_row[a] += sig * g;
             q_row[a] += slope;
