@@ -157,6 +157,19 @@ def test_a_training_loss_and_its_gradients_equal_with_and_without_onednn():
         torch.testing.assert_close(grads_on[name], grads_off[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_the_decoder_input_product_over_all_steps_goes_through_onednn():
+    """W_ie y + b_ih for every target step at once: its embedding columns of W_ih are packed for oneDNN, so torch's
+    addmm is left with the bridge's (B, H) × (H, H) alone."""
+    src, lengths, tgt = _batch()
+    model = _model(True).train()
+    counts = counted(lambda: model(src, lengths, tgt[:, :-1], features=True))
+    bridge = model.decoder.bridge
+    assert counts["aten.addmm"] == 2 * src.size(0) * bridge.in_features * bridge.out_features
+    cell = model.decoder.rnn.cells[0]
+    steps_product = 2 * tgt[:, :-1].numel() * model.decoder.embedding.embedding_dim * cell.weight_ih.size(0)
+    assert counts[ONEDNN] >= steps_product
+
+
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_decoding_gives_the_same_outputs_with_and_without_onednn(search):
     src, lengths, _ = _batch()

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from seq2seq.models import onednn
 from seq2seq.models.step_weights import StepWeight
 
 
@@ -34,6 +35,29 @@ def test_gradients_equal_autograd_step_by_step(skip_last):
     for plain, fast in zip(grads[False], grads[True], strict=True):
         torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
     assert grads[True][1].abs().sum() > 0
+
+
+@pytest.mark.skipif(not onednn.active(True, torch.ones(1)), reason="oneDNN not available")
+def test_float32_through_onednn_reads_a_row_by_row_copy_and_equals_autograd():
+    """A Linear's weight seen transposed, as the decoder passes it: the forward products read a packed (I, O) copy
+    of it (oneDNN's faster layout), the backward the weight itself; values and gradients as autograd's."""
+    g = torch.Generator().manual_seed(3)
+    linear_weight = torch.randn(4, 7, generator=g, requires_grad=True)  # (O, I), as nn.Linear keeps it
+    bias = torch.randn(4, generator=g, requires_grad=True)
+    x0 = torch.randn(3, 4, generator=g, requires_grad=True)
+    inputs = torch.randn(5, 3, 3, generator=g, requires_grad=True)
+    step = StepWeight(linear_weight.t())
+    assert step.forward_weight.is_contiguous() and step.forward_weight.shape == (7, 4)
+    assert not step.forward_weight.requires_grad
+    torch.testing.assert_close(step.forward_weight, linear_weight.detach().t(), rtol=0, atol=0)
+    without = StepWeight(linear_weight.t(), use_onednn=False)
+    assert without.forward_weight is without.handle  # no copy where the products stay with torch
+    grads = {}
+    for deferred in (False, True):
+        loss = _recurrence(linear_weight.t(), bias, x0, inputs, deferred)
+        grads[deferred] = (loss, *torch.autograd.grad(loss, [linear_weight, bias, x0, inputs]))
+    for plain, fast in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_other_uses_of_the_weight_and_a_retained_graph():

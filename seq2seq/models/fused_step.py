@@ -114,9 +114,9 @@ class _Step(torch.autograd.Function):
                 attentional,
                 b_h,
                 b_out,
-                w_h,
-                w_x,
-                w_out,
+                plan.w_h.forward_weight,
+                plan.w_x.forward_weight,
+                plan.w_out.forward_weight,
                 keys,
                 values,
                 energy[0],
@@ -129,8 +129,9 @@ class _Step(torch.autograd.Function):
             kept = (keys, projected[:, 3 * size :], weights, values, energy)  # as read_forward keeps them
         else:
             onednn_on = plan.use_onednn
+            forward_weights = (plan.w_h.forward_weight, plan.w_x.forward_weight, plan.w_out.forward_weight)
             new_hidden, out, weights, gates_h, rz, n, rest, features, kept, at_read = _forward(
-                pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, reads, onednn_on
+                pre, hidden, attentional, b_h, b_out, *forward_weights, keys, values, energy, reads, onednn_on
             )
             indices.append(at_read)
         indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]

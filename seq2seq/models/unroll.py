@@ -28,9 +28,9 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import _VF, Tensor
 
+from seq2seq.models import onednn
 from seq2seq.models.attention import AdditiveScore, masked_read
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell, cell_from_gates
 from seq2seq.models.encoders import RecurrentState
@@ -144,7 +144,9 @@ def hoisted_unroll(
     first = rnn.cells[0]
     embedded = decoder.embedding(targets_in.t())  # (T, B, E): one contiguous (B, E) slice per step
     size_e = embedded.size(-1)
-    pre = F.linear(embedded, first.weight_ih[:, :size_e], first.bias_ih)  # (T, B, G)
+    # (T, B, G); the embedding's columns of W_ih packed, so that oneDNN can take the product (onednn.py)
+    w_embedded = first.weight_ih[:, :size_e].contiguous() if use_onednn else first.weight_ih[:, :size_e]
+    pre = onednn.linear(embedded, w_embedded, first.bias_ih, use_onednn)
     # (2H or H, G): input feeding and/or context columns, packed (oneDNN's fast kernels need packed operands)
     w_rest = first.weight_ih[:, size_e:].contiguous().t()
     bahdanau = attention is not None and attention.query_is_previous_state
