@@ -61,10 +61,12 @@ class RecurrentEncoder(nn.Module):
             autograd function per layer with its backward written out) instead of ``nn.GRU``'s packed call
             (``speed.gru_kernel``).
         onednn_matmul: that kernel's products over all steps through oneDNN (``speed.onednn_matmul``).
+        compiled_kernels: that kernel's step loops as compiled operators (``speed.compiled_kernels``, already built).
     """
 
     gru_kernel: bool = True
     onednn_matmul: bool = onednn.preferred()
+    compiled_kernels: bool = False
 
     def __init__(
         self,
@@ -108,7 +110,9 @@ class RecurrentEncoder(nn.Module):
         """
         cpu = embedded.device.type == "cpu"
         if self.gru_kernel and self.rnn_type == "gru" and cpu and not torch.is_autocast_enabled("cpu"):
-            outputs, final = gru_layers(self.rnn, self.dropout(embedded), lengths, self.onednn_matmul)
+            outputs, final = gru_layers(
+                self.rnn, self.dropout(embedded), lengths, self.onednn_matmul, self.compiled_kernels
+            )
         else:
             packed = pack_padded_sequence(
                 self.dropout(embedded), lengths.cpu(), batch_first=True, enforce_sorted=False

@@ -35,13 +35,16 @@ from seq2seq.models import onednn
 
 
 def gru_layers(
-    rnn: nn.GRU, inputs: Tensor, lengths: Tensor, use_onednn: bool = True
+    rnn: nn.GRU, inputs: Tensor, lengths: Tensor, use_onednn: bool = True, compiled: bool = False
 ) -> tuple[Tensor, Tensor]:
     """What ``rnn`` (``batch_first``) returns on the packed batch, through :class:`_GRULayer`.
 
     Args:
         inputs: ``(B, S, I)`` right-padded; lengths: ``(B,)`` real lengths (any device).
         use_onednn: the products over all steps through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
+        compiled: each layer's step loop, forward and backward, as one compiled operator (``csrc/gru_layer.cpp``:
+            per step the same product and one vectorised pass for the gates; ``speed.compiled_kernels``, already
+            built) for float32 and float64 CPU tensors.
 
     Returns:
         outputs ``(B, S, D·H)`` (zero at padding) and the final states ``(L·D, B, H)`` in ``nn.GRU``'s order.
@@ -55,6 +58,7 @@ def gru_layers(
     reverse = torch.where(real, lengths.unsqueeze(0) - 1 - time.unsqueeze(1), time.unsqueeze(1))  # (S, B)
     alive = [int(n) for n in real.sum(1).tolist()]  # sentences still running at each step
     mask = real.unsqueeze(-1).to(inputs.dtype)  # (S, B, 1)
+    compiled = compiled and inputs.device.type == "cpu" and inputs.dtype in (torch.float32, torch.float64)
     layer_input = inputs.transpose(0, 1)  # (S, B, I), time-major
     finals = []
     for layer in range(rnn.num_layers):
@@ -66,7 +70,9 @@ def gru_layers(
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         ]
         arranged = [layer_input, _along(layer_input, reverse)] if directions == 2 else [layer_input]
-        states = _GRULayer.apply(torch.stack(arranged), mask, alive, use_onednn, *params)  # (D, S, B, H)
+        states = _GRULayer.apply(
+            torch.stack(arranged), mask, alive, use_onednn, compiled, *params
+        )  # (D, S, B, H)
         outputs = [states[0], _along(states[1], reverse)] if directions == 2 else [states[0]]
         layer_input = torch.cat(outputs, dim=-1) * mask  # (S, B, D·H)
         finals.append(states[:, -1])
@@ -123,6 +129,7 @@ class _GRULayer(torch.autograd.Function):
         mask: Tensor,
         alive: list[int],
         use_onednn: bool,
+        compiled: bool,
         w_ih: Tensor,
         w_hh: Tensor,
         b_ih: Tensor,
@@ -136,6 +143,13 @@ class _GRULayer(torch.autograd.Function):
         )
         projected = projected.view(directions, steps, batch, 3 * hidden)  # W_i x + b_i, every step at once
         w_hh_t, b_hh = w_hh.transpose(1, 2).contiguous(), b_hh.unsqueeze(1)
+        ctx.alive, ctx.use_onednn, ctx.compiled = alive, use_onednn, compiled
+        if compiled:  # the loop below in C++, its per-step (σ(r, z), W_hn h + b_hn) and n stacked
+            out, from_h, n = torch.ops.seq2seq_kernels.gru_layer(
+                projected, mask.view(steps, batch), w_hh_t, b_hh
+            )
+            ctx.save_for_backward(inputs, mask, w_ih, w_hh, out, from_h, n)
+            return out
         out = inputs.new_empty(directions, steps, batch, hidden)
         h = inputs.new_zeros(directions, batch, hidden)
         from_hs = []  # per step (D, B, 3H): σ of the r, z arguments, and W_hn h + b_hn
@@ -148,31 +162,20 @@ class _GRULayer(torch.autograd.Function):
                 h = torch.lerp(h, torch.lerp(n, h, rz[..., hidden:]), mask[t], out=out[:, t])
             from_hs.append((from_h, n))
         ctx.save_for_backward(inputs, mask, w_ih, w_hh, out)
-        ctx.alive, ctx.from_hs, ctx.use_onednn = alive, from_hs, use_onednn  # no graph: no reference cycle
+        ctx.from_hs = from_hs  # no graph: no reference cycle
         return out
 
     @staticmethod
     @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
     def backward(ctx: Any, grad_states: Tensor) -> tuple[Tensor | None, ...]:
-        inputs, mask, w_ih, w_hh, states = ctx.saved_tensors
+        inputs, mask, w_ih, w_hh, states, *kept = ctx.saved_tensors
         directions, steps, batch, _ = inputs.shape
-        hidden = w_hh.size(2)
-        z_ = slice(hidden, 2 * hidden)
-        grad_h = torch.zeros_like(states[:, 0])
-        grad_x = states.new_empty(*states.shape[:3], 3 * hidden)  # ∂L/∂(W_i x + b_i) per step, (D, S, B, 3H)
-        grad_from_h = torch.empty_like(grad_x)  # ∂L/∂(W_h h + b_h)
-        for t in reversed(range(steps)):
-            from_h, n = ctx.from_hs[t]
-            rz = from_h[..., : 2 * hidden]
-            h_prev = states[:, t - 1] if t > 0 else torch.zeros_like(grad_h)
-            grad = grad_h + grad_states[:, t]
-            if ctx.alive[t] == batch:
-                grad_new, grad_h = grad, torch.mul(grad, rz[..., z_])
-            else:  # h = h_prev + m (h_new − h_prev): a masked sentence passes its gradient straight on
-                grad_new = grad * mask[t]
-                grad_h = torch.addcmul(grad - grad_new, grad_new, rz[..., z_])
-            gate_gradients(grad_new, h_prev, rz, n, from_h, grad_x[:, t], grad_from_h[:, t])
-            grad_h = torch.baddbmm(grad_h, grad_from_h[:, t], w_hh)  # + ∂L/∂(W_h h) W_h
+        if ctx.compiled:
+            grad_x, grad_from_h = torch.ops.seq2seq_kernels.gru_layer_backward(
+                grad_states, states, mask.view(steps, batch), w_hh, *kept
+            )
+        else:
+            grad_x, grad_from_h = _backward_loop(ctx, grad_states, mask, w_hh, states)
         grad_x, grad_from_h = grad_x.flatten(1, 2), grad_from_h.flatten(1, 2)  # (D, S·B, 3H)
         previous = torch.cat([torch.zeros_like(states[:, :1]), states[:, :-1]], dim=1).flatten(1, 2)
         on, flat, d_ = ctx.use_onednn, inputs.flatten(1, 2), range(directions)  # one product per direction
@@ -181,4 +184,29 @@ class _GRULayer(torch.autograd.Function):
             grad_inputs = torch.stack([onednn.mm(grad_x[d], w_ih[d], on) for d in d_]).view_as(inputs)
         grad_w_ih = torch.stack([onednn.mm_tn(grad_x[d], flat[d], on) for d in d_])
         grad_w_hh = torch.stack([onednn.mm_tn(grad_from_h[d], previous[d], on) for d in d_])
-        return grad_inputs, None, None, None, grad_w_ih, grad_w_hh, grad_x.sum(1), grad_from_h.sum(1)
+        return grad_inputs, None, None, None, None, grad_w_ih, grad_w_hh, grad_x.sum(1), grad_from_h.sum(1)
+
+
+def _backward_loop(
+    ctx: Any, grad_states: Tensor, mask: Tensor, w_hh: Tensor, states: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The step loop of :class:`_GRULayer`'s backward in Python operators: ``∂L/∂(W_i x + b_i)`` and
+    ``∂L/∂(W_h h + b_h)``, each ``(D, S, B, 3H)``."""
+    directions, steps, batch, hidden = states.shape
+    z_ = slice(hidden, 2 * hidden)
+    grad_h = torch.zeros_like(states[:, 0])
+    grad_x = states.new_empty(*states.shape[:3], 3 * hidden)  # ∂L/∂(W_i x + b_i) per step, (D, S, B, 3H)
+    grad_from_h = torch.empty_like(grad_x)  # ∂L/∂(W_h h + b_h)
+    for t in reversed(range(steps)):
+        from_h, n = ctx.from_hs[t]
+        rz = from_h[..., : 2 * hidden]
+        h_prev = states[:, t - 1] if t > 0 else torch.zeros_like(grad_h)
+        grad = grad_h + grad_states[:, t]
+        if ctx.alive[t] == batch:
+            grad_new, grad_h = grad, torch.mul(grad, rz[..., z_])
+        else:  # h = h_prev + m (h_new − h_prev): a masked sentence passes its gradient straight on
+            grad_new = grad * mask[t]
+            grad_h = torch.addcmul(grad - grad_new, grad_new, rz[..., z_])
+        gate_gradients(grad_new, h_prev, rz, n, from_h, grad_x[:, t], grad_from_h[:, t])
+        grad_h = torch.baddbmm(grad_h, grad_from_h[:, t], w_hh)  # + ∂L/∂(W_h h) W_h
+    return grad_x, grad_from_h

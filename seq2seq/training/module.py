@@ -386,8 +386,8 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.step_attention = bool(speed.get("step_attention", True))
     model.fused_step = bool(speed.get("fused_step", True))
     model.onednn_matmul = onednn.wanted(speed.get("onednn_matmul", "auto"))
-    scores = [layer for layer in model.modules() if isinstance(layer, AdditiveScore)]
-    kernel_on = bool(scores) and kernels.wanted(speed.get("compiled_kernels", "auto"))
+    users = [layer for layer in model.modules() if isinstance(layer, (AdditiveScore, RecurrentEncoder))]
+    kernel_on = bool(users) and kernels.wanted(speed.get("compiled_kernels", "auto"))
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))
@@ -395,6 +395,6 @@ def set_model_speed(model: Any, speed: Any) -> None:
             layer.compiled_kernels = kernel_on
         if isinstance(layer, RecurrentEncoder):
             layer.gru_kernel = bool(speed.get("gru_kernel", True))
-            layer.onednn_matmul = model.onednn_matmul
+            layer.onednn_matmul, layer.compiled_kernels = model.onednn_matmul, kernel_on
         if isinstance(layer, (RecurrentDecoder, StackedCell)):
             layer.onednn_matmul = model.onednn_matmul

@@ -7,6 +7,7 @@
 //       v_rows_b += grad_bs g        query_rows_b += grad_bs σ'        keys_grad_bs += grad_bs σ'
 //   (query's rows may be strided: a slice of a wider product)
 #include "additive_score.h"
+#include "vec_math.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -18,17 +19,6 @@ namespace seq2seq_kernels {
 namespace {
 
 using at::vec::Vectorized;
-
-template <typename T>
-inline Vectorized<T> sigmoid(const Vectorized<T>& x) {
-  return Vectorized<T>(T(1)) / (Vectorized<T>(T(1)) + x.neg().exp_u20());
-}
-
-// the same for the elements after the last whole vector
-template <typename T>
-inline T scalar_sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
 
 void check(const at::Tensor& keys, const at::Tensor& query, const at::Tensor& v) {
   TORCH_CHECK(keys.dim() == 3 && query.dim() == 2 && v.dim() == 1, "additive_score: keys (B,S,A), query (B,A), v (A)");
