@@ -8,7 +8,7 @@ import weakref
 import pytest
 import torch
 
-from seq2seq.models import kernels, onednn
+from seq2seq.models import kernels, onednn, unroll
 from seq2seq.models.fused_step import FusedStep
 from seq2seq.models.seq2seq import EncoderDecoder
 
@@ -72,17 +72,29 @@ def steps(monkeypatch):
     return count
 
 
+@pytest.fixture
+def loops(monkeypatch):
+    """How many loops ran as the compiled whole-loop function (fused_step.loop)."""
+    count, loop = [], unroll.compiled_loop
+    monkeypatch.setattr(unroll, "compiled_loop", lambda *a: count.append(1) or loop(*a))
+    return count
+
+
 @pytest.mark.parametrize("input_feeding", [True, False])
 @pytest.mark.parametrize("recompute, kernel", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("weights_in_loss", [False, True])
-def test_fused_step_equals_the_step_loop(steps, input_feeding, recompute, kernel, weights_in_loss):
-    """Also with the attention scores by the compiled kernel (speed.compiled_kernels), fused and not."""
+def test_fused_step_equals_the_step_loop(steps, loops, input_feeding, recompute, kernel, weights_in_loss):
+    """Also with the compiled operators (speed.compiled_kernels): then the whole loop is one function, and unfused
+    the attention scores are the kernel's."""
     kernel = kernel and _kernel()
     model = _model(input_feeding)
     loss, weights, grads = _run(model, fast=False, weights_in_loss=weights_in_loss)
-    assert steps == []
+    assert steps == [] and loops == []
     fused = _run(model, recompute=recompute, weights_in_loss=weights_in_loss, kernel=kernel)
-    assert len(steps) == _batch()[2].size(1)  # every target step
+    if kernel:
+        assert steps == [] and loops == [1]  # the whole loop in one call
+    else:
+        assert len(steps) == _batch()[2].size(1) and loops == []  # every target step
     unfused = _run(model, fused=False, recompute=recompute, weights_in_loss=weights_in_loss, kernel=kernel)
     for other in (fused, unfused):
         torch.testing.assert_close(other[0], loss, rtol=1e-10, atol=1e-12)
@@ -112,20 +124,26 @@ def test_without_gradients_the_decoder_steps_alone(steps):
 
 
 @pytest.mark.skipif(not onednn.active(True, torch.ones(1)), reason="oneDNN not available")
-def test_float32_through_onednn_equals_the_unfused_step():
-    """The benchmark's dtype and products: within float32 rounding of the separate operators'."""
+@pytest.mark.parametrize("kernel", [False, True])
+def test_float32_through_onednn_equals_the_unfused_step(loops, kernel):
+    """The benchmark's dtype and products: within float32 rounding of the separate operators'; also the compiled
+    whole loop, whose forward reads its weights' row-by-row copies."""
+    kernel = kernel and _kernel()
     model = _model(dtype=torch.float32)
     model.onednn_matmul = True
     loss, weights, grads = _run(model, fused=False)
-    fused_loss, fused_weights, fused_grads = _run(model)
+    fused_loss, fused_weights, fused_grads = _run(model, kernel=kernel)
+    assert loops == ([1] if kernel else [])
     torch.testing.assert_close(fused_loss, loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fused_weights, weights, rtol=1e-5, atol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_a_retained_graph_runs_twice():
+@pytest.mark.parametrize("kernel", [False, True])
+def test_a_retained_graph_runs_twice(kernel):
     model = _model()
+    model.decoder.attention.compiled_kernels = kernel and _kernel()
     src, lengths, tgt_in = _batch()
     loss = model(src, lengths, tgt_in)[0].square().mean()
     loss.backward(retain_graph=True)
@@ -135,14 +153,12 @@ def test_a_retained_graph_runs_twice():
         torch.testing.assert_close(p.grad, 2 * once[name], rtol=1e-12, atol=1e-14, msg=name)
 
 
-@pytest.mark.parametrize("kernel", [False, True])
-def test_the_steps_are_freed_with_the_graph_without_the_garbage_collector(monkeypatch, kernel):
+def test_the_steps_are_freed_with_the_graph_without_the_garbage_collector(monkeypatch):
     """Nothing a step keeps refers back to its node (a cycle through a node is never collected: memory grows
-    with every update); also with the compiled operators."""
+    with every update)."""
     made, init = [], FusedStep.__init__
     monkeypatch.setattr(FusedStep, "__init__", lambda self, *a: made.append(self) or init(self, *a))
     model = _model()
-    model.decoder.attention.compiled_kernels = kernel and _kernel()
     src, lengths, tgt_in = _batch()
     gc.disable()
     try:
@@ -157,11 +173,40 @@ def test_the_steps_are_freed_with_the_graph_without_the_garbage_collector(monkey
     assert model.decoder.attention.energy_layer.weight.grad.abs().sum() > 0
 
 
-def test_a_second_derivative_raises_instead_of_being_wrong():
+@pytest.mark.parametrize("kernel", [False, True])
+def test_a_second_derivative_raises_instead_of_being_wrong(kernel):
     model = _model()
+    model.decoder.attention.compiled_kernels = kernel and _kernel()
     src, lengths, tgt_in = _batch()
     loss = model(src, lengths, tgt_in)[0].square().sum()
     weight = model.decoder.output_layer.bias
     (grad,) = torch.autograd.grad(loss, weight, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         grad.sum().backward()
+
+
+def _node(node, name):
+    """The first autograd node called ``name`` upstream of ``node``."""
+    pending = [node]
+    while pending:
+        node = pending.pop()
+        if type(node).__name__ == name:
+            return node
+        pending.extend(child for child, _ in node.next_functions if child is not None)
+    raise AssertionError(f"no {name} in the graph")
+
+
+def test_the_compiled_loop_is_freed_with_the_graph_without_the_garbage_collector():
+    model = _model()
+    model.decoder.attention.compiled_kernels = _kernel()
+    src, lengths, tgt_in = _batch()
+    gc.disable()
+    try:
+        loss = model(src, lengths, tgt_in)[0].sum()
+        node = weakref.ref(_node(loss.grad_fn, "_LoopBackward"))
+        loss.backward()
+        del loss
+        assert node() is None
+    finally:
+        gc.enable()
+    assert model.decoder.attention.energy_layer.weight.grad.abs().sum() > 0

@@ -18,9 +18,11 @@ in reverse by hand: ``tanh``'s derivative, ``∂[s_t; c_t] = ∂a W_c``, the GRU
 the attention read's backward (:func:`~seq2seq.models.step_attention.read_backward`), and ``∂s_{t-1}``,
 ``∂h̃_{t-1}``. The weights' and memory's gradients are gathered over all steps as
 :class:`~seq2seq.models.step_weights.StepWeight` and :class:`~seq2seq.models.step_attention.StepAttention` do.
-With ``speed.compiled_kernels`` the forward and backward are each one C++ operator calling the same operators in
-the same order (``csrc/fused_step.cpp``), so no Python runs between them. Tested equal to the step loop
-(``tests/test_fused_step.py``, ``tests/test_unroll.py``); ``speed.fused_step``.
+With ``speed.compiled_kernels`` the whole loop is one autograd function instead (:func:`loop`): its forward runs
+every step in one C++ call and its backward all of them in reverse in another (``csrc/fused_step.cpp``: the same
+operators in the same order), the steps' records stacked there; no autograd node, Python or record keeping per
+step, and each weight's and the memory's gradient one product over all steps, as here.
+Tested equal to the step loop (``tests/test_fused_step.py``, ``tests/test_unroll.py``); ``speed.fused_step``.
 """
 
 from __future__ import annotations
@@ -58,8 +60,6 @@ class FusedStep:
     ) -> None:
         self.w_h, self.w_x, self.w_out, self.reads = w_h, w_x, w_out, reads
         self.b_h, self.b_out, self.use_onednn = b_h, b_out, use_onednn
-        # whether the compiled step's products go through oneDNN: decided at its first step
-        self.compiled_onednn: bool | None = None
 
     def step(self, pre: Tensor, hidden: Tensor, attentional: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``s_t`` ``(B, H)``, ``h̃_t`` ``(B, H)`` and ``α_t`` ``(B, S)`` from ``W_ie y_{t-1} + b_ih`` ``(B, 3H)``,
@@ -82,9 +82,8 @@ class FusedStep:
 
 
 class _Step(torch.autograd.Function):
-    """The step; with the compiled operators (where the read uses the attention kernel: ``speed.compiled_kernels``)
-    its forward and backward are each one C++ call (``csrc/fused_step.cpp``: the same operators in the same order),
-    else the Python of :func:`_forward` and :func:`_backward`. The steps' records are kept here either way."""
+    """The step, in the Python of :func:`_forward` and :func:`_backward`; its records kept for the weights' and the
+    memory's gradients. (With the compiled operators the whole loop is :func:`loop` instead.)"""
 
     @staticmethod
     def forward(
@@ -102,38 +101,14 @@ class _Step(torch.autograd.Function):
         energy: Tensor,
         plan: FusedStep,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        reads, size = plan.reads.steps, hidden.size(1)
+        reads = plan.reads.steps
         indices = [plan.w_h.steps.record(hidden)]  # each step weight's and the read's index of this step
-        if reads.kernel:
-            if plan.compiled_onednn is None:  # (every step has the same dtypes and layouts)
-                plan.compiled_onednn = onednn.active(plan.use_onednn, pre, hidden, w_h, w_x, w_out)
-            onednn_on = plan.compiled_onednn
-            new_hidden, out, weights, projected, rz, n, rest, features = torch.ops.seq2seq_kernels.fused_step(
-                pre,
-                hidden,
-                attentional,
-                b_h,
-                b_out,
-                plan.w_h.forward_weight,
-                plan.w_x.forward_weight,
-                plan.w_out.forward_weight,
-                keys,
-                values,
-                energy[0],
-                reads.invalid,
-                onednn_on,
-            )
-            reads.weights.append(weights.detach())  # without its graph: no reference cycle through this node
-            indices.append(len(reads.weights) - 1)
-            gates_h = projected[:, : 3 * size]
-            kept = (keys, projected[:, 3 * size :], weights, values, energy)  # as read_forward keeps them
-        else:
-            onednn_on = plan.use_onednn
-            forward_weights = (plan.w_h.forward_weight, plan.w_x.forward_weight, plan.w_out.forward_weight)
-            new_hidden, out, weights, gates_h, rz, n, rest, features, kept, at_read = _forward(
-                pre, hidden, attentional, b_h, b_out, *forward_weights, keys, values, energy, reads, onednn_on
-            )
-            indices.append(at_read)
+        onednn_on = plan.use_onednn
+        forward_weights = (plan.w_h.forward_weight, plan.w_x.forward_weight, plan.w_out.forward_weight)
+        new_hidden, out, weights, gates_h, rz, n, rest, features, kept, at_read = _forward(
+            pre, hidden, attentional, b_h, b_out, *forward_weights, keys, values, energy, reads, onednn_on
+        )
+        indices.append(at_read)
         indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]
         # the steps' records, not the plan: it holds the weights' handles and memory, with their graphs
         ctx.records = (plan.w_h.steps, reads, plan.w_x.steps, plan.w_out.steps)
@@ -147,22 +122,10 @@ class _Step(torch.autograd.Function):
         hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept = ctx.saved_tensors
         at_h, at_read, at_x, at_out = ctx.indices
         steps_h, reads, steps_x, steps_out = ctx.records
-        if reads.kernel:  # the forward took the compiled branch
-            keys, query, weights, values, energy = kept
-            if reads.keys_grad is None:
-                reads.keys_grad = torch.zeros_like(keys)
-            grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy, grad_context = (
-                torch.ops.seq2seq_kernels.fused_step_backward(
-                    grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, keys, query,
-                    weights, values, energy[0], reads.keys_grad, ctx.feeding, ctx.onednn,
-                )
-            )  # fmt: skip
-            reads.context_grads[at_read] = grad_context  # the values' share: in the memory's backward
-        else:
-            grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy = _backward(
-                grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, kept,
-                reads, at_read, ctx.onednn,
-            )  # fmt: skip
+        grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy = _backward(
+            grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, kept,
+            reads, at_read, ctx.onednn,
+        )  # fmt: skip
         steps_out.grads[at_out], steps_x.grads[at_x], steps_h.grads[at_h] = grad_a, grad_x, grad_h
         return (
             grad_x,  # ∂(W_ie y_{t-1} + b_ih): the input gates' own
@@ -220,3 +183,94 @@ def _backward(grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, 
     # ∂s_{t-1}: its direct share ∂s_t ⊙ z, and through W_h and W
     grad_previous = onednn.addmm(grad_new * rz[:, size:], grad_h, w_h.t(), onednn_on, False)
     return grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy
+
+
+def loop(
+    pre: Tensor,
+    hidden: Tensor,
+    attentional: Tensor | None,
+    b_h: Tensor,
+    b_out: Tensor,
+    w_h: Tensor,
+    w_x: Tensor,
+    w_out: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    energy: Tensor,
+    invalid: Tensor,
+    use_onednn: bool,
+) -> tuple[Tensor, Tensor]:
+    """Every step of the teacher-forced loop as one autograd function of compiled operators (module docstring):
+    ``h̃`` ``(T, B, H)`` and ``α`` ``(T, B, S)`` from ``pre`` ``(T, B, 3H)``, ``s_0``, ``h̃_0`` (None without input
+    feeding), the weights as :class:`FusedStep` takes them (tensors, not step weights), the keys ``2 U h̄``, the
+    values ``h̄``, ``v`` ``(1, A)`` and the padding ``(B, S)``. Needs the built operators and the attention kernel's
+    conditions (:func:`~seq2seq.models.attention_kernel.active`)."""
+    return _Loop.apply(
+        pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, invalid, use_onednn
+    )
+
+
+class _Loop(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, invalid,
+                use_onednn):  # fmt: skip
+        onednn_on = onednn.active(use_onednn, pre, hidden, w_h, w_x, w_out)
+        # the forward's products read each weight stored row by row: oneDNN's faster layout (step_weights.py)
+        forward_weights = [w.contiguous() if onednn_on else w for w in (w_h, w_x, w_out)]
+        outs, weights, hiddens, projected, n, rest, features = torch.ops.seq2seq_kernels.fused_loop(
+            pre,
+            hidden,
+            attentional,
+            b_h,
+            b_out,
+            *forward_weights,
+            keys,
+            values,
+            energy[0],
+            invalid,
+            onednn_on,
+        )
+        ctx.save_for_backward(hiddens, projected, n, outs, weights, rest, features, w_h, w_x, w_out, keys, values,
+                              energy)  # fmt: skip
+        ctx.feeding, ctx.onednn = attentional is not None, onednn_on
+        return outs, weights
+
+    @staticmethod
+    @once_differentiable  # the written-out backward is not itself differentiable: a double backward raises
+    def backward(ctx: Any, grad_outs: Tensor, grad_weights: Tensor):
+        hiddens, projected, n, outs, weights, rest, features, w_h, w_x, w_out, keys, values, energy = (
+            ctx.saved_tensors
+        )
+        keys_grad = torch.zeros_like(keys)  # Σ_t ∂e_t σ'_t: the keys' gradient but for the factor v
+        grad_pre, grad_hidden, grad_attentional, grad_h, grad_a, grad_energy, grad_contexts = (
+            torch.ops.seq2seq_kernels.fused_loop_backward(
+                grad_outs.contiguous(), grad_weights.contiguous(), hiddens, projected, n, outs, weights, w_h, w_x,
+                w_out, keys, values, energy[0], keys_grad, ctx.feeding, ctx.onednn,
+            )
+        )  # fmt: skip
+        on = ctx.onednn
+
+        def rows(x: Tensor) -> Tensor:
+            return x.reshape(-1, x.size(-1))
+
+        # each weight's gradient: one product over all steps' rows (as StepWeight gathers them)
+        grad_w_h = onednn.mm_tn(rows(hiddens), rows(grad_h), on)
+        grad_w_x = onednn.mm_tn(rows(rest), rows(grad_pre), on)
+        grad_w_out = onednn.mm_tn(rows(features), rows(grad_a), on)
+        # the memory's: keys Σ_t ∂e_t σ'_t v; values Σ_t α_tᵀ ∂c_t as one batched product (B, S, T) × (B, T, D)
+        grad_values = torch.bmm(weights.permute(1, 2, 0), grad_contexts.transpose(0, 1))
+        return (
+            grad_pre,
+            grad_hidden,
+            grad_attentional if ctx.feeding else None,
+            grad_h.sum((0, 1)),
+            grad_a.sum((0, 1)),
+            grad_w_h,
+            grad_w_x,
+            grad_w_out,
+            keys_grad.mul_(energy[0]),
+            grad_values,
+            grad_energy,
+            None,
+            None,
+        )

@@ -119,7 +119,7 @@ def load() -> str:
 
 def _registered() -> bool:
     try:
-        torch.ops.seq2seq_kernels.fused_step  # noqa: B018 (looked up, not used)
+        torch.ops.seq2seq_kernels.fused_loop  # noqa: B018 (looked up, not used)
     except (AttributeError, RuntimeError):
         return False
     return True

@@ -30,11 +30,12 @@ from typing import Any
 import torch
 from torch import _VF, Tensor
 
-from seq2seq.models import onednn
+from seq2seq.models import attention_kernel, onednn
 from seq2seq.models.attention import AdditiveScore, masked_read
 from seq2seq.models.decoder import DecoderState, Memory, RecurrentDecoder, StackedCell, cell_from_gates
 from seq2seq.models.encoders import RecurrentState
 from seq2seq.models.fused_step import FusedStep
+from seq2seq.models.fused_step import loop as compiled_loop
 from seq2seq.models.step_attention import StepAttention
 from seq2seq.models.step_weights import StepWeight
 
@@ -158,6 +159,31 @@ def hoisted_unroll(
         w_h, b_h = first.weight_hh.t(), first.bias_hh
     w_out, b_out = decoder.output_layer.weight.t(), decoder.output_layer.bias  # W_c as (2H or H, H)
     deferred = torch.is_grad_enabled() and not compile and not torch.is_autocast_enabled(pre.device.type)
+    one_gru = decoder.rnn_type == "gru" and len(rnn.cells) == 1
+    additive = isinstance(attention, AdditiveScore) and attention.tanh_as_sigmoid
+    fusable = (
+        fused_step and one_gru and bahdanau and additive and deferred and step_weights and step_attention
+    )
+    if fusable and attention_kernel.active(
+        attention.compiled_kernels, memory.keys, attention.energy_layer.weight
+    ):
+        # the whole loop as one autograd function of compiled operators (fused_step.py)
+        outs, weights = compiled_loop(
+            pre,
+            state.hidden[0],
+            state.attentional if decoder.input_feeding else None,
+            b_h,
+            b_out,
+            w_h,
+            w_rest,
+            w_out,
+            memory.keys,
+            memory.outputs,
+            attention.energy_layer.weight,
+            ~memory.mask,
+            use_onednn,
+        )
+        return outs.transpose(0, 1), weights.transpose(0, 1) if return_attention else None
     if step_weights and deferred:
         # each weight's gradient as one product over all steps (step_weights.py), not T thin ones
         w_rest, w_h, w_out = (StepWeight(w, use_onednn) for w in (w_rest, w_h, w_out))
@@ -175,7 +201,6 @@ def hoisted_unroll(
             attention.compiled_kernels,
         )
     attentional = state.attentional
-    one_gru = decoder.rnn_type == "gru" and len(rnn.cells) == 1
     if fused_step and one_gru and reads is not None and bahdanau and isinstance(w_h, StepWeight):
         return _fused_loop(
             FusedStep(w_h, w_rest, w_out, reads, b_h, b_out, use_onednn),

@@ -1,7 +1,8 @@
-// The fused decoder step of seq2seq/models/fused_step.py, its forward and its written-out backward, as two
-// operators: the same ATen operators in the same order as the Python _Step (so the same results), called from
-// C++ instead of Python, which spent more time dispatching a step's ~50 small operators than the step's
-// elementwise work. The maths and the names are fused_step.py's; the attention scores are additive_score.cpp's.
+// The fused decoder step of seq2seq/models/fused_step.py, its forward and its written-out backward, and the
+// whole teacher-forced loop of them as two operators (fused_loop, fused_loop_backward): the same ATen operators in
+// the same order as the Python _Step (so the same results), called from C++ instead of Python, which spent more
+// time dispatching a step's ~50 small operators and its autograd node than the step's elementwise work. The maths
+// and the names are fused_step.py's; the attention scores are additive_score.cpp's.
 #include "additive_score.h"
 
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 
 #include <limits>
 #include <optional>
+#include <vector>
 
 namespace seq2seq_kernels {
 namespace {
@@ -105,22 +107,82 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step_backward
   return {grad_x, grad_previous, grad_attentional, grad_h, grad_a, v_rows.sum(0).unsqueeze(0), grad_context};
 }
 
+// The whole teacher-forced loop: step t = 0 … T−1 on pre (T,B,3H) from s_0, h̃_0 (None without input feeding).
+// (h̃ (T,B,H), α (T,B,S), and what the backward reads, stacked over steps: the steps' s_{t-1} (T,B,H), [g_h; q]
+// (T,B,3H+A), n (T,B,H), the inputs of W_x (T,B,H+D or D) and of W_c (T,B,H+D))
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loop(
+    const Tensor& pre, const Tensor& hidden0, const std::optional<Tensor>& attentional0, const Tensor& b_h,
+    const Tensor& b_out, const Tensor& w_h, const Tensor& w_x, const Tensor& w_out, const Tensor& keys,
+    const Tensor& values, const Tensor& v, const Tensor& invalid, bool onednn) {
+  const int64_t steps = pre.size(0);
+  std::vector<Tensor> outs, weights, hiddens, projected, ns, rests, features;
+  Tensor hidden = hidden0;
+  std::optional<Tensor> attentional = attentional0;
+  for (int64_t t = 0; t < steps; ++t) {
+    auto [new_hidden, out, alpha, proj, rz, n, rest, feats] =
+        step(pre.select(0, t), hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, v, invalid, onednn);
+    hiddens.push_back(hidden);
+    outs.push_back(out);
+    weights.push_back(alpha);
+    projected.push_back(proj);  // (σ(r, z) in its first 2H columns: rz is a view of it)
+    ns.push_back(n);
+    rests.push_back(rest);
+    features.push_back(feats);
+    hidden = new_hidden;
+    if (attentional) attentional = out;
+  }
+  return {at::stack(outs), at::stack(weights), at::stack(hiddens), at::stack(projected), at::stack(ns),
+          at::stack(rests), at::stack(features)};
+}
+
+// The loop's backward, step T−1 down to 0: (∂pre (T,B,3H), ∂s_0, ∂h̃_0 (empty without input feeding),
+// ∂[g_h; q] (T,B,3H+A), ∂a (T,B,H), ∂v (1,A), ∂c (T,B,D)); the keys' running sum goes into keys_grad
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> loop_backward(
+    const Tensor& grad_outs, const Tensor& grad_weights, const Tensor& hiddens, const Tensor& projected,
+    const Tensor& ns, const Tensor& outs, const Tensor& weights, const Tensor& w_h, const Tensor& w_x,
+    const Tensor& w_out, const Tensor& keys, const Tensor& values, const Tensor& v, Tensor keys_grad, bool feeding,
+    bool onednn) {
+  const int64_t steps = outs.size(0), size = outs.size(2);
+  std::vector<Tensor> grad_pre(steps), grad_hs(steps), grad_as(steps), grad_contexts(steps);
+  Tensor grad_hidden = at::zeros_like(outs.select(0, 0));  // ∂s_t from step t + 1
+  Tensor grad_attentional;                                  // ∂h̃_t from step t + 1 (input feeding)
+  Tensor grad_v = at::zeros({1, v.size(0)}, v.options());
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    Tensor grad_out = grad_outs.select(0, t);
+    if (feeding && grad_attentional.defined()) grad_out = grad_out + grad_attentional;
+    const Tensor proj = projected.select(0, t);
+    auto [grad_x, grad_previous, grad_att, grad_h, grad_a, grad_energy, grad_context] = step_backward(
+        grad_hidden, grad_out, grad_weights.select(0, t), hiddens.select(0, t), cols(proj, 0, 2 * size),
+        ns.select(0, t), cols(proj, 0, 3 * size), outs.select(0, t), w_h, w_x, w_out, keys, cols(proj, 3 * size),
+        weights.select(0, t), values, v, keys_grad, feeding, onednn);
+    grad_pre[t] = grad_x;
+    grad_hs[t] = grad_h;
+    grad_as[t] = grad_a;
+    grad_contexts[t] = grad_context;
+    grad_v.add_(grad_energy);
+    grad_hidden = grad_previous;
+    grad_attentional = grad_att;
+  }
+  if (!feeding) grad_attentional = at::empty({0}, outs.options());
+  return {at::stack(grad_pre), grad_hidden, grad_attentional, at::stack(grad_hs), at::stack(grad_as), grad_v,
+          at::stack(grad_contexts)};
+}
+
 }  // namespace
 }  // namespace seq2seq_kernels
 
 TORCH_LIBRARY_FRAGMENT(seq2seq_kernels, m) {
   m.def(
-      "fused_step(Tensor pre, Tensor hidden, Tensor? attentional, Tensor b_h, Tensor b_out, Tensor w_h, Tensor w_x, "
+      "fused_loop(Tensor pre, Tensor hidden, Tensor? attentional, Tensor b_h, Tensor b_out, Tensor w_h, Tensor w_x, "
       "Tensor w_out, Tensor keys, Tensor values, Tensor v, Tensor invalid, bool onednn) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def(
-      "fused_step_backward(Tensor grad_hidden, Tensor grad_out, Tensor grad_weights, Tensor hidden, Tensor rz, "
-      "Tensor n, Tensor gates_h, Tensor out, Tensor w_h, Tensor w_x, Tensor w_out, Tensor keys, Tensor query, "
-      "Tensor weights, Tensor values, Tensor v, Tensor(a!) keys_grad, bool feeding, bool onednn) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "fused_loop_backward(Tensor grad_outs, Tensor grad_weights, Tensor hiddens, Tensor projected, Tensor n, "
+      "Tensor outs, Tensor weights, Tensor w_h, Tensor w_x, Tensor w_out, Tensor keys, Tensor values, Tensor v, "
+      "Tensor(a!) keys_grad, bool feeding, bool onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(seq2seq_kernels, CPU, m) {
-  m.impl("fused_step", &seq2seq_kernels::step);
-  m.impl("fused_step_backward", &seq2seq_kernels::step_backward);
+  m.impl("fused_loop", &seq2seq_kernels::loop);
+  m.impl("fused_loop_backward", &seq2seq_kernels::loop_backward);
 }
