@@ -42,9 +42,11 @@ def gru_layers(
     Args:
         inputs: ``(B, S, I)`` right-padded; lengths: ``(B,)`` real lengths (any device).
         use_onednn: the products over all steps through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
-        compiled: each layer's step loop, forward and backward, as one compiled operator (``csrc/gru_layer.cpp``:
-            per step the same product and one vectorised pass for the gates; ``speed.compiled_kernels``, already
-            built) for float32 and float64 CPU tensors.
+        compiled: in training (autograd on), each layer's step loop, forward and backward, as one compiled
+            operator (``csrc/gru_layer.cpp``: per step the same product and one vectorised pass for the gates;
+            ``speed.compiled_kernels``, already built) for float32 and float64 CPU tensors. Without autograd
+            (validation, decoding) the Python loop runs either way, so that a model's scores do not depend on
+            whether it was evaluated in its training process or by ``seq2seq-evaluate`` (which builds nothing).
 
     Returns:
         outputs ``(B, S, D·H)`` (zero at padding) and the final states ``(L·D, B, H)`` in ``nn.GRU``'s order.
@@ -58,7 +60,8 @@ def gru_layers(
     reverse = torch.where(real, lengths.unsqueeze(0) - 1 - time.unsqueeze(1), time.unsqueeze(1))  # (S, B)
     alive = [int(n) for n in real.sum(1).tolist()]  # sentences still running at each step
     mask = real.unsqueeze(-1).to(inputs.dtype)  # (S, B, 1)
-    compiled = compiled and inputs.device.type == "cpu" and inputs.dtype in (torch.float32, torch.float64)
+    compiled = compiled and torch.is_grad_enabled() and inputs.device.type == "cpu"
+    compiled = compiled and inputs.dtype in (torch.float32, torch.float64)
     layer_input = inputs.transpose(0, 1)  # (S, B, I), time-major
     finals = []
     for layer in range(rnn.num_layers):
