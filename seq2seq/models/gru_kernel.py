@@ -8,7 +8,9 @@ Here, for each layer:
 * a step is one ``baddbmm`` for both directions' ``W_h h`` and five fused elementwise operators;
 * the backward runs the same loop in reverse with the gates' derivatives written out, one ``baddbmm`` per step
   for the hidden state's gradient; after the last step the gradients of ``W_i``, ``W_h``, both biases and the
-  input are one product (or sum) each over all steps (the "batch the weight gradients" step of cuDNN's RNNs).
+  input are one product (or sum) each over all steps (the "batch the weight gradients" step of cuDNN's RNNs);
+* with the compiled operators (``speed.compiled_kernels``), in training, each of the two loops is one C++ call
+  (``csrc/gru_layer.cpp``): per step the product and one vectorised pass for the gates, state and mask.
 
 The equations are ``nn.GRU``'s (Cho et al. 2014, with ``r`` applied to ``W_hn h + b_hn`` as in cuDNN)::
 
