@@ -164,6 +164,7 @@ def hoisted_unroll(
     fusable = (
         fused_step and one_gru and bahdanau and additive and deferred and step_weights and step_attention
     )
+    invalid = ~memory.mask  # (B, S)
     if fusable and attention_kernel.active(
         attention.compiled_kernels, memory.keys, attention.energy_layer.weight
     ):
@@ -180,7 +181,7 @@ def hoisted_unroll(
             memory.keys,
             memory.outputs,
             attention.energy_layer.weight,
-            ~memory.mask,
+            invalid,
             use_onednn,
         )
         return outs.transpose(0, 1), weights.transpose(0, 1) if return_attention else None
@@ -189,9 +190,8 @@ def hoisted_unroll(
         w_rest, w_h, w_out = (StepWeight(w, use_onednn) for w in (w_rest, w_h, w_out))
     hs = list(state.hidden[0] if rnn.is_lstm else state.hidden)  # per layer (B, H)
     cs = list(state.hidden[1]) if rnn.is_lstm else [None] * len(hs)
-    invalid = ~memory.mask  # (B, S)
     reads = None
-    if step_attention and deferred and isinstance(attention, AdditiveScore) and attention.tanh_as_sigmoid:
+    if step_attention and deferred and additive:
         reads = StepAttention(
             memory.keys,
             memory.outputs,
@@ -201,7 +201,7 @@ def hoisted_unroll(
             attention.compiled_kernels,
         )
     attentional = state.attentional
-    if fused_step and one_gru and reads is not None and bahdanau and isinstance(w_h, StepWeight):
+    if fusable:  # (with step weights and the step attention read made above)
         return _fused_loop(
             FusedStep(w_h, w_rest, w_out, reads, b_h, b_out, use_onednn),
             pre,

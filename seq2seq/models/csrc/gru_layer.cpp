@@ -1,5 +1,5 @@
 // The encoder's GRU layer loop (seq2seq/models/gru_kernel.py's _GRULayer), forward and backward, as two operators:
-// each step is the same batched product W_h h + b_h (baddbmm) followed by one vectorised pass for the gates, the new
+// each step is the same batched product W_h h (bmm) followed by one vectorised pass for b_h, the gates, the new
 // state and the padding mask, where the Python loop ran about six ATen operators a step forward and twelve backward,
 // each costing more in dispatch than its few thousand elements of work. The equations and names are gru_kernel.py's.
 //
@@ -41,11 +41,10 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& projected_in, const Ten
   Tensor states = at::empty({D, S, B, H}, projected.options());
   Tensor from_h = at::empty({S, D, B, 3 * H}, projected.options());
   Tensor n_all = at::empty({S, D, B, H}, projected.options());
-  Tensor zeros = at::zeros({D, B, H}, projected.options());
   const Tensor b_hh_packed = b_hh.contiguous();  // (D,1,3H)
   TORCH_CHECK(b_hh_packed.numel() == D * 3 * H, "gru_layer: b_hh (D,1,3H)");
-  // the state as the next product reads it, packed (a step's slice of states is strided: bmm would copy it)
-  Tensor previous = zeros, current = at::empty({D, B, H}, projected.options());
+  // the state as the next product reads it, packed (a step's slice of states is strided: bmm would copy it); h_0 = 0
+  Tensor previous = at::zeros({D, B, H}, projected.options()), current = at::empty_like(previous);
   AT_DISPATCH_FLOATING_TYPES(projected.scalar_type(), "gru_layer", [&] {
     using Vec = Vectorized<scalar_t>;
     const int64_t V = Vec::size();
@@ -98,7 +97,6 @@ std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& projected_in, const Ten
           }
         }
       });
-      if (t == 0) previous = at::empty({D, B, H}, projected.options());
       std::swap(previous, current);
     }
   });
