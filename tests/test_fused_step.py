@@ -15,13 +15,13 @@ from seq2seq.models.seq2seq import EncoderDecoder
 V_SRC, V_TGT = 11, 13
 
 
-def _model(input_feeding=True, rnn_type="gru", layers=1, attention="bahdanau", dtype=torch.float64):
+def _model(input_feeding=True, rnn_type="gru", layers=1, attention="bahdanau", dtype=torch.float64, hidden=8):
     torch.manual_seed(0)
     model = EncoderDecoder(
         V_SRC,
         V_TGT,
         embedding_size=6,
-        hidden_size=8,
+        hidden_size=hidden,
         rnn_type=rnn_type,
         attention=attention,
         input_feeding=input_feeding,
@@ -103,6 +103,22 @@ def test_fused_step_equals_the_step_loop(steps, loops, input_feeding, recompute,
         for name, grad in grads.items():
             torch.testing.assert_close(other[2][name], grad, rtol=1e-9, atol=1e-11, msg=name)
     assert all(g.abs().sum() > 0 for g in fused[2].values())  # every parameter gets a gradient
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, (1e-10, 1e-12)), (torch.float32, (1e-4, 1e-6))])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_the_compiled_loops_gate_pass_covers_whole_vectors_and_a_tail(loops, dtype, tolerance, input_feeding):
+    """Hidden size 22: the compiled loop's vectorised gate passes (csrc/fused_step.cpp) run whole vectors and a
+    scalar tail for every vector width (4-16 lanes), forward and backward, equal to the step loop's operators."""
+    model = _model(input_feeding, dtype=dtype, hidden=22)
+    loss, weights, grads = _run(model, fast=False, weights_in_loss=True)
+    compiled = _run(model, weights_in_loss=True, kernel=_kernel())
+    assert loops == [1]
+    rtol, atol = tolerance
+    torch.testing.assert_close(compiled[0], loss, rtol=rtol, atol=atol)
+    torch.testing.assert_close(compiled[1], weights, rtol=rtol, atol=atol)
+    for name, grad in grads.items():
+        torch.testing.assert_close(compiled[2][name], grad, rtol=100 * rtol, atol=atol, msg=name)
 
 
 @pytest.mark.parametrize(

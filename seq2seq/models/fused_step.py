@@ -20,8 +20,9 @@ the attention read's backward (:func:`~seq2seq.models.step_attention.read_backwa
 :class:`~seq2seq.models.step_weights.StepWeight` and :class:`~seq2seq.models.step_attention.StepAttention` do.
 With ``speed.compiled_kernels`` the whole loop is one autograd function instead (:func:`loop`): its forward runs
 every step in one C++ call and its backward all of them in reverse in another (``csrc/fused_step.cpp``: the same
-operators in the same order), the steps' records stacked there; no autograd node, Python or record keeping per
-step, and each weight's and the memory's gradient one product over all steps, as here.
+products and attention read, each step's GRU gates one vectorised pass forward and one backward), each step's
+records written into stacked tensors there; no autograd node, Python or record keeping per step, and each weight's
+and the memory's gradient one product over all steps, as here.
 Tested equal to the step loop (``tests/test_fused_step.py``, ``tests/test_unroll.py``); ``speed.fused_step``.
 """
 

@@ -1,9 +1,10 @@
 """The project's compiled CPU operators (``csrc/*.cpp``), built on first use and loaded into ``torch.ops.seq2seq_kernels``.
 
-Two of them: the additive attention score's pass over the keys (:mod:`~seq2seq.models.attention_kernel`) and the
-fused decoder step (:mod:`~seq2seq.models.fused_step`). They are compiled with the C++ compiler PyTorch's own
-extensions use (``CXX``, else ``c++``), against the installed PyTorch's headers, for the vector width PyTorch itself
-chose on this CPU, and kept in ``~/.cache/seq2seq/kernels`` (``SEQ2SEQ_KERNEL_CACHE``) under a key of the sources,
+The additive attention score's pass over the keys (:mod:`~seq2seq.models.attention_kernel`), the decoder's whole
+teacher-forced loop (:mod:`~seq2seq.models.fused_step`), the encoder's GRU loops (:mod:`~seq2seq.models.gru_kernel`)
+and the training loss's softmax and gradient (:mod:`~seq2seq.training.chunked_loss`). They are compiled with the
+C++ compiler PyTorch's own extensions use (``CXX``, else ``c++``), against the installed PyTorch's headers, for the
+vector width PyTorch itself chose on this CPU, and kept in ``~/.cache/seq2seq/kernels`` (``SEQ2SEQ_KERNEL_CACHE``) under a key of the sources,
 PyTorch's and Python's versions, the compiler and the flags: about half a minute, once per machine and version.
 ``speed.compiled_kernels``: ``auto`` (the default) uses them where they build and the Python operators where they
 do not (no compiler); ``true`` requires them; ``false`` never builds them.

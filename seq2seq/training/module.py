@@ -191,6 +191,7 @@ class Seq2SeqModule(pl.LightningModule):
             label_smoothing=float(self.cfg.optim.label_smoothing),
             chunk=self.loss_chunk,
             use_onednn=self.model.onednn_matmul,  # set by set_model_speed in __init__
+            compiled=self.model.compiled_kernels,
         )
 
     def loss_and_logits(
@@ -386,8 +387,7 @@ def set_model_speed(model: Any, speed: Any) -> None:
     model.step_attention = bool(speed.get("step_attention", True))
     model.fused_step = bool(speed.get("fused_step", True))
     model.onednn_matmul = onednn.wanted(speed.get("onednn_matmul", "auto"))
-    users = [layer for layer in model.modules() if isinstance(layer, (AdditiveScore, RecurrentEncoder))]
-    kernel_on = bool(users) and kernels.wanted(speed.get("compiled_kernels", "auto"))
+    model.compiled_kernels = kernel_on = kernels.wanted(speed.get("compiled_kernels", "auto"))
     for layer in model.modules():
         if isinstance(layer, AdditiveScore):
             layer.tanh_as_sigmoid = bool(speed.get("tanh_as_sigmoid", True))
