@@ -97,7 +97,6 @@ void gates_backward(const Tensor& grad_s, const Tensor& grad_next, const Tensor&
   AT_DISPATCH_FLOATING_TYPES(previous.scalar_type(), "fused_loop_gates_backward", [&] {
     using Vec = Vectorized<scalar_t>;
     const int64_t V = Vec::size();
-    const Vec one(scalar_t(1));
     for (int64_t b = 0; b < B; ++b) {
       const scalar_t* gs = grad_s.data_ptr<scalar_t>() + b * grad_s.stride(0);
       const scalar_t* gn = grad_next.data_ptr<scalar_t>() + b * grad_next.stride(0);
@@ -111,9 +110,8 @@ void gates_backward(const Tensor& grad_s, const Tensor& grad_next, const Tensor&
       for (; j + V <= H; j += V) {
         const Vec grad = Vec::loadu(gs + j) + Vec::loadu(gn + j);
         const Vec r = Vec::loadu(gh + j), z = Vec::loadu(gh + H + j), n = Vec::loadu(nv + j);
-        const Vec grad_n = grad * (one - z) * (one - n * n);
-        const Vec grad_r = grad_n * Vec::loadu(gh + 2 * H + j) * (r - r * r);
-        const Vec grad_z = grad * (Vec::loadu(hp + j) - n) * (z - z * z);
+        const auto [grad_r, grad_z, grad_n] =
+            gate_gradients(grad, r, z, n, Vec::loadu(gh + 2 * H + j), Vec::loadu(hp + j));
         grad_r.store(gx + j);
         grad_z.store(gx + H + j);
         grad_n.store(gx + 2 * H + j);

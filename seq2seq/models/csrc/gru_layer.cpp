@@ -119,7 +119,6 @@ std::tuple<Tensor, Tensor> backward(const Tensor& grad_states_in, const Tensor& 
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "gru_layer_backward", [&] {
     using Vec = Vectorized<scalar_t>;
     const int64_t V = Vec::size();
-    const Vec one(scalar_t(1));
     for (int64_t t = S - 1; t >= 0; --t) {
       const scalar_t* gs_all = grad_states.data_ptr<scalar_t>();
       const scalar_t* st_all = states.data_ptr<scalar_t>();
@@ -153,9 +152,7 @@ std::tuple<Tensor, Tensor> backward(const Tensor& grad_states_in, const Tensor& 
             const Vec r = Vec::loadu(f + j), z = Vec::loadu(f + H + j), n = Vec::loadu(nv + j);
             const Vec g_new = g * mv;
             (at::vec::fmadd(g_new, z, g - g_new)).store(dir + j);
-            const Vec g_n = (g_new - g_new * z) * (one - n * n);  // through (1 − z) ⊙ · and tanh
-            const Vec g_r = g_n * Vec::loadu(f + 2 * H + j) * (one - r) * r;  // through r ⊙ (W_hn h + b_hn), σ
-            const Vec g_z = g_new * (Vec::loadu(hp + j) - n) * (one - z) * z;
+            const auto [g_r, g_z, g_n] = gate_gradients(g_new, r, z, n, Vec::loadu(f + 2 * H + j), Vec::loadu(hp + j));
             g_r.store(gx + j);
             g_z.store(gx + H + j);
             g_n.store(gx + 2 * H + j);

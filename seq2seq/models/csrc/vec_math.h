@@ -1,4 +1,5 @@
-// σ on PyTorch's vectors and on the scalars after the last whole vector, shared by the kernels.
+// σ on PyTorch's vectors and on the scalars after the last whole vector, and the GRU's gate derivatives, shared by
+// the kernels.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -17,6 +18,25 @@ inline at::vec::Vectorized<T> sigmoid(const at::vec::Vectorized<T>& x) {
 template <typename T>
 inline T scalar_sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
+}
+
+// The GRU's gate derivatives (nn.GRUCell's equations: n = tanh(g_x^n + r ⊙ from_n), h' = n + z ⊙ (h − n)) for
+// grad = ∂L/∂h', shared by the encoder's and the decoder's compiled loops: ∂n before tanh, ∂r and ∂z before σ
+template <typename T>
+struct GateGradients {
+  at::vec::Vectorized<T> r, z, n;
+};
+
+template <typename T>
+inline GateGradients<T> gate_gradients(const at::vec::Vectorized<T>& grad, const at::vec::Vectorized<T>& r,
+                                       const at::vec::Vectorized<T>& z, const at::vec::Vectorized<T>& n,
+                                       const at::vec::Vectorized<T>& from_n, const at::vec::Vectorized<T>& previous) {
+  using Vec = at::vec::Vectorized<T>;
+  const Vec one(T(1));
+  const Vec grad_n = (grad - grad * z) * (one - n * n);  // through (1 − z) ⊙ · and tanh
+  return {grad_n * from_n * (one - r) * r,             // through r ⊙ from_n and σ
+          grad * (previous - n) * (one - z) * z,        // through z ⊙ (h − n) and σ
+          grad_n};
 }
 
 }  // namespace seq2seq_kernels
