@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import os
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -115,13 +117,27 @@ def bucket(rows: int) -> int:
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, enabled: bool = True) -> Tensor:
-    """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``. Without
-    autograd a parameter's product reads its :func:`row_major` copy."""
+    """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``. Within
+    :func:`reading_row_major` (decoding) a parameter's product reads its :func:`row_major` copy."""
     if not active(enabled, x, weight, *([] if bias is None else [bias])):
         return torch.nn.functional.linear(x, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return _Linear.apply(x, weight, bias)
-    return _product(x, row_major(weight), bias)
+    return _product(x, row_major(weight) if _READING_ROW_MAJOR[0] else weight, bias)
+
+
+_READING_ROW_MAJOR = [0]  # how many reading_row_major() blocks are open
+
+
+@contextmanager
+def reading_row_major() -> Iterator[None]:
+    """Products of :func:`linear` without autograd read :func:`row_major` copies of their parameters: for a search,
+    whose parameters do not change from step to step (in training each update would copy them again)."""
+    _READING_ROW_MAJOR[0] += 1
+    try:
+        yield
+    finally:
+        _READING_ROW_MAJOR[0] -= 1
 
 
 # id(parameter) → (a weak reference to it, its version and storage when copied, the copy)
@@ -134,7 +150,7 @@ def row_major(weight: Tensor) -> Tensor:
 
     oneDNN multiplies ``x Wᵀ`` faster from that layout, the most at decoding's few rows: the Bible's output layer
     (``288 → 8000``) 1.25–1.77× at 8–64 rows, 1.09× at 200 (docs/performance.md). Training's step loop makes
-    such copies itself (:mod:`~seq2seq.models.step_weights`); this keeps them across the calls of decoding.
+    such copies itself (:mod:`~seq2seq.models.step_weights`); this keeps them across a search's steps.
     """
     if not isinstance(weight, torch.nn.Parameter) or weight.dim() != 2 or not weight.is_contiguous():
         return weight
