@@ -11,7 +11,8 @@ product's output rows (:func:`mm_tn`: 2-3× faster than the other way round for 
 function takes ``enabled`` (``speed.onednn_matmul``, whose default ``auto`` is :func:`preferred`: on AMD CPUs only —
 on an Intel CPU MKL was the faster one); the products stay with torch too when PyTorch lacks oneDNN
 or has it switched off (``torch.backends.mkldnn.enabled``), for anything but float32 CPU tensors, and for
-strided operands (:func:`active`).
+strided operands (:func:`active`). Within :func:`reading_row_major` (a search's steps) :func:`linear` reads each
+parameter from its :func:`row_major` copy, oneDNN's faster layout.
 """
 
 from __future__ import annotations
