@@ -13,7 +13,6 @@ from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
-from seq2seq.models import onednn
 from seq2seq.models.search import Hypotheses, beam_stream, greedy_stream, max_output_lengths
 from seq2seq.models.seq2seq import EncoderDecoder
 
@@ -102,9 +101,5 @@ def decode_stream(
         searches = greedy_stream(
             model, inputs(), *ids, return_attention=return_attention, refill=decoding.refill
         )
-    while True:  # the search's products read row-major weights; the caller's code between batches does not
-        with onednn.reading_row_major():
-            hypotheses = next(searches, None)
-        if hypotheses is None:
-            return
+    for hypotheses in searches:
         yield taken.popleft(), hypotheses

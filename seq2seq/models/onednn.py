@@ -11,17 +11,13 @@ product's output rows (:func:`mm_tn`: 2-3× faster than the other way round for 
 function takes ``enabled`` (``speed.onednn_matmul``, whose default ``auto`` is :func:`preferred`: on AMD CPUs only —
 on an Intel CPU MKL was the faster one); the products stay with torch too when PyTorch lacks oneDNN
 or has it switched off (``torch.backends.mkldnn.enabled``), for anything but float32 CPU tensors, and for
-strided operands (:func:`active`). Within :func:`reading_row_major` (a search's steps) :func:`linear` reads each
-parameter from its :func:`row_major` copy, oneDNN's faster layout.
+strided operands (:func:`active`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -118,52 +114,12 @@ def bucket(rows: int) -> int:
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, enabled: bool = True) -> Tensor:
-    """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``. Within
-    :func:`reading_row_major` (decoding) a parameter's product reads its :func:`row_major` copy."""
+    """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``."""
     if not active(enabled, x, weight, *([] if bias is None else [bias])):
         return torch.nn.functional.linear(x, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return _Linear.apply(x, weight, bias)
-    return _product(x, row_major(weight) if _READING_ROW_MAJOR[0] else weight, bias)
-
-
-_READING_ROW_MAJOR = [0]  # how many reading_row_major() blocks are open
-
-
-@contextmanager
-def reading_row_major() -> Iterator[None]:
-    """Products of :func:`linear` without autograd read :func:`row_major` copies of their parameters: for a search,
-    whose parameters do not change from step to step (in training each update would copy them again)."""
-    _READING_ROW_MAJOR[0] += 1
-    try:
-        yield
-    finally:
-        _READING_ROW_MAJOR[0] -= 1
-
-
-# id(parameter) → (a weak reference to it, its version and storage when copied, the copy)
-_ROW_MAJOR: dict[int, tuple[weakref.ref, tuple[int, int], Tensor]] = {}
-
-
-def row_major(weight: Tensor) -> Tensor:
-    """A parameter ``(N, K)`` as the transposed view of a row-major ``(K, N)`` copy, kept until the parameter
-    changes (an optimiser step, a loaded checkpoint, a new ``.data``); any other tensor as it is.
-
-    oneDNN multiplies ``x Wᵀ`` faster from that layout, the most at decoding's few rows: the Bible's output layer
-    (``288 → 8000``) 1.25–1.77× at 8–64 rows, 1.09× at 200 (docs/performance.md). Training's step loop makes
-    such copies itself (:mod:`~seq2seq.models.step_weights`); this keeps them across a search's steps.
-    """
-    if not isinstance(weight, torch.nn.Parameter) or weight.dim() != 2 or not weight.is_contiguous():
-        return weight
-    if weight.is_inference():  # no version counter to tell a change by
-        return weight
-    key, stamp = id(weight), (weight._version, weight.data_ptr())
-    entry = _ROW_MAJOR.get(key)
-    if entry is not None and entry[0]() is weight and entry[1] == stamp:
-        return entry[2].t()
-    copy = weight.detach().t().contiguous()  # (K, N)
-    _ROW_MAJOR[key] = (weakref.ref(weight, lambda _, key=key: _ROW_MAJOR.pop(key, None)), stamp, copy)
-    return copy.t()
+    return _product(x, weight, bias)
 
 
 def addmm(add: Tensor, x: Tensor, weight: Tensor, enabled: bool = True, pad_rows: bool = True) -> Tensor:
