@@ -189,6 +189,79 @@ def test_decoding_gives_the_same_outputs_with_and_without_onednn(search):
     assert sum(map(len, outputs[0].tokens)) > 0
 
 
+def test_within_a_block_a_parameter_is_read_from_a_row_major_copy_made_once_and_dropped_with_the_block():
+    """onednn.row_major_copies: the copy a search reads (one per batch it hands back, decode_stream)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(12, 40)
+    x = torch.randn(5, 12)
+    assert onednn._row_major(layer.weight) is layer.weight  # outside a block: no copy
+    with torch.no_grad(), onednn.row_major_copies():
+        first = onednn._row_major(layer.weight)
+        assert first.shape == (40, 12) and first.t().is_contiguous() and not layer.weight.t().is_contiguous()
+        assert torch.equal(first, layer.weight) and first.data_ptr() != layer.weight.data_ptr()
+        assert onednn._row_major(layer.weight).data_ptr() == first.data_ptr()  # made once in the block
+        close(onednn.linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+        plain = torch.randn(40, 12)
+        assert onednn._row_major(plain) is plain and onednn._row_major(layer.bias) is layer.bias
+        with onednn.row_major_copies():  # an inner block makes its own
+            assert onednn._row_major(layer.weight).data_ptr() != first.data_ptr()
+        assert onednn._row_major(layer.weight).data_ptr() == first.data_ptr()
+    assert onednn._row_major(layer.weight) is layer.weight
+    with pytest.raises(RuntimeError, match="inside"), onednn.row_major_copies():
+        raise RuntimeError("inside")
+    assert onednn._BLOCKS.copies == []  # closed by the error too
+
+
+def test_a_block_after_a_fused_adam_step_reads_the_new_weights():
+    """Fused Adam updates parameters in place without bumping their version counters: a copy kept across blocks
+    (keyed on the version) went stale; one per block cannot."""
+    torch.manual_seed(1)
+    layer = nn.Linear(12, 40)
+    x = torch.randn(5, 12)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    for _ in range(2):
+        with torch.no_grad(), onednn.row_major_copies():
+            close(onednn.linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+        version = layer.weight._version
+        layer(x).square().sum().backward()
+        optimizer.step()
+        assert layer.weight._version == version  # the trap this design avoids
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_decoding_reads_row_major_copies_and_sees_training_between_searches(search, monkeypatch):
+    """decode_stream opens a block per batch: the output layer is read from a copy, and after fused Adam steps
+    the search decodes as a fresh copy of the trained model does."""
+    src, lengths, tgt = _batch()
+
+    class Batch:
+        pass
+
+    batch = Batch()
+    batch.src, batch.src_lengths = src, lengths
+    model = _model(True)
+    read_from_copies = []
+    real = onednn._row_major
+    monkeypatch.setattr(onednn, "_row_major", lambda w: read_from_copies.append(w) or real(w))
+    before = decode(model.eval(), batch, Decoding(search, beam_size=3)).tokens
+    assert any(w is model.decoder.generator.weight for w in read_from_copies)
+    assert real(model.decoder.generator.weight) is model.decoder.generator.weight  # the block is closed
+    optimizer, changed = torch.optim.Adam(model.parameters(), lr=0.05, fused=True), False
+    for _ in range(3):
+        model.train()
+        features, _ = model(src, lengths, tgt[:, :-1], features=True)
+        flat, generator = features.reshape(-1, features.size(-1)), model.decoder.generator
+        linear_cross_entropy(flat, generator, tgt[:, 1:].reshape(-1), 0, 0.0, 16, True).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        after = decode(model.eval(), batch, Decoding(search, beam_size=3))
+        fresh = _model(True)
+        fresh.load_state_dict(model.state_dict())
+        assert after.tokens == decode(fresh.eval(), batch, Decoding(search, beam_size=3)).tokens
+        changed |= after.tokens != before
+    assert changed  # training moved the outputs, so stale copies would have shown
+
+
 AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n"
 INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 143\n"
 ARM = "processor\t: 0\nCPU implementer\t: 0x41\n"

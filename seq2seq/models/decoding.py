@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from torch import Tensor
 
+from seq2seq.models import onednn
 from seq2seq.models.search import Hypotheses, beam_stream, greedy_stream, max_output_lengths
 from seq2seq.models.seq2seq import EncoderDecoder
 
@@ -77,7 +78,9 @@ def decode_stream(
 
     With ``decoding.refill`` the sentences of the next batches take the rows of finished ones, never more padded
     source tokens live than the batch they come from holds (:mod:`seq2seq.models.live_batch`; recurrent decoders
-    without local attention; others decode batch by batch).
+    without local attention; others decode batch by batch). The search's products read row-major copies of the
+    weights (:func:`~seq2seq.models.onednn.row_major_copies`), made again for each batch handed back: the caller may
+    change the weights between batches, never during a search.
     """
     taken: deque[Batch] = deque()
 
@@ -101,5 +104,9 @@ def decode_stream(
         searches = greedy_stream(
             model, inputs(), *ids, return_attention=return_attention, refill=decoding.refill
         )
-    for hypotheses in searches:
+    while True:
+        with onednn.row_major_copies():
+            hypotheses = next(searches, None)
+        if hypotheses is None:
+            return
         yield taken.popleft(), hypotheses

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -114,12 +117,47 @@ def bucket(rows: int) -> int:
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, enabled: bool = True) -> Tensor:
-    """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``."""
+    """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``. Without autograd
+    inside :func:`row_major_copies` a parameter is read from its row-major copy."""
     if not active(enabled, x, weight, *([] if bias is None else [bias])):
         return torch.nn.functional.linear(x, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return _Linear.apply(x, weight, bias)
-    return _product(x, weight, bias)
+    return _product(x, _row_major(weight), bias)
+
+
+_BLOCKS = threading.local()  # .copies: per open row_major_copies() block, id(parameter) → (parameter, copy)
+
+
+@contextmanager
+def row_major_copies() -> Iterator[None]:
+    """Within the block, :func:`linear` without autograd reads each parameter ``(N, K)`` from a row-major ``(K, N)``
+    copy made at its first product and dropped with the block. For a stretch of work that does not change
+    parameters: a search between two batches (:func:`~seq2seq.models.decoding.decode_stream`), never training.
+
+    oneDNN multiplies ``x Wᵀ`` faster from that layout, the most at decoding's few rows: the Bible's output layer
+    (``288 → 8000``) 1.25–1.77× at 8–64 rows (docs/performance.md). Nothing outlives the block, so no change to a
+    parameter can be missed (fused Adam updates parameters without bumping their version counters).
+    """
+    stack = _BLOCKS.__dict__.setdefault("copies", [])
+    stack.append({})
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _row_major(weight: Tensor) -> Tensor:
+    """``weight`` as the transposed view of its copy in the innermost :func:`row_major_copies` block (a 2-D
+    contiguous parameter), else as it is."""
+    stack = getattr(_BLOCKS, "copies", None)
+    copyable = isinstance(weight, torch.nn.Parameter) and weight.dim() == 2 and weight.is_contiguous()
+    if not (stack and copyable):
+        return weight
+    entry = stack[-1].get(id(weight))
+    if entry is None or entry[0] is not weight:
+        entry = stack[-1][id(weight)] = (weight, weight.detach().t().contiguous())
+    return entry[1].t()
 
 
 def addmm(add: Tensor, x: Tensor, weight: Tensor, enabled: bool = True, pad_rows: bool = True) -> Tensor:

@@ -110,14 +110,8 @@ void gates_backward(const Tensor& grad_s, const Tensor& grad_next, const Tensor&
       for (; j + V <= H; j += V) {
         const Vec grad = Vec::loadu(gs + j) + Vec::loadu(gn + j);
         const Vec r = Vec::loadu(gh + j), z = Vec::loadu(gh + H + j), n = Vec::loadu(nv + j);
-        const auto [grad_r, grad_z, grad_n] =
-            gate_gradients(grad, r, z, n, Vec::loadu(gh + 2 * H + j), Vec::loadu(hp + j));
-        grad_r.store(gx + j);
-        grad_z.store(gx + H + j);
-        grad_n.store(gx + 2 * H + j);
-        grad_r.store(gf + j);
-        grad_z.store(gf + H + j);
-        (grad_n * r).store(gf + 2 * H + j);
+        store_gate_gradients(gate_gradients(grad, r, z, n, Vec::loadu(gh + 2 * H + j), Vec::loadu(hp + j)), r, H, j,
+                             gx, gf);
         (grad * z).store(dv + j);
       }
       for (; j < H; ++j) {

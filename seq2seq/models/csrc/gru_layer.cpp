@@ -152,16 +152,8 @@ std::tuple<Tensor, Tensor> backward(const Tensor& grad_states_in, const Tensor& 
             const Vec r = Vec::loadu(f + j), z = Vec::loadu(f + H + j), n = Vec::loadu(nv + j);
             const Vec g_new = g * mv;
             (at::vec::fmadd(g_new, z, g - g_new)).store(dir + j);
-            const auto [g_r, g_z, g_n] = gate_gradients(g_new, r, z, n, Vec::loadu(f + 2 * H + j), Vec::loadu(hp + j));
-            g_r.store(gx + j);
-            g_z.store(gx + H + j);
-            g_n.store(gx + 2 * H + j);
-            g_r.store(gf + j);
-            g_z.store(gf + H + j);
-            (g_n * r).store(gf + 2 * H + j);
-            g_r.store(sg + j);
-            g_z.store(sg + H + j);
-            (g_n * r).store(sg + 2 * H + j);
+            store_gate_gradients(gate_gradients(g_new, r, z, n, Vec::loadu(f + 2 * H + j), Vec::loadu(hp + j)), r, H,
+                                 j, gx, gf, sg);
           }
           for (; j < H; ++j) {
             const scalar_t g = gh[j] + gs[j];

@@ -39,4 +39,16 @@ inline GateGradients<T> gate_gradients(const at::vec::Vectorized<T>& grad, const
           grad_n};
 }
 
+// Stores them for the input product, [∂r, ∂z, ∂n] at `input`, and for the hidden product W_h h + b_h, whose
+// n-block is read through r ⊙ ·, [∂r, ∂z, ∂n ⊙ r] at each of `hidden`: H-wide gate blocks, the vector at column j
+template <typename T, typename... Hidden>
+inline void store_gate_gradients(const GateGradients<T>& g, const at::vec::Vectorized<T>& r, int64_t H, int64_t j,
+                                 T* input, Hidden*... hidden) {
+  g.r.store(input + j);
+  g.z.store(input + H + j);
+  g.n.store(input + 2 * H + j);
+  const at::vec::Vectorized<T> n_through_r = g.n * r;
+  ((g.r.store(hidden + j), g.z.store(hidden + H + j), n_through_r.store(hidden + 2 * H + j)), ...);
+}
+
 }  // namespace seq2seq_kernels
