@@ -533,8 +533,9 @@ def test_lever_times_prints_one_row_per_setting(tmp_path):
 
 
 @pytest.mark.slow
-def test_decode_times_prints_a_row_per_search_budget_and_refill_with_the_same_outputs(tmp_path):
-    """scripts/benchmark/decode_times.py: each search at each budget, refilled or not, every output the same."""
+def test_decode_times_prints_a_row_per_search_budget_refill_and_copies_with_the_same_outputs(tmp_path):
+    """scripts/benchmark/decode_times.py: each search at each budget, refilled or not, with row-major weight copies
+    or not, every output the same."""
     import subprocess
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark" / "decode_times.py"
@@ -543,20 +544,22 @@ def test_decode_times_prints_a_row_per_search_budget_and_refill_with_the_same_ou
         [sys.executable, script, "--corpus", str(tmp_path / "no-bible"), "--hidden-size", "16",
          "--embedding-size", "8", "--target-tokens", "60", "--train-updates", "2", "--sentences", "10",
          "--threads", "1", "--work", str(tmp_path / "work"), *(f"--extra={e}" for e in extra),
-         "--budget", "40", "--budget", "400", "--rounds", "2", "--profile", "5"],
+         "--budget", "40", "--budget", "400", "--copies", "on", "--copies", "off", "--rounds", "2",
+         "--profile", "5"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in out.stdout.splitlines()]
     rows = [row for row in rows if row and row[0] in ("greedy", "beam")]
-    assert [(row[0], row[1], row[2], int(row[3])) for row in rows] == [
-        (search, budget, refill, batches)
+    assert [(row[0], row[1], row[2], row[3], int(row[4])) for row in rows] == [
+        (search, budget, refill, copies, batches)
         for search in ("greedy", "beam")
         for budget, batches in (("40", 10), ("400", 2))
         for refill in ("on", "off")
+        for copies in ("on", "off")
     ]  # a 40-token budget holds one of these sentences per batch; 400 holds several
-    assert all(float(row[4].replace(",", "")) > 0 and row[7] == "yes" for row in rows)
-    assert all(float(row[8]) >= 0 for row in rows)  # peak memory growth of each setting, in MiB
+    assert all(float(row[5].replace(",", "")) > 0 and row[8] == "yes" for row in rows)
+    assert all(float(row[9]) >= 0 for row in rows)  # peak memory growth of each setting, in MiB
     assert "toy task: hidden 16, 2 updates, 10 test sentences" in out.stdout
     assert "greedy, budget 40, refill on:" in out.stdout and "beam, budget 40, refill on:" in out.stdout
     assert out.stdout.count("Self CPU time total") == 2  # one profile per search

@@ -1,14 +1,16 @@
 """Greedy and beam decoding of the benchmark's model, timed at several decoding batch budgets, with and without
-refilled rows (optionally profiled).
+refilled rows and row-major weight copies (optionally profiled).
 
-    .venv/bin/python scripts/benchmark/decode_times.py [--corpus data/bible] [--budget 2000]... [--refill on]... [--profile]
+    .venv/bin/python scripts/benchmark/decode_times.py [--corpus data/bible] [--budget 2000]... [--refill on]...
+        [--copies on]... [--profile]
 
 The model and data are the benchmark's (``seq2seq_side.py``: bi-GRU encoder, GRU decoder with Bahdanau attention
 and input feeding, the hidden size matched to JoeyNMT's: 288 on the Bible, 304 on the toy task), trained for
 ``--train-updates`` harness updates (the benchmark's 220 by default, so that it emits end-of-sentence as the
 benchmark's model does), then decoding the first ``--sentences`` test sentences in length-sorted batches, the
 longest first (as the benchmark), under each ``--budget`` (``data.batch.eval_max_tokens``) with and without
-``decoding.refill`` (continuous batching), with the benchmark's output budget (``1.5 · (|x| + 1)``) and beam
+``decoding.refill`` (continuous batching) and with and without ``--copies`` (``onednn.row_major_copies``, made a
+no-op for ``off``), with the benchmark's output budget (``1.5 · (|x| + 1)``) and beam
 settings; the settings are timed in turn, ``--rounds`` times (the median is reported: this machine drifts by tens
 of percent over minutes). Prints, per search and setting, the batches, output tokens and sentences per second,
 and whether every sentence's output is the same as in the first setting (it must be: a sentence never depends
@@ -23,6 +25,8 @@ import argparse
 import statistics
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -63,19 +67,21 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
     }
     rows, profiles = [], {}
     settings = [
-        (budget, refill == "on")
+        (budget, refill == "on", copies == "on")
         for budget in args.budget or [2000]
         for refill in args.refill or ["on", "off"]
+        for copies in args.copies or ["on"]
     ]
     for kind in args.search or ["greedy", "beam"]:
         # longest first, as the benchmark decodes: with refill the shorter sentences fill the rows around them
-        batches = {budget: list(eval_loader(test, budget))[::-1] for budget, _ in settings}
+        batches = {budget: list(eval_loader(test, budget))[::-1] for budget, *_ in settings}
         outputs: dict[tuple, dict[int, list[int]]] = {setting: {} for setting in settings}
         timings: dict[tuple, list[dict[str, float]]] = {setting: [] for setting in settings}
         growth: dict[tuple, float] = {}
 
-        def search(setting: tuple[int, bool], decoding: Decoding = searches[kind], batches: dict = batches):
-            return decode_stream(model, batches[setting[0]], replace(decoding, refill=setting[1]))
+        def search(setting: tuple, decoding: Decoding = searches[kind], batches: dict = batches):
+            stream = decode_stream(model, batches[setting[0]], replace(decoding, refill=setting[1]))
+            return stream if setting[2] else without_copies(stream)
 
         def record(searched, into=None) -> list[int]:
             batch, tokens = searched[0], searched[1].tokens
@@ -100,7 +106,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
                 "output_tokens_per_s": first["output_tokens"] / median,
                 "sentences_per_s": first["sentences"] / median,
             }  # every round decodes the same sentences into the same tokens
-            rows.append({"search": kind, "budget": setting[0], "refill": setting[1], **timing,
+            rows.append({"search": kind, "budget": setting[0], "refill": setting[1], "copies": setting[2], **timing,
                          "batches": len(batches[setting[0]]), "peak_growth_mib": growth.get(setting),
                          "same_outputs": outputs[setting] == outputs[settings[0]]})  # fmt: skip
         if args.profile:
@@ -110,6 +116,17 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[dict], dict[str, str]]
                 sort_by="self_cpu_time_total", row_limit=args.profile
             )
     return {**setup, "sentences": len(test)}, rows, profiles
+
+
+def without_copies(stream: Iterator) -> Iterator:
+    """``stream`` consumed with ``onednn.row_major_copies`` a no-op: the search reads the weights as they are."""
+    from seq2seq.models import onednn
+
+    real, onednn.row_major_copies = onednn.row_major_copies, nullcontext
+    try:
+        yield from stream
+    finally:
+        onednn.row_major_copies = real
 
 
 def main() -> None:
@@ -124,6 +141,7 @@ def main() -> None:
     )
     add("--search", choices=["greedy", "beam"], action="append", help="repeatable; default both")
     add("--refill", choices=["on", "off"], action="append", help="decoding.refill (repeatable; default both)")
+    add("--copies", choices=["on", "off"], action="append", help="row-major copies (repeatable; default on)")
     add("--sentences", type=int, default=500, help="test sentences decoded (default 500, as the benchmark)")
     add("--train-updates", type=int, default=220, help="harness updates before decoding (default 220)")
     add("--beam-size", type=int, default=5)
@@ -144,13 +162,14 @@ def main() -> None:
         f"{setup['sentences']} test sentences, {args.threads} threads\n"
     )
     print(
-        "| search | budget (tokens) | refill | batches | output tokens/s | sentences/s | mean length | same outputs "
-        "| peak memory growth (MiB) |"
+        "| search | budget (tokens) | refill | copies | batches | output tokens/s | sentences/s | mean length "
+        "| same outputs | peak memory growth (MiB) |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---|---:|")
+    print("|---|---:|---|---|---:|---:|---:|---:|---|---:|")
     for row in rows:
         print(
-            f"| {row['search']} | {row['budget']:,} | {'on' if row['refill'] else 'off'} | {row['batches']} "
+            f"| {row['search']} | {row['budget']:,} | {'on' if row['refill'] else 'off'} "
+            f"| {'on' if row['copies'] else 'off'} | {row['batches']} "
             f"| {row['output_tokens_per_s']:,.0f} "
             f"| {row['sentences_per_s']:.1f} | {row['mean_output_length']:.1f} "
             f"| {'yes' if row['same_outputs'] else 'NO'} "
