@@ -1,5 +1,7 @@
 """speed.onednn_matmul: oneDNN's products equal torch's within float32 rounding, and run only where they should."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -134,6 +136,18 @@ def _batch():
     return src, lengths, tgt
 
 
+def _source_batch(src: torch.Tensor, lengths: torch.Tensor) -> SimpleNamespace:
+    """What decode reads of a batch: ``src`` and ``src_lengths``."""
+    return SimpleNamespace(src=src, src_lengths=lengths)
+
+
+def _loss(model: EncoderDecoder, src, lengths, tgt, use_onednn: bool) -> torch.Tensor:
+    """The chunked training loss of one batch (chunks of 16 rows, no label smoothing)."""
+    features, _ = model(src, lengths, tgt[:, :-1], features=True)
+    flat, generator = features.reshape(-1, features.size(-1)), model.decoder.generator
+    return linear_cross_entropy(flat, generator, tgt[:, 1:].reshape(-1), 0, 0.0, 16, use_onednn)
+
+
 def test_a_training_loss_and_its_gradients_equal_with_and_without_onednn():
     """Encoder (GRU kernel), step loop (step weights) and chunked loss: float32, in training mode."""
     src, lengths, tgt = _batch()
@@ -143,11 +157,7 @@ def test_a_training_loss_and_its_gradients_equal_with_and_without_onednn():
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
-        features, _ = model(src, lengths, tgt[:, :-1], features=True)
-        decoder = model.decoder
-        loss = linear_cross_entropy(
-            features.reshape(-1, features.size(-1)), decoder.generator, tgt[:, 1:].reshape(-1), 0, 0.0, 16, on
-        )
+        loss = _loss(model, src, lengths, tgt, on)
         loss.backward()
         results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
     (loss_on, grads_on), (loss_off, grads_off) = results
@@ -173,12 +183,7 @@ def test_the_decoder_input_product_over_all_steps_goes_through_onednn():
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_decoding_gives_the_same_outputs_with_and_without_onednn(search):
     src, lengths, _ = _batch()
-
-    class Batch:
-        pass
-
-    batch = Batch()
-    batch.src, batch.src_lengths = src, lengths
+    batch = _source_batch(src, lengths)
     outputs = []
     for on in (True, False):
         model = _model(on).eval()
@@ -233,12 +238,7 @@ def test_decoding_reads_row_major_copies_and_sees_training_between_searches(sear
     """decode_stream opens a block per batch: the output layer is read from a copy, and after fused Adam steps
     the search decodes as a fresh copy of the trained model does."""
     src, lengths, tgt = _batch()
-
-    class Batch:
-        pass
-
-    batch = Batch()
-    batch.src, batch.src_lengths = src, lengths
+    batch = _source_batch(src, lengths)
     model = _model(True)
     read_from_copies = []
     real = onednn._row_major
@@ -248,10 +248,7 @@ def test_decoding_reads_row_major_copies_and_sees_training_between_searches(sear
     assert real(model.decoder.generator.weight) is model.decoder.generator.weight  # the block is closed
     optimizer, changed = torch.optim.Adam(model.parameters(), lr=0.05, fused=True), False
     for _ in range(3):
-        model.train()
-        features, _ = model(src, lengths, tgt[:, :-1], features=True)
-        flat, generator = features.reshape(-1, features.size(-1)), model.decoder.generator
-        linear_cross_entropy(flat, generator, tgt[:, 1:].reshape(-1), 0, 0.0, 16, True).backward()
+        _loss(model.train(), src, lengths, tgt, True).backward()
         optimizer.step()
         optimizer.zero_grad()
         after = decode(model.eval(), batch, Decoding(search, beam_size=3))
