@@ -154,10 +154,10 @@ def _row_major(weight: Tensor) -> Tensor:
     copyable = isinstance(weight, torch.nn.Parameter) and weight.dim() == 2 and weight.is_contiguous()
     if not (stack and copyable):
         return weight
-    entry = stack[-1].get(id(weight))
-    if entry is None or entry[0] is not weight:
-        entry = stack[-1][id(weight)] = (weight, weight.detach().t().contiguous())
-    return entry[1].t()
+    copies = stack[-1]
+    if id(weight) not in copies:  # kept with its copy, the parameter's id is its own while the block is open
+        copies[id(weight)] = (weight, weight.detach().t().contiguous())
+    return copies[id(weight)][1].t()
 
 
 def addmm(add: Tensor, x: Tensor, weight: Tensor, enabled: bool = True, pad_rows: bool = True) -> Tensor:
