@@ -193,7 +193,7 @@ def test_speed_options_reach_the_model_and_are_checked(tiny_cfg):
     default = default_model.decoder.attention
     assert default.tanh_as_sigmoid and default.recompute_gates is True
     assert default.compiled_kernels is default_model.compiled_kernels is HAS_COMPILER  # auto
-    assert default_model.onednn_matmul is default_model.encoder.onednn_matmul is onednn.preferred()  # auto
+    assert default_model.onednn_matmul == default_model.encoder.onednn_matmul == onednn.preferred()  # auto
     with pytest.raises(ConfigError, match="speed.loss_chunk"):
         validate_train(tiny_cfg("speed.loss_chunk=-1"))
     validate_train(tiny_cfg("speed.onednn_matmul=auto"))

@@ -121,10 +121,10 @@ def test_a_decoder_step_without_autograd_equals_the_torch_cells(rnn_type):
         close(a, b)
 
 
-def _model(on: bool) -> EncoderDecoder:
+def _model(on: bool | int, **speed) -> EncoderDecoder:
     torch.manual_seed(4)
     model = EncoderDecoder(23, 29, embedding_size=16, hidden_size=24, attention="bahdanau")
-    set_model_speed(model, {"onednn_matmul": on})
+    set_model_speed(model, {"onednn_matmul": on, **speed})
     return model
 
 
@@ -141,30 +141,73 @@ def _source_batch(src: torch.Tensor, lengths: torch.Tensor) -> SimpleNamespace:
     return SimpleNamespace(src=src, src_lengths=lengths)
 
 
-def _loss(model: EncoderDecoder, src, lengths, tgt, use_onednn: bool) -> torch.Tensor:
-    """The chunked training loss of one batch (chunks of 16 rows, no label smoothing)."""
-    features, _ = model(src, lengths, tgt[:, :-1], features=True)
+def _inputs(src, lengths, tgt) -> tuple:
+    """The model's arguments for the decoder features of a teacher-forced batch."""
+    return src, lengths, tgt[:, :-1]
+
+
+def _chunked_loss(model: EncoderDecoder, features, tgt, use_onednn: bool | int) -> torch.Tensor:
+    """The chunked training loss of decoder ``features`` (chunks of 16 rows, no label smoothing)."""
     flat, generator = features.reshape(-1, features.size(-1)), model.decoder.generator
     return linear_cross_entropy(flat, generator, tgt[:, 1:].reshape(-1), 0, 0.0, 16, use_onednn)
 
 
-def test_a_training_loss_and_its_gradients_equal_with_and_without_onednn():
-    """Encoder (GRU kernel), step loop (step weights) and chunked loss: float32, in training mode."""
+def _loss(model: EncoderDecoder, src, lengths, tgt, use_onednn: bool | int) -> torch.Tensor:
+    """The chunked training loss of one batch."""
+    features, _ = model(*_inputs(src, lengths, tgt), features=True)
+    return _chunked_loss(model, features, tgt, use_onednn)
+
+
+def _loss_by_phase(
+    model: EncoderDecoder, src, lengths, tgt, use_onednn: bool | int
+) -> tuple[torch.Tensor, dict]:
+    """The chunked training loss after its backward, and the FLOPs by operator of each phase: the features'
+    forward, the chunked loss (its three products run in its forward), the backward."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def forward():
+        kept["features"] = model(*_inputs(src, lengths, tgt), features=True)[0]
+
+    def loss():
+        kept["loss"] = _chunked_loss(model, kept["features"], tgt, use_onednn)
+
+    phases = {"forward": counted(forward), "loss": counted(loss)}
+    phases["backward"] = counted(lambda: kept["loss"].backward())
+    return kept["loss"], phases
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_training_loss_and_its_gradients_equal_with_and_without_onednn(compiled):
+    """Encoder (GRU kernel), step loop (step weights, or the compiled loop) and chunked loss: float32, in training
+    mode, with oneDNN for every product and with a row limit of 8 (``onednn.preferred`` on AMD CPUs without
+    AVX-512: the steps' 6 rows through oneDNN, the products over all 42 target tokens through torch)."""
     src, lengths, tgt = _batch()
-    results = []
-    for on in (True, False):
-        model = _model(on).train()
+    results, flops = {}, {}
+    for setting in (True, 8, False):
+        model = _model(setting, compiled_kernels=compiled).train()
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
-        loss = _loss(model, src, lengths, tgt, on)
-        loss.backward()
-        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
-    (loss_on, grads_on), (loss_off, grads_off) = results
-    close(loss_on, loss_off)
-    assert grads_on.keys() == grads_off.keys()
-    for name in grads_on:
-        torch.testing.assert_close(grads_on[name], grads_off[name], rtol=1e-4, atol=1e-6, msg=name)
+        loss, flops[setting] = _loss_by_phase(model, src, lengths, tgt, setting)
+        results[setting] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    loss_off, grads_off = results[False]
+    for setting in (True, 8):
+        loss_on, grads_on = results[setting]
+        close(loss_on, loss_off)
+        assert grads_on.keys() == grads_off.keys()
+        for name in grads_on:
+            torch.testing.assert_close(grads_on[name], grads_off[name], rtol=1e-4, atol=1e-6, msg=name)
+
+    def torch_products(setting, phase):
+        return sum(n for op, n in flops[setting][phase].items() if op in ("aten.mm", "aten.addmm"))
+
+    loss_products = 3 * 2 * tgt[:, 1:].numel() * 24 * 29  # logits, ∂L/∂x, ∂L/∂W over every target token
+    assert flops[True]["loss"][ONEDNN] >= loss_products and torch_products(True, "loss") == 0
+    assert ONEDNN not in flops[8]["loss"] and torch_products(8, "loss") == loss_products
+    # the weights' gradients over all tokens (encoder kernel, step loop) go to torch with the limit
+    assert torch_products(8, "backward") > torch_products(True, "backward")
+    if not compiled:  # the compiled loop's own products are not seen by the counter
+        assert flops[8]["forward"].get(ONEDNN, 0) > 0  # the steps' 6 rows
 
 
 def test_the_decoder_input_product_over_all_steps_goes_through_onednn():
@@ -259,21 +302,44 @@ def test_decoding_reads_row_major_copies_and_sees_training_between_searches(sear
     assert changed  # training moved the outputs, so stale copies would have shown
 
 
-AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n"
-INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 143\n"
+AVX2 = "flags\t\t: fpu sse2 avx fma avx2\n"
+AMD = f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n{AVX2}\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n{AVX2}"
+AMD_AVX512 = AMD.replace("avx2\n", "avx2 avx512f avx512bw\n")
+INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 143\nflags\t\t: avx2 avx512f amx_tile\n"
 ARM = "processor\t: 0\nCPU implementer\t: 0x41\n"
 
 
-def test_auto_chooses_onednn_on_amd_cpus_only():
-    assert onednn.preferred(AMD) is True
+def test_auto_chooses_by_cpu():
+    assert onednn.preferred(AMD_AVX512) is True  # every product
+    assert onednn.preferred(AMD) == onednn.FEW_ROWS and onednn.preferred(AMD) is not True  # a step's few rows
+    one_of_two = AMD_AVX512.replace("avx512f avx512bw\n", "\n", 1)
+    assert onednn.preferred(one_of_two) == onednn.FEW_ROWS
     assert (
         onednn.preferred(INTEL) is False and onednn.preferred(ARM) is False and onednn.preferred("") is False
     )
     assert onednn.preferred(AMD + INTEL) is False  # a mixed list: not measured, torch's choice
-    with open("/proc/cpuinfo") as file:  # this machine: auto follows its own vendor line
+    with open("/proc/cpuinfo") as file:  # this machine: auto follows its own vendor and flags lines
         here = file.read()
-    assert onednn.wanted("auto") is onednn.preferred(here) is ("AuthenticAMD" in here)
+    amd_only = "AuthenticAMD" in here and "GenuineIntel" not in here
+    expected = (True if "avx512f" in here.split() else onednn.FEW_ROWS) if amd_only else False
+    assert onednn.wanted("auto") == onednn.preferred(here) == expected
     assert onednn.wanted(True) is True and onednn.wanted(False) is False
+
+
+def test_a_row_limit_sends_tall_products_to_torch_and_few_rows_to_onednn():
+    torch.manual_seed(3)
+    layer, limit = nn.Linear(12, 40), 16
+    few, tall = torch.randn(8, 12), torch.randn(3, 11, 12)  # 8 rows; 33 rows
+    assert onednn.active(limit, few, layer.weight) and not onednn.active(limit, tall, layer.weight)
+    assert onednn.active(limit, tall, layer.weight, rows=16) and not onednn.active(limit, few, rows=17)
+    assert onednn.active(True, tall, layer.weight)  # no limit
+    assert ONEDNN in counted(lambda: onednn.linear(few, layer.weight, layer.bias, limit))
+    assert ONEDNN not in counted(lambda: onednn.linear(tall, layer.weight, layer.bias, limit))
+    close(onednn.linear(tall, layer.weight, layer.bias, limit), F.linear(tall, layer.weight, layer.bias))
+    grads = torch.randn(33, 40)  # a weight's gradient: the limit is on its inner dimension, the tokens
+    assert ONEDNN not in counted(lambda: onednn.mm_tn(grads, tall.reshape(33, 12), limit))
+    assert ONEDNN in counted(lambda: onednn.mm_tn(grads[:8], few, limit))
+    close(onednn.mm_tn(grads[:8], few, limit), grads[:8].t() @ few)
 
 
 @pytest.mark.parametrize("setting", [True, False, "auto"])

@@ -68,7 +68,7 @@ class SpeedConfig:
     compiled_kernels: bool | str = "auto"  # true | false | auto (where a C++ compiler builds them)
     keep_freed_memory: bool = True
     gru_kernel: bool = True
-    onednn_matmul: bool | str = "auto"  # true | false | auto (oneDNN on AMD CPUs)
+    onednn_matmul: bool | str = "auto"  # true | false | auto (by CPU: onednn.preferred)
 
 
 @dataclass

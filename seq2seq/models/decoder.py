@@ -61,7 +61,7 @@ class StackedCell(nn.Module):
     through oneDNN on CPU unless ``onednn_matmul`` is off (:mod:`seq2seq.models.onednn`; ``speed.onednn_matmul``).
     """
 
-    onednn_matmul: bool = onednn.preferred()
+    onednn_matmul: bool | int = onednn.preferred()
 
     def __init__(
         self, rnn_type: str, input_size: int, hidden_size: int, num_layers: int, dropout: float
@@ -156,7 +156,7 @@ class RecurrentDecoder(nn.Module):
     ``onednn_matmul``: its output layers' products through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
     """
 
-    onednn_matmul: bool = onednn.preferred()
+    onednn_matmul: bool | int = onednn.preferred()
 
     def __init__(
         self,

@@ -65,7 +65,7 @@ class RecurrentEncoder(nn.Module):
     """
 
     gru_kernel: bool = True
-    onednn_matmul: bool = onednn.preferred()
+    onednn_matmul: bool | int = onednn.preferred()
     compiled_kernels: bool = False
 
     def __init__(

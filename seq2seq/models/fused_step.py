@@ -57,7 +57,7 @@ class FusedStep:
         reads: StepAttention,
         b_h: Tensor,
         b_out: Tensor,
-        use_onednn: bool = True,
+        use_onednn: bool | int = True,
     ) -> None:
         self.w_h, self.w_x, self.w_out, self.reads = w_h, w_x, w_out, reads
         self.b_h, self.b_out, self.use_onednn = b_h, b_out, use_onednn
@@ -199,7 +199,7 @@ def loop(
     values: Tensor,
     energy: Tensor,
     invalid: Tensor,
-    use_onednn: bool,
+    use_onednn: bool | int,
 ) -> tuple[Tensor, Tensor]:
     """Every step of the teacher-forced loop as one autograd function of compiled operators (module docstring):
     ``h̃`` ``(T, B, H)`` and ``α`` ``(T, B, S)`` from ``pre`` ``(T, B, 3H)``, ``s_0``, ``h̃_0`` (None without input
@@ -215,7 +215,7 @@ class _Loop(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, invalid,
                 use_onednn):  # fmt: skip
-        onednn_on = onednn.active(use_onednn, pre, hidden, w_h, w_x, w_out)
+        onednn_on = onednn.active(use_onednn, hidden, pre, w_h, w_x, w_out)  # a row limit: the steps' B rows
         # the forward's products read each weight stored row by row: oneDNN's faster layout (step_weights.py)
         forward_weights = [w.contiguous() if onednn_on else w for w in (w_h, w_x, w_out)]
         outs, weights, hiddens, projected, n, rest, features = torch.ops.seq2seq_kernels.fused_loop(
@@ -233,7 +233,7 @@ class _Loop(torch.autograd.Function):
         )
         ctx.save_for_backward(hiddens, projected, n, outs, weights, rest, features, w_h, w_x, w_out, keys, values,
                               energy)  # fmt: skip
-        ctx.feeding, ctx.onednn = attentional is not None, onednn_on
+        ctx.feeding, ctx.onednn, ctx.use_onednn = attentional is not None, onednn_on, use_onednn
         return outs, weights
 
     @staticmethod
@@ -249,7 +249,7 @@ class _Loop(torch.autograd.Function):
                 w_out, keys, values, energy[0], keys_grad, ctx.feeding, ctx.onednn,
             )
         )  # fmt: skip
-        on = ctx.onednn
+        on = ctx.use_onednn  # the weights' gradients: over all steps' rows, which a row limit may exclude
 
         def rows(x: Tensor) -> Tensor:
             return x.reshape(-1, x.size(-1))

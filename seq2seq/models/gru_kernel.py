@@ -37,7 +37,7 @@ from seq2seq.models import onednn
 
 
 def gru_layers(
-    rnn: nn.GRU, inputs: Tensor, lengths: Tensor, use_onednn: bool = True, compiled: bool = False
+    rnn: nn.GRU, inputs: Tensor, lengths: Tensor, use_onednn: bool | int = True, compiled: bool = False
 ) -> tuple[Tensor, Tensor]:
     """What ``rnn`` (``batch_first``) returns on the packed batch, through :class:`_GRULayer`.
 
@@ -133,7 +133,7 @@ class _GRULayer(torch.autograd.Function):
         inputs: Tensor,
         mask: Tensor,
         alive: list[int],
-        use_onednn: bool,
+        use_onednn: bool | int,
         compiled: bool,
         w_ih: Tensor,
         w_hh: Tensor,

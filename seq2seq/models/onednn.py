@@ -8,10 +8,12 @@ project's shapes, from the decoder step's ``(B, H) × (H, 3H)`` to the output la
 
 A weight's gradient ``∂L/∂yᵀ x`` (inner dimension the tokens) is computed with the larger of its two sides as the
 product's output rows (:func:`mm_tn`: 2-3× faster than the other way round for the output layer's). Each
-function takes ``enabled`` (``speed.onednn_matmul``, whose default ``auto`` is :func:`preferred`: on AMD CPUs only —
-on an Intel CPU MKL was the faster one); the products stay with torch too when PyTorch lacks oneDNN
-or has it switched off (``torch.backends.mkldnn.enabled``), for anything but float32 CPU tensors, and for
-strided operands (:func:`active`).
+function takes ``enabled`` (``speed.onednn_matmul``, whose default ``auto`` is :func:`preferred`): ``True`` for
+every product, ``False`` for none, or a number of rows, the most a product may have to go to oneDNN (on AMD CPUs
+without AVX-512, where MKL is the faster library for the tall products over a batch's tokens and oneDNN for a
+step's few rows). The products stay with torch too when PyTorch lacks oneDNN or has it switched off
+(``torch.backends.mkldnn.enabled``), for anything but float32 CPU tensors, and for strided operands
+(:func:`active`).
 """
 
 from __future__ import annotations
@@ -45,16 +47,27 @@ if _OP is not None:  # FlopCounterMode counts these products as it counts ``addm
 
 
 CHOICES = (True, False, "auto")
+FEW_ROWS = 256  # auto on an AMD CPU without AVX-512: oneDNN for products of at most this many rows, MKL above
 
 
-def preferred(cpuinfo: str | None = None) -> bool:
-    """Whether ``speed.onednn_matmul=auto`` sends the float32 products to oneDNN: on an AMD CPU (``vendor_id``
-    ``AuthenticAMD`` in ``/proc/cpuinfo``, or in ``cpuinfo`` when given), where MKL's ``sgemm`` ran at half
-    oneDNN's rate or less; not on an Intel CPU, where MKL made the toy set-up's update 1.3× faster, nor where
-    neither was measured (ARM, other systems): torch's own choice there (docs/performance.md)."""
+def preferred(cpuinfo: str | None = None) -> bool | int:
+    """What ``speed.onednn_matmul=auto`` sends to oneDNN, by the CPU (``/proc/cpuinfo``, or ``cpuinfo`` when given):
+
+    - every float32 product (``True``) on AMD CPUs with AVX-512 (``avx512f``; Zen 4), where MKL, which keeps its
+      AVX-512 kernels for Intel, ran at half oneDNN's rate or less at every shape;
+    - products of at most :data:`FEW_ROWS` rows on AMD CPUs without it (Zen 3, AVX2), where both libraries run AVX2
+      kernels: oneDNN is the faster at a step's few rows, MKL at the tall products over a batch's tokens (the
+      loss's, the weights' gradients: 1.15-1.5×); the mix made a training update 8 % faster than either alone;
+    - none (``False``) on an Intel CPU, where MKL made the toy set-up's update 1.3× faster, nor where neither was
+      measured (ARM, other systems, a mixed list): torch's own choice there (docs/performance.md).
+    """
     text = _cpuinfo() if cpuinfo is None else cpuinfo
-    vendors = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("vendor_id")}
-    return vendors == {"AuthenticAMD"}
+    lines = [line.split(":", 1) for line in text.splitlines() if ":" in line]
+    vendors = {value.strip() for key, value in lines if key.strip() == "vendor_id"}
+    if vendors != {"AuthenticAMD"}:
+        return False
+    flags = [set(value.split()) for key, value in lines if key.strip() == "flags"]
+    return True if flags and all("avx512f" in own for own in flags) else FEW_ROWS
 
 
 @lru_cache(maxsize=1)
@@ -66,17 +79,28 @@ def _cpuinfo() -> str:
         return ""
 
 
-def wanted(setting: Any) -> bool:
-    """``speed.onednn_matmul`` as a switch: ``true`` / ``false`` as they are, ``auto`` (the default) :func:`preferred`."""
-    return preferred() if setting == "auto" else bool(setting)
+def wanted(setting: Any) -> bool | int:
+    """``speed.onednn_matmul`` as :func:`active` takes it: ``auto`` (the default) :func:`preferred`; ``true``,
+    ``false`` or a row limit as they are."""
+    if setting == "auto":
+        return preferred()
+    return setting if isinstance(setting, int) else bool(setting)
 
 
-def active(enabled: bool, *tensors: Tensor) -> bool:
-    """Whether products of these tensors go through oneDNN: ``enabled``, available, all float32 CPU tensors."""
+def active(enabled: bool | int, *tensors: Tensor, rows: int | None = None) -> bool:
+    """Whether a product of these tensors goes through oneDNN: ``enabled`` (``True``, or a row limit the product's
+    ``rows`` are within; by default the first tensor's rows, all but its last dimension), available, all float32
+    CPU tensors, none strided."""
     if not (enabled and _OP is not None and torch.backends.mkldnn.is_available()):
         return False
     if not torch.backends.mkldnn.enabled:
         return False
+    if enabled is not True:
+        first = tensors[0]
+        if rows is None:
+            rows = first.numel() // max(first.size(-1), 1) if first.dim() > 1 else 1
+        if rows > enabled:
+            return False
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and _dense(t) for t in tensors)
 
 
@@ -116,7 +140,7 @@ def bucket(rows: int) -> int:
     return -(-rows // step) * step
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, enabled: bool = True) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, enabled: bool | int = True) -> Tensor:
     """``F.linear(x, weight, bias)``: ``(..., K)``, weight ``(N, K)``, bias ``(N,)`` → ``(..., N)``. Without autograd
     inside :func:`row_major_copies` a parameter is read from its row-major copy."""
     if not active(enabled, x, weight, *([] if bias is None else [bias])):
@@ -160,24 +184,27 @@ def _row_major(weight: Tensor) -> Tensor:
     return copies[id(weight)][1].t()
 
 
-def addmm(add: Tensor, x: Tensor, weight: Tensor, enabled: bool = True, pad_rows: bool = True) -> Tensor:
+def addmm(
+    add: Tensor, x: Tensor, weight: Tensor, enabled: bool | int = True, pad_rows: bool = True
+) -> Tensor:
     """``torch.addmm(add, x, weight)`` without autograd: ``add + x @ weight``; ``x`` ``(B, I)``, ``weight`` ``(I, O)``,
     ``add`` ``(B, O)`` or ``(O,)``. ``pad_rows``: see :func:`_product` (False where every call has the same rows)."""
-    if not active(enabled, add, x, weight):
+    if not active(enabled, x, add, weight):  # x first: a row limit counts its rows
         return torch.addmm(add, x, weight)
     if add.dim() == 1:
         return _product(x, weight.t(), add, pad_rows)
     return _product(x, weight.t(), None, pad_rows).add_(add)
 
 
-def mm(x: Tensor, weight: Tensor, enabled: bool = True, pad_rows: bool = True) -> Tensor:
+def mm(x: Tensor, weight: Tensor, enabled: bool | int = True, pad_rows: bool = True) -> Tensor:
     """``x @ weight`` without autograd: ``x`` ``(M, K)``, ``weight`` ``(K, N)``; ``pad_rows`` as :func:`addmm`'s."""
     return _product(x, weight.t(), None, pad_rows) if active(enabled, x, weight) else x @ weight
 
 
-def mm_tn(a: Tensor, b: Tensor, enabled: bool = True) -> Tensor:
+def mm_tn(a: Tensor, b: Tensor, enabled: bool | int = True) -> Tensor:
     """``a.t() @ b`` without autograd — a weight's gradient, ``a`` ``(N, I)``, ``b`` ``(N, O)`` → ``(I, O)`` (maybe
-    a transposed view). oneDNN is fastest with the larger of ``I``, ``O`` as its output's inner dimension."""
+    a transposed view). oneDNN is fastest with the larger of ``I``, ``O`` as its output's inner dimension. A row
+    limit in ``enabled`` applies to ``N`` (the tokens: this product's inner dimension, the tall side)."""
     if not active(enabled, a, b):
         return a.t() @ b
     if a.size(1) >= b.size(1):

@@ -55,7 +55,7 @@ class EncoderDecoder(nn.Module):
     step_weights: bool = True
     step_attention: bool = True
     fused_step: bool = True
-    onednn_matmul: bool = onednn.preferred()
+    onednn_matmul: bool | int = onednn.preferred()
 
     def __init__(
         self,

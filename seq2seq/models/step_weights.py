@@ -30,11 +30,11 @@ class StepWeight:
         use_onednn: each step's products through oneDNN on CPU (:mod:`seq2seq.models.onednn`).
     """
 
-    def __init__(self, weight: Tensor, use_onednn: bool = True) -> None:
+    def __init__(self, weight: Tensor, use_onednn: bool | int = True) -> None:
         # held by the graph's nodes; it holds no tensor with a graph, so no reference cycle
         self.steps = _Steps(use_onednn)
         self.handle = _Gather.apply(weight, self.steps)  # its backward runs after every step's backward
-        if onednn.active(use_onednn, weight):
+        if onednn.active(use_onednn, weight, rows=1):  # a step's few rows (a row limit is for tall products)
             # the forward products read the weight stored row by row, (I, O), copied once per forward pass: oneDNN
             # runs x W 10–20 % faster from it than from a Linear's (O, I) seen transposed, which the backward's
             # ∂y Wᵀ reads (docs/performance.md, "Weight layouts")
@@ -53,7 +53,7 @@ class StepWeight:
 class _Steps:
     """What the steps leave for the weight's gradient: their inputs (forward order) and output gradients."""
 
-    def __init__(self, use_onednn: bool) -> None:
+    def __init__(self, use_onednn: bool | int) -> None:
         self.use_onednn = use_onednn
         self.forward_weight: Tensor | None = None  # a copy without graph, where the forward reads one
         self.inputs: list[Tensor] = []

@@ -57,7 +57,7 @@ def teacher_forced(
     compile: bool = False,
     step_weights: bool = True,
     step_attention: bool = True,
-    use_onednn: bool = True,
+    use_onednn: bool | int = True,
     fused_step: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """Attentional vectors ``h̃`` ``(B, T, H)`` for decoder inputs ``(B, T)`` (BOS first), and attention ``(B, T, S)``.
@@ -137,7 +137,7 @@ def hoisted_unroll(
     compile: bool = False,
     step_weights: bool = True,
     step_attention: bool = True,
-    use_onednn: bool = True,
+    use_onednn: bool | int = True,
     fused_step: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """The step loop with the input-independent work done once (module docstring)."""

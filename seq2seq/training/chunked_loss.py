@@ -51,7 +51,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ignore_index: int,
         smoothing: float,
         chunk: int,
-        use_onednn: bool,
+        use_onednn: bool | int,
         compiled: bool,
     ) -> Tensor:
         padded, rows = features, None
@@ -116,7 +116,7 @@ def linear_cross_entropy(
     ignore_index: int,
     label_smoothing: float = 0.0,
     chunk: int = 2048,
-    use_onednn: bool = True,
+    use_onednn: bool | int = True,
     compiled: bool = False,
 ) -> Tensor:
     """Mean cross-entropy of ``layer(features)`` against ``targets``, ``chunk`` tokens at a time.
@@ -141,6 +141,6 @@ def linear_cross_entropy(
         ignore_index,
         float(label_smoothing),
         int(chunk),
-        bool(use_onednn),
+        use_onednn,  # True, False or a row limit (onednn.active)
         bool(compiled),
     )
