@@ -53,11 +53,12 @@ FEW_ROWS = 256  # auto on an AMD CPU without AVX-512: oneDNN for products of at 
 def preferred(cpuinfo: str | None = None) -> bool | int:
     """What ``speed.onednn_matmul=auto`` sends to oneDNN, by the CPU (``/proc/cpuinfo``, or ``cpuinfo`` when given):
 
-    - every float32 product (``True``) on AMD CPUs with AVX-512 (``avx512f``; Zen 4), where MKL, which keeps its
-      AVX-512 kernels for Intel, ran at half oneDNN's rate or less at every shape;
+    - every float32 product (``True``) on AMD CPUs with AVX-512 (``avx512f``), where MKL, which keeps its AVX-512
+      kernels for Intel CPUs, was the slower library at almost every shape of this project, often by half;
     - products of at most :data:`FEW_ROWS` rows on AMD CPUs without it (Zen 3, AVX2), where both libraries run AVX2
       kernels: oneDNN is the faster at a step's few rows, MKL at the tall products over a batch's tokens (the
-      loss's, the weights' gradients: 1.15-1.5×); the mix made a training update 8 % faster than either alone;
+      loss's, the weights' gradients: 1.1-1.5×); the mix made a training update 9-10 % faster than oneDNN alone
+      and 3-13 % faster than MKL alone;
     - none (``False``) on an Intel CPU, where MKL made the toy set-up's update 1.3× faster, nor where neither was
       measured (ARM, other systems, a mixed list): torch's own choice there (docs/performance.md).
     """
