@@ -104,16 +104,16 @@ class _Step(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         reads = plan.reads.steps
         indices = [plan.w_h.steps.record(hidden)]  # each step weight's and the read's index of this step
-        onednn_on = plan.use_onednn
+        use_onednn = plan.use_onednn  # the setting (True, False or a row limit): each product decides
         forward_weights = (plan.w_h.forward_weight, plan.w_x.forward_weight, plan.w_out.forward_weight)
         new_hidden, out, weights, gates_h, rz, n, rest, features, kept, at_read = _forward(
-            pre, hidden, attentional, b_h, b_out, *forward_weights, keys, values, energy, reads, onednn_on
+            pre, hidden, attentional, b_h, b_out, *forward_weights, keys, values, energy, reads, use_onednn
         )
         indices.append(at_read)
         indices += [plan.w_x.steps.record(rest), plan.w_out.steps.record(features)]
         # the steps' records, not the plan: it holds the weights' handles and memory, with their graphs
         ctx.records = (plan.w_h.steps, reads, plan.w_x.steps, plan.w_out.steps)
-        ctx.indices, ctx.feeding, ctx.onednn = indices, attentional is not None, onednn_on
+        ctx.indices, ctx.feeding, ctx.use_onednn = indices, attentional is not None, use_onednn
         ctx.save_for_backward(hidden, rz, n, gates_h, out, w_h, w_x, w_out, *kept)
         return new_hidden, out, weights
 
@@ -125,7 +125,7 @@ class _Step(torch.autograd.Function):
         steps_h, reads, steps_x, steps_out = ctx.records
         grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy = _backward(
             grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, kept,
-            reads, at_read, ctx.onednn,
+            reads, at_read, ctx.use_onednn,
         )  # fmt: skip
         steps_out.grads[at_out], steps_x.grads[at_x], steps_h.grads[at_h] = grad_a, grad_x, grad_h
         return (
@@ -144,45 +144,45 @@ class _Step(torch.autograd.Function):
         )
 
 
-def _forward(pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, reads, onednn_on):
+def _forward(pre, hidden, attentional, b_h, b_out, w_h, w_x, w_out, keys, values, energy, reads, use_onednn):
     """The step's forward in Python operators: ``s_t``, ``h̃_t``, ``α_t``, ``[g_h]`` (σ of r, z in place), ``rz``,
     ``n``, the inputs of ``W_x`` and ``W_c``, what the read keeps and its index."""
     size = hidden.size(1)
     gates = 3 * size
-    projected = onednn.addmm(b_h, hidden, w_h, onednn_on, False)  # (B, 3H + A)
+    projected = onednn.addmm(b_h, hidden, w_h, use_onednn, False)  # (B, 3H + A)
     gates_h, query = projected[:, :gates], projected[:, gates:]
     context, weights, kept, at_read = read_forward(query, keys, values, energy, reads)
     rest = context if attentional is None else torch.cat([attentional, context], dim=1)
-    gates_x = onednn.addmm(pre, rest, w_x, onednn_on, False)  # (B, 3H)
+    gates_x = onednn.addmm(pre, rest, w_x, use_onednn, False)  # (B, 3H)
     # the GRU's gates, as in the encoder's kernel: σ of the r, z arguments (in gates_h's place) and n
     rz, n = gru_kernel.gates(gates_x, gates_h)
     new_hidden = torch.lerp(n, hidden, rz[:, size:])  # n + z (s − n)
     features = torch.cat([new_hidden, context], dim=1)
-    out = onednn.addmm(b_out, features, w_out, onednn_on, False).tanh_()  # h̃_t (B, H)
+    out = onednn.addmm(b_out, features, w_out, use_onednn, False).tanh_()  # h̃_t (B, H)
     return new_hidden, out, weights, gates_h, rz, n, rest, features, kept, at_read
 
 
 def _backward(grad_hidden, grad_out, grad_weights, hidden, rz, n, gates_h, out, w_h, w_x, w_out, kept, reads, at_read,
-              onednn_on):  # fmt: skip
+              use_onednn):  # fmt: skip
     """The step's backward in Python operators: ``∂(W_ie y + b_ih)``, ``∂s_{t-1}``, ``∂h̃_{t-1}``, ``∂[g_h; q]``,
     ``∂a`` and ``∂v``; the read's shares of the memory's gradients go into ``reads``."""
     size = hidden.size(1)
     # h̃ = tanh(a): ∂a = ∂h̃ (1 − h̃²)
     grad_a = torch.ops.aten.tanh_backward(grad_out, out)  # (B, H)
-    grad_features = onednn.mm(grad_a, w_out.t(), onednn_on, False)  # (B, H + D): ∂[s_t; c_t]
+    grad_features = onednn.mm(grad_a, w_out.t(), use_onednn, False)  # (B, H + D): ∂[s_t; c_t]
     grad_new = grad_features[:, :size].add_(grad_hidden)  # ∂s_t, from h̃_t and from step t + 1
     grad_context = grad_features[:, size:]
     # the GRU, s_t = n + z (s − n): its gates' derivatives into ∂g_x and the first 3H columns of ∂[g_h; q]
     grad_x = rz.new_empty(rz.size(0), 3 * size)
     grad_h = grad_x.new_empty(grad_x.size(0), w_h.size(1))  # (B, 3H + A)
     gru_kernel.gate_gradients(grad_new, hidden, rz, n, gates_h, grad_x, grad_h[:, : 3 * size])
-    grad_rest = onednn.mm(grad_x, w_x.t(), onednn_on, False)  # (B, H + D) or (B, D)
+    grad_rest = onednn.mm(grad_x, w_x.t(), use_onednn, False)  # (B, H + D) or (B, D)
     grad_attentional = grad_rest[:, :size]  # (only with input feeding)
     grad_context = grad_context + grad_rest[:, -grad_context.size(1) :]
     grad_query, grad_energy = read_backward(reads, at_read, tuple(kept), grad_context, grad_weights)
     grad_h[:, 3 * size :].copy_(grad_query)
     # ∂s_{t-1}: its direct share ∂s_t ⊙ z, and through W_h and W
-    grad_previous = onednn.addmm(grad_new * rz[:, size:], grad_h, w_h.t(), onednn_on, False)
+    grad_previous = onednn.addmm(grad_new * rz[:, size:], grad_h, w_h.t(), use_onednn, False)
     return grad_x, grad_previous, grad_attentional, grad_h, grad_a, grad_energy
 
 
